@@ -1,0 +1,91 @@
+"""The embedded Airflow: one place that builds its environment.
+
+``flywheel airflow ARGS…`` and ``flywheel dag test`` run Airflow with ``AIRFLOW_HOME`` under
+``FLYWHEEL_HOME``, our ``dags/`` and ``plugins/`` folders, no examples, SQLite and an execution
+API URL that matches the API server's port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from flywheel.settings import Settings, get_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DAGS_FOLDER = REPO_ROOT / "dags"
+PLUGINS_FOLDER = REPO_ROOT / "plugins"
+
+
+def airflow_env(settings: Settings | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables for an embedded Airflow process."""
+    s = settings or get_settings()
+    home = s.airflow_home
+    env = dict(os.environ if base is None else base)
+    url = f"http://{s.airflow_host}:{s.airflow_port}"
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|flywheel)\..*",
+            "AIRFLOW__API__HOST": s.airflow_host,
+            "AIRFLOW__API__PORT": str(s.airflow_port),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
+            "FLYWHEEL_HOME": str(s.home),
+        }
+    )
+    env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}")
+    # the venv's bin must be on PATH: `airflow standalone` spawns `airflow` sub-commands
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    # our packages importable from DAG files even without an install
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def apply_to_current_process(settings: Settings | None = None) -> dict[str, str]:
+    """Put the embedded Airflow configuration into ``os.environ`` (before importing airflow)."""
+    env = airflow_env(settings)
+    os.environ.update(env)
+    (get_settings() if settings is None else settings).airflow_home.mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def airflow_executable() -> str:
+    exe = Path(sys.executable).parent / "airflow"
+    return str(exe) if exe.exists() else (shutil.which("airflow") or "airflow")
+
+
+def run_airflow(args: list[str], settings: Settings | None = None, check: bool = False) -> int:
+    """Run the airflow CLI with the embedded configuration; returns its exit code."""
+    s = settings or get_settings()
+    s.ensure_home()
+    s.airflow_home.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([airflow_executable(), *args], env=airflow_env(s), check=check)
+    return proc.returncode
+
+
+def ensure_db(settings: Settings | None = None) -> None:
+    """Create or upgrade the embedded metadata database (idempotent, quiet)."""
+    s = settings or get_settings()
+    s.ensure_home()
+    s.airflow_home.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [airflow_executable(), "db", "migrate"],
+        env=airflow_env(s),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )

@@ -1,0 +1,121 @@
+"""One settings object decides every backend.
+
+Read from environment variables with the prefix ``FLYWHEEL_`` (and a ``.env`` file if present).
+No other module reads the environment for these choices: import :func:`get_settings`.
+
+Two profiles share the code:
+
+* ``embedded`` (default): everything under ``FLYWHEEL_HOME`` (default ``./.flywheel``) -- a file
+  lake, SQLite for Airflow, Feast and MLflow, a local Evidently workspace. No services.
+* ``production``: the lake on S3 (``FLYWHEEL_LAKE_URI=s3://bucket/prefix``), Feast on Redis with
+  a SQL registry on Postgres, an MLflow tracking server, a pseudonymisation key from a secret.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """All of Flywheel's configuration; see the module docstring for the profiles."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", env_file=".env", extra="ignore")
+
+    profile: Literal["embedded", "production"] = "embedded"
+    home: Path = Field(default=Path(".flywheel"), description="State root of the embedded profile")
+
+    # --- lake -------------------------------------------------------------------------------
+    lake_uri: str | None = Field(default=None, description="file://... or s3://bucket/prefix")
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLYWHEEL_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint (MinIO); AWS when unset",
+    )
+
+    # --- privacy ----------------------------------------------------------------------------
+    pseudonym_key: SecretStr | None = Field(
+        default=None, description="Key of the keyed hash that pseudonymises user ids"
+    )
+
+    # --- Airflow ----------------------------------------------------------------------------
+    airflow_host: str = "127.0.0.1"
+    airflow_port: int = 8080
+
+    # --- MLflow -----------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = None
+    mlflow_port: int = 5000
+    registered_model: str = "flywheel-recommender"
+
+    # --- Feast ------------------------------------------------------------------------------
+    feast_project: str = "flywheel"
+    redis_url: str = "redis://127.0.0.1:6379"
+    feast_registry_url: str | None = Field(
+        default=None, description="SQL registry (postgresql+psycopg://...) for production"
+    )
+
+    # --- Evidently / serving ------------------------------------------------------------------
+    evidently_port: int = 8001
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if self.lake_uri is None:
+            self.lake_uri = (self.home / "lake").as_uri()
+        if self.mlflow_tracking_uri is None:
+            self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        return self
+
+    # --- derived locations -------------------------------------------------------------------
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return (self.home / "mlflow" / "artifacts").as_uri()
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def evidently_workspace(self) -> Path:
+        return self.home / "evidently"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.airflow_host}:{self.airflow_port}"
+
+    def ensure_home(self) -> Path:
+        """Create the state root, or raise a one-line :class:`ConfigError` if it is not writable."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            probe = self.home / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"FLYWHEEL_HOME={self.home} is not writable ({exc.strerror or exc})"
+            ) from None
+        return self.home
+
+
+@functools.cache
+def _cached(env_key: tuple) -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """Current settings; re-read when ``FLYWHEEL_*``/``AWS_ENDPOINT_URL`` variables change."""
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("FLYWHEEL_", "AWS_"))))
+    return _cached(key)
