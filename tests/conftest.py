@@ -1,0 +1,54 @@
+"""Test configuration shared by every suite.
+
+Airflow reads its configuration once per process, at import, so the embedded Airflow of the test
+session (its own ``AIRFLOW_HOME`` and SQLite database in a temporary folder) is set up here,
+before anything imports ``airflow``. Each test gets its own ``FLYWHEEL_HOME`` (``fw_home``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="flywheel-tests-"))
+os.environ["FLYWHEEL_HOME"] = str(_SESSION_ROOT / "home")
+os.environ.setdefault("FLYWHEEL_PSEUDONYM_KEY", "test-pseudonym-key")
+os.environ.pop("FLYWHEEL_LAKE_URI", None)
+os.environ.pop("FLYWHEEL_PROFILE", None)
+
+from flywheel.airflow_env import apply_to_current_process  # noqa: E402
+
+apply_to_current_process()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata database for the session (for DagBag and ``dag.test()``)."""
+    from flywheel.airflow_env import ensure_db
+
+    ensure_db()
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture
+def fw_home(tmp_path, monkeypatch) -> Path:
+    """A fresh ``FLYWHEEL_HOME`` (and so a fresh local lake) for one test."""
+    home = tmp_path / "fw"
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    monkeypatch.delenv("FLYWHEEL_LAKE_URI", raising=False)
+    return home
+
+
+@pytest.fixture
+def lake(fw_home):
+    from flywheel.storage import get_lake
+
+    return get_lake()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
