@@ -34,11 +34,21 @@ def fmt(v: float | None) -> str:
 def print_table(rows: list[Row]) -> None:
     headers = ["benchmark", "case", "metric", "value", "baseline", "ratio", "target", "ok"]
     cells = [
-        [r.benchmark, r.case, r.metric, fmt(r.value), r.baseline, fmt(r.ratio), r.target,
-         "" if r.ok is None else ("yes" if r.ok else "NO")]
+        [
+            r.benchmark,
+            r.case,
+            r.metric,
+            fmt(r.value),
+            r.baseline,
+            fmt(r.ratio),
+            r.target,
+            "" if r.ok is None else ("yes" if r.ok else "NO"),
+        ]
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     line = " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     print(line)
     print("-+-".join("-" * w for w in widths))

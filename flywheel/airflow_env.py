@@ -20,7 +20,9 @@ DAGS_FOLDER = REPO_ROOT / "dags"
 PLUGINS_FOLDER = REPO_ROOT / "plugins"
 
 
-def airflow_env(settings: Settings | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+def airflow_env(
+    settings: Settings | None = None, base: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment variables for an embedded Airflow process."""
     s = settings or get_settings()
     home = s.airflow_home
@@ -42,7 +44,9 @@ def airflow_env(settings: Settings | None = None, base: dict[str, str] | None = 
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                home / "simple_auth_manager_passwords.json"
+            ),
             "FLYWHEEL_HOME": str(s.home),
         }
     )
@@ -60,7 +64,9 @@ def apply_to_current_process(settings: Settings | None = None) -> dict[str, str]
     """Put the embedded Airflow configuration into ``os.environ`` (before importing airflow)."""
     env = airflow_env(settings)
     os.environ.update(env)
-    (get_settings() if settings is None else settings).airflow_home.mkdir(parents=True, exist_ok=True)
+    (get_settings() if settings is None else settings).airflow_home.mkdir(
+        parents=True, exist_ok=True
+    )
     return env
 
 

@@ -65,7 +65,9 @@ class Table:
     def arrow_schema(self) -> pa.Schema:
         import pyarrow as pa
 
-        return pa.schema([pa.field(c.name, c.arrow_type(), nullable=c.nullable) for c in self.columns])
+        return pa.schema(
+            [pa.field(c.name, c.arrow_type(), nullable=c.nullable) for c in self.columns]
+        )
 
 
 EVENTS = Table(
@@ -108,7 +110,9 @@ USERS = Table(
     time_column="signup_ts",
     unique=("user_id",),
     columns=(
-        Column("user_id", "string", "Unique id of the user (pseudonymised after ingestion)", key=True),
+        Column(
+            "user_id", "string", "Unique id of the user (pseudonymised after ingestion)", key=True
+        ),
         Column("signup_ts", "timestamp", "When the user signed up (UTC)"),
         Column("country", "string", "ISO 3166-1 alpha-2 country code"),
         Column("age_bucket", "string", "Age band", allowed=AGE_BUCKETS),
@@ -138,7 +142,14 @@ def markdown() -> str:
         "",
     ]
     for t in TABLES.values():
-        lines += [f"### `{t.name}`", "", t.description, "", "| column | type | rule |", "| --- | --- | --- |"]
+        lines += [
+            f"### `{t.name}`",
+            "",
+            t.description,
+            "",
+            "| column | type | rule |",
+            "| --- | --- | --- |",
+        ]
         for c in t.columns:
             rule = []
             if not c.nullable:

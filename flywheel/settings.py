@@ -117,5 +117,7 @@ def _cached(env_key: tuple) -> Settings:
 
 def get_settings() -> Settings:
     """Current settings; re-read when ``FLYWHEEL_*``/``AWS_ENDPOINT_URL`` variables change."""
-    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("FLYWHEEL_", "AWS_"))))
+    key = tuple(
+        sorted((k, v) for k, v in os.environ.items() if k.startswith(("FLYWHEEL_", "AWS_")))
+    )
     return _cached(key)

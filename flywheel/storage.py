@@ -145,7 +145,9 @@ class Lake(ABC):
             if not keys:
                 raise LakeError(f"no Parquet files under {self.url(key_or_prefix)}")
         tables = [pq.read_table(io.BytesIO(self.read_bytes(k))) for k in keys]
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+        return (
+            tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+        )
 
 
 class LocalLake(Lake):
@@ -254,7 +256,9 @@ class S3Lake(Lake):
 
         where = self.url(key)
         if isinstance(exc, EndpointConnectionError):
-            return LakeError(f"S3 endpoint unreachable ({exc.kwargs.get('endpoint_url')}) while trying to {action} {where}")
+            return LakeError(
+                f"S3 endpoint unreachable ({exc.kwargs.get('endpoint_url')}) while trying to {action} {where}"
+            )
         if isinstance(exc, NoCredentialsError):
             return LakeError(f"no AWS credentials found to {action} {where}")
         if isinstance(exc, ClientError):
@@ -319,7 +323,9 @@ class S3Lake(Lake):
 
     def copy(self, src: str, dst: str) -> None:
         try:
-            self._s3.copy({"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst))
+            self._s3.copy(
+                {"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst)
+            )
         except Exception as exc:
             raise self._fail("copy", src, exc) from None
 

@@ -52,3 +52,25 @@ def lake(fw_home):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A real S3 endpoint over HTTP (moto server) with bucket ``flywheel-test`` and test creds."""
+    from tests.s3_server import moto_s3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with moto_s3() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        yield endpoint
+
+
+@pytest.fixture
+def s3_lake(fw_home, s3_endpoint, monkeypatch):
+    """The lake on ``s3://flywheel-test/lake`` served by moto over HTTP."""
+    from flywheel.storage import get_lake
+
+    monkeypatch.setenv("FLYWHEEL_LAKE_URI", "s3://flywheel-test/lake")
+    return get_lake()

@@ -1,0 +1,82 @@
+"""The ``flywheel`` command as a person runs it: a real subprocess, real exit codes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
+
+
+def run(*args, env=None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FLYWHEEL, *args], capture_output=True, text=True, env=env, timeout=300, **kw
+    )
+
+
+@pytest.fixture
+def env(fw_home):
+    return dict(os.environ)
+
+
+def test_help_lists_commands(env):
+    out = run("--help", env=env)
+    assert out.returncode == 0
+    for cmd in ("contract", "pseudonymise", "airflow", "dag"):
+        assert cmd in out.stdout
+
+
+def test_contract_is_the_one_in_code(env):
+    from flywheel.contract import TABLES
+
+    out = run("contract", env=env)
+    assert out.returncode == 0
+    for table in TABLES.values():
+        for col in table.column_names:
+            assert f"`{col}`" in out.stdout
+
+
+def test_pseudonymise_is_stable_and_keyed(env):
+    a = run("pseudonymise", "u000001", env=env).stdout.strip()
+    assert a.startswith("p_") and a == run("pseudonymise", "u000001", env=env).stdout.strip()
+    other = run(
+        "pseudonymise", "u000001", env={**env, "FLYWHEEL_PSEUDONYM_KEY": "another"}
+    ).stdout.strip()
+    assert other != a
+
+
+def test_production_refuses_without_key(env):
+    env = {**env, "FLYWHEEL_PROFILE": "production"}
+    env.pop("FLYWHEEL_PSEUDONYM_KEY", None)
+    out = run("pseudonymise", "u1", env=env)
+    assert out.returncode == 1
+    assert "pseudonymisation key" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unwritable_home_is_one_clear_line(env, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    env = {**env, "FLYWHEEL_HOME": str(blocker / "home")}
+    env.pop("FLYWHEEL_PSEUDONYM_KEY", None)
+    out = run("pseudonymise", "u1", env=env)
+    assert out.returncode == 1
+    assert "not writable" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_dag_test_rejects_bad_input(env):
+    out = run("dag", "test", "ingest_events", "--date", "2026-02-30", env=env)
+    assert out.returncode == 1 and "not a date" in out.stderr
+    out = run("dag", "test", "ingest_events", "--date", "2026-01-02", "--conf", "[1]", env=env)
+    assert out.returncode == 1 and "not a JSON object" in out.stderr
+
+
+def test_airflow_passthrough_uses_embedded_home(env, fw_home):
+    out = run("airflow", "config", "get-value", "core", "dags_folder", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("/dags")
+    out = run("airflow", "config", "get-value", "core", "load_examples", env=env)
+    assert out.stdout.strip() == "False"
