@@ -65,6 +65,21 @@ class Settings(BaseSettings):
     evidently_port: int = 8001
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
+    serve_model_poll_s: float = Field(
+        default=30.0, gt=0, description="How often serving checks the champion/challenger aliases"
+    )
+    serve_flush_rows: int = Field(
+        default=500, ge=1, description="Impressions+feedback rows buffered before a batch write"
+    )
+    serve_flush_s: float = Field(
+        default=10.0, gt=0, description="Longest time a served row waits in memory before its batch"
+    )
+    serve_history_days: int = Field(
+        default=28, ge=1, description="Days of validated events behind popularity and purchases"
+    )
+    ab_challenger_share: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of users served by @challenger, if set"
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
