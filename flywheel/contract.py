@@ -121,6 +121,31 @@ USERS = Table(
 
 TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, ITEMS, USERS)}
 
+IMPRESSIONS = Table(
+    name="impressions",
+    description=(
+        "Written by the serving API: one row per recommendation response (what was shown). "
+        "Feedback on it lands in `events` with `event_id` = `fb:<request_id>:<n>`. Not gated by "
+        "ingestion (a side table): read by the A/B report and drift monitoring."
+    ),
+    time_column="served_ts",
+    unique=("request_id",),
+    columns=(
+        Column("request_id", "string", "Unique id of the response", key=True),
+        Column("user_id", "string", "Raw user id of the request (pre-ingestion data)", key=True),
+        Column("item_ids", "string", "JSON list of the item ids shown, best first"),
+        Column("scores", "string", "JSON list of their scores, same order"),
+        Column("model_version", "string", "Registered model version, or `popularity`"),
+        Column(
+            "variant", "string", "Who served it", allowed=("champion", "challenger", "fallback")
+        ),
+        Column("served_ts", "timestamp", "When it was served (UTC)"),
+    ),
+)
+
+#: Raw tables that other parts write beside the gated ones; ingestion does not demand them.
+SIDE_TABLES: dict[str, Table] = {IMPRESSIONS.name: IMPRESSIONS}
+
 # ISO 3166-1 alpha-2 (officially assigned codes).
 ISO_COUNTRIES: frozenset[str] = frozenset(
     """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
@@ -141,7 +166,7 @@ def markdown() -> str:
         "Raw data lands under `raw/<table>/dt=YYYY-MM-DD/` as Parquet or CSV (UTF-8, header).",
         "",
     ]
-    for t in TABLES.values():
+    for t in (*TABLES.values(), *SIDE_TABLES.values()):
         lines += [
             f"### `{t.name}`",
             "",
