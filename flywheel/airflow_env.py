@@ -41,6 +41,10 @@ def airflow_env(
             "AIRFLOW__API__HOST": s.airflow_host,
             "AIRFLOW__API__PORT": str(s.airflow_port),
             "AIRFLOW__API__BASE_URL": url,
+            # log servers of the scheduler/triggerer: next to the API port, so that several
+            # embedded Airflows (demo, tests) can run side by side
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(s.airflow_port + 1),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(s.airflow_port + 2),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
