@@ -1,0 +1,174 @@
+"""The A/B split between ``champion`` and ``challenger``, and the per-variant report.
+
+Split: a user is served by the challenger when the challenger alias exists and the user's bucket
+``sha256("flywheel-ab:" + pseudonym)`` (as a number in [0, 1)) is below
+``settings.ab_challenger_share``. The bucket depends only on the user, so a user stays in one
+variant for the whole test, and the share of users in the challenger is close to the setting.
+
+Report (:func:`ab_report`): from the raw impressions and the serving feedback events
+(``event_id`` ``fb:<request_id>:<n>``) of a window: per variant the impressions, the clicked
+impressions (at least one ``click``), the click-through rate ``clicked / impressions`` with a
+Wilson score 95 % interval, and the add-to-cart and purchase counts. Feedback is read from the
+window plus one day, since a click may come just after midnight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from flywheel.storage import Lake
+
+VARIANTS: tuple[str, ...] = ("champion", "challenger", "fallback")
+_SALT = b"flywheel-ab:"
+
+
+def bucket(user_id: str) -> float:
+    """A stable number in [0, 1) for a user (hash of the id)."""
+    digest = hashlib.sha256(_SALT + user_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_variant(user_id: str, challenger_share: float) -> str:
+    """``"challenger"`` for the configured share of users, else ``"champion"``."""
+    return "challenger" if bucket(user_id) < challenger_share else "champion"
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % by default); (0, 0) when n = 0."""
+    if n <= 0:
+        return 0.0, 0.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _days(lake: Lake, table: str, start: dt.date | None, end: dt.date | None) -> list[dt.date]:
+    return [
+        d
+        for d in lake.partitions("raw", table)
+        if (start is None or d >= start) and (end is None or d <= end)
+    ]
+
+
+def _read(lake: Lake, table: str, days: Iterable[dt.date], prefix: str, columns: list[str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    for day in days:
+        for key in lake.partition_files("raw", table, day):
+            name = key.rsplit("/", 1)[-1]
+            if name.startswith(prefix) and name.endswith(".parquet"):
+                parts.append(pq.read_table(io.BytesIO(lake.read_bytes(key)), columns=columns))
+    if not parts:
+        return None
+    return pa.concat_tables(parts)
+
+
+def ab_report(
+    lake: Lake, start: dt.date | None = None, end: dt.date | None = None
+) -> dict[str, Any]:
+    """Per-variant impressions, clicks and CTR with a Wilson 95 % interval (see module doc)."""
+    imp_days = _days(lake, "impressions", start, end)
+    ev_end = end + dt.timedelta(days=1) if end else None
+    ev_days = _days(lake, "events", start, ev_end)
+    imps = _read(lake, "impressions", imp_days, "impressions-", ["request_id", "variant"])
+    events = _read(lake, "events", ev_days, "feedback-", ["event_id", "event_type"])
+
+    variant_of: dict[str, str] = {}
+    if imps is not None:
+        variant_of = dict(
+            zip(
+                imps.column("request_id").to_pylist(),
+                imps.column("variant").to_pylist(),
+                strict=True,
+            )
+        )
+    counts = {
+        v: {"impressions": 0, "clicked": set(), "clicks": 0, "add_to_cart": 0, "purchase": 0}
+        for v in VARIANTS
+    }
+    for variant in variant_of.values():
+        counts.setdefault(
+            variant,
+            {"impressions": 0, "clicked": set(), "clicks": 0, "add_to_cart": 0, "purchase": 0},
+        )["impressions"] += 1
+    if events is not None:
+        for event_id, event_type in zip(
+            events.column("event_id").to_pylist(),
+            events.column("event_type").to_pylist(),
+            strict=True,
+        ):
+            request_id = event_id[3:].rsplit(":", 1)[0]
+            variant = variant_of.get(request_id)
+            if variant is None:
+                continue  # an impression outside the window
+            c = counts[variant]
+            if event_type == "click":
+                c["clicks"] += 1
+                c["clicked"].add(request_id)
+            elif event_type in ("add_to_cart", "purchase"):
+                c[event_type] += 1
+
+    rows = []
+    for variant, c in counts.items():
+        n, clicked = c["impressions"], len(c["clicked"])
+        if n == 0 and variant not in ("champion", "challenger"):
+            continue
+        lo, hi = wilson_interval(clicked, n)
+        rows.append(
+            {
+                "variant": variant,
+                "impressions": n,
+                "clicked_impressions": clicked,
+                "clicks": c["clicks"],
+                "add_to_cart": c["add_to_cart"],
+                "purchases": c["purchase"],
+                "ctr": clicked / n if n else 0.0,
+                "ctr_ci_low": lo,
+                "ctr_ci_high": hi,
+            }
+        )
+    first = start or (imp_days[0] if imp_days else None)
+    last = end or (imp_days[-1] if imp_days else None)
+    return {
+        "start": first.isoformat() if first else None,
+        "end": last.isoformat() if last else None,
+        "confidence": 0.95,
+        "variants": rows,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a plain-text table (``flywheel ab-report``)."""
+    start, end = report.get("start"), report.get("end")
+    head = f"A/B report {start or '-'} .. {end or '-'} (CTR = clicked impressions / impressions, Wilson 95% CI)"
+    cols = ["variant", "impressions", "clicked", "CTR", "95% CI", "clicks", "carts", "purchases"]
+    body = [
+        [
+            r["variant"],
+            str(r["impressions"]),
+            str(r["clicked_impressions"]),
+            f"{r['ctr']:.2%}",
+            f"[{r['ctr_ci_low']:.2%}, {r['ctr_ci_high']:.2%}]",
+            str(r["clicks"]),
+            str(r["add_to_cart"]),
+            str(r["purchases"]),
+        ]
+        for r in report["variants"]
+    ]
+    widths = [
+        max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(cols)
+    ]
+    lines = [head, "  ".join(h.ljust(w) for h, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in body
+    ]
+    return "\n".join(lines)

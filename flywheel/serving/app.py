@@ -1,0 +1,446 @@
+"""The serving API: ``create_app()`` builds the FastAPI app that ``flywheel serve`` runs.
+
+Endpoints (the simulated users and the UI code against these; keep them stable):
+
+* ``GET /recommendations/{user_id}?k=10`` (``k`` in 1..100; ``user_id`` the RAW id, 1-128 of
+  letters, digits and ``_ . @ : -``) → ``{"request_id", "user_id", "items": [{"item_id",
+  "score"}], "model_version", "variant", "fallback"}``. ``variant`` is ``champion``,
+  ``challenger`` (A/B share, see :mod:`flywheel.serving.ab`) or ``fallback``; ``fallback`` is
+  null or ``popular_country`` / ``popular_overall`` (see :mod:`flywheel.serving.fallback`).
+  Items the user already purchased are never recommended.
+* ``POST /feedback`` ``{"request_id", "item_id", "event_type", "value"}`` (``click``,
+  ``add_to_cart``, ``purchase``: value 1.0 or omitted; ``rating``: 1-5) → 202 once buffered;
+  404 for an unknown request id, 422 for an item not in that impression or a bad value.
+* ``GET /health`` → model versions, buffered rows; ``GET /metrics`` → Prometheus text.
+
+A user is served by the model when the online feature store (Feast) has features for them -- or,
+when no feature store is reachable, when validated data knows them -- and the model returns items;
+otherwise the popularity fallback answers and the response says which one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from flywheel.serving.ab import assign_variant
+from flywheel.serving.fallback import ServingData
+from flywheel.serving.feedback import FeedbackError, FeedbackLog, Impression
+from flywheel.serving.model import LoadedModel, ModelFollower
+from flywheel.settings import Settings, get_settings
+from flywheel.storage import Lake, get_lake
+
+log = logging.getLogger(__name__)
+
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:\-]{0,127}$"
+_USER_ID = re.compile(USER_ID_PATTERN)
+K_MAX = 100
+
+#: ``features(pseudonym) -> dict | None``: None = the store has no features for this user;
+#: raising = the store is unreachable (the model then uses what it stored at training time).
+FeatureSource = Callable[[str], Mapping[str, Any] | None]
+
+
+class FeedbackIn(BaseModel):
+    request_id: str = Field(min_length=1, max_length=128)
+    item_id: str = Field(min_length=1, max_length=256)
+    event_type: Literal["click", "add_to_cart", "purchase", "rating"]
+    value: float | None = None
+
+
+def feast_user_features() -> FeatureSource:
+    """Online user features from Feast (:func:`flywheel.features.store.online_features`)."""
+    from flywheel.features import USER_CATEGORICAL, USER_FEATURES
+    from flywheel.features.store import online_features
+
+    wanted = [*USER_FEATURES, *USER_CATEGORICAL]
+
+    def lookup(user_id: str) -> Mapping[str, Any] | None:
+        out = online_features(user_ids=[user_id])
+        frame = None
+        if isinstance(out, Mapping):
+            for key in ("users", "user", "user_stats"):
+                if out.get(key) is not None:
+                    frame = out[key]
+                    break
+        else:
+            frame = out
+        if frame is None or len(frame) == 0:
+            return None
+        if "user_id" in frame:
+            frame = frame[frame["user_id"] == user_id]
+            if len(frame) == 0:
+                return None
+        row = frame.iloc[0]
+        found = {
+            c: row[c] for c in wanted if c in row.index and row[c] is not None and row[c] == row[c]
+        }
+        return found or None
+
+    return lookup
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so apps in one process don't clash)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "flywheel_requests",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "flywheel_request_latency_seconds",
+            "Request latency",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.recommendations = Counter(
+            "flywheel_recommendations",
+            "Recommendation responses",
+            ["variant"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "flywheel_fallbacks", "Responses served by a fallback", ["kind"], registry=self.registry
+        )
+        self.feedback = Counter(
+            "flywheel_feedback", "Feedback events accepted", ["event_type"], registry=self.registry
+        )
+        self.model_version = Gauge(
+            "flywheel_model_version",
+            "Registered version served per alias (0 = none)",
+            ["alias"],
+            registry=self.registry,
+        )
+        self.model_swaps = Gauge(
+            "flywheel_model_swaps", "Model swaps since start", ["alias"], registry=self.registry
+        )
+        self.buffered = Gauge(
+            "flywheel_feedback_buffered_rows",
+            "Impressions+feedback not yet written",
+            registry=self.registry,
+        )
+        self.batches = Gauge(
+            "flywheel_feedback_batches_written",
+            "Batches written to the lake",
+            registry=self.registry,
+        )
+
+
+def _route_of(path: str) -> str:
+    if path.startswith("/recommendations"):
+        return "/recommendations/{user_id}"
+    if path in ("/feedback", "/health", "/metrics"):
+        return path
+    return "other"
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: request count and latency per route template and status."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = _route_of(scope.get("path", ""))
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            self.metrics.requests.labels(route, scope.get("method", ""), str(status[0])).inc()
+
+
+class Service:
+    """Everything one serving process holds: models, lake snapshot, feedback buffer, metrics."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        lake: Lake | None = None,
+        champion: ModelFollower | None = None,
+        challenger: ModelFollower | None = None,
+        features: FeatureSource | None | Literal["feast"] = "feast",
+        data: ServingData | None = None,
+        feedback: FeedbackLog | None = None,
+        pseudonym_key: bytes | None = None,
+    ):
+        s = settings or get_settings()
+        self.settings = s
+        self.lake = lake or get_lake(s.lake_uri)
+        self.metrics = Metrics()
+        self.champion = champion or ModelFollower(
+            s.registered_model, "champion", s.mlflow_tracking_uri, s.serve_model_poll_s
+        )
+        self.challenger = challenger or ModelFollower(
+            s.registered_model, "challenger", s.mlflow_tracking_uri, s.serve_model_poll_s
+        )
+        for f in (self.champion, self.challenger):
+            if f._on_swap is None:
+                f._on_swap = self._after_swap
+        self._features_spec = features
+        self.features: FeatureSource | None = None
+        self.data = data
+        self._data_given = data is not None
+        self.feedback = feedback or FeedbackLog(self.lake, s.serve_flush_rows, s.serve_flush_s)
+        self._key = pseudonym_key
+        self._reload_lock = threading.Lock()
+        self.started = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the snapshot and the models synchronously, then start the background threads."""
+        from flywheel.privacy import pseudonym_key
+
+        if self._key is None:
+            self._key = pseudonym_key(self.settings)
+        if self.data is None:
+            self.reload_data()
+        self._init_features()
+        for f in (self.champion, self.challenger):
+            f.check()
+            f.start()
+        self._update_model_metrics()
+        self.feedback.start()
+        self.started = True
+
+    def stop(self) -> None:
+        """Stop following models and flush the feedback buffer (nothing acknowledged is lost)."""
+        for f in (self.champion, self.challenger):
+            f.stop()
+        written = self.feedback.close()
+        log.info("serving stopped; flushed %d buffered rows", written)
+        self.started = False
+
+    def _init_features(self) -> None:
+        spec = self._features_spec
+        if spec == "feast":
+            try:
+                self.features = feast_user_features()
+            except Exception as exc:  # the features area not set up: model-only serving
+                log.warning("no online feature store (%s): users are judged by validated data", exc)
+                self.features = None
+        else:
+            self.features = spec
+
+    def reload_data(self) -> None:
+        with self._reload_lock:
+            fresh = ServingData.from_lake(self.lake, self.settings.serve_history_days)
+            if self.data is not None:
+                fresh.carry_purchases_from(self.data)
+            self.data = fresh
+
+    def _after_swap(self, model: LoadedModel | None) -> None:
+        if not self._data_given and self.started:
+            self.reload_data()
+        self._update_model_metrics()
+
+    def _update_model_metrics(self) -> None:
+        for f in (self.champion, self.challenger):
+            v = f.version
+            self.metrics.model_version.labels(f.alias).set(float(v) if v and v.isdigit() else 0)
+            self.metrics.model_swaps.labels(f.alias).set(f.swaps)
+
+    # --- requests -----------------------------------------------------------------------------
+    def pseudonym(self, user_id: str) -> str:
+        from flywheel.privacy import pseudonymise
+
+        return pseudonymise(user_id, self._key)
+
+    def _user_features(
+        self, pseudo: str, data: ServingData
+    ) -> tuple[bool, Mapping[str, Any] | None]:
+        """(known, features): known from the feature store, else from validated users."""
+        if self.features is not None:
+            try:
+                feats = self.features(pseudo)
+                return feats is not None, feats
+            except Exception as exc:
+                log.warning("online features unavailable (%s); serving without them", exc)
+        return pseudo in data.user_country or pseudo in data.purchased, None
+
+    def recommend(self, user_id: str, k: int) -> dict[str, Any]:
+        data = self.data or ServingData()
+        pseudo = self.pseudonym(user_id)
+        purchased = data.purchased_by(pseudo)
+        challenger = self.challenger.current
+        model = self.champion.current
+        variant = "champion"
+        if (
+            challenger is not None
+            and assign_variant(pseudo, self.settings.ab_challenger_share) == "challenger"
+        ):
+            model, variant = challenger, "challenger"
+        items: list[str] = []
+        scores: list[float] = []
+        fallback = None
+        if model is not None:
+            known, feats = self._user_features(pseudo, data)
+            if known:
+                try:
+                    items, scores = model.recommend(pseudo, k, purchased, feats)
+                except Exception:  # a broken model must not take serving down
+                    log.exception(
+                        "model %s@%s failed; serving the fallback", model.version, model.alias
+                    )
+                    items, scores = [], []
+                if data.catalog:
+                    # only catalogued, unpurchased items: their feedback must pass the gate
+                    kept = [
+                        (i, s)
+                        for i, s in zip(items, scores, strict=False)
+                        if i in data.catalog and i not in purchased
+                    ]
+                    items, scores = [i for i, _ in kept], [s for _, s in kept]
+        if not items:
+            items, scores, fallback = data.fallback(pseudo, k, purchased)
+            variant = "fallback"
+            self.metrics.fallbacks.labels(fallback).inc()
+        model_version = model.version if (model is not None and fallback is None) else "popularity"
+        request_id = uuid.uuid4().hex
+        items, scores = items[:k], scores[:k]
+        self.feedback.record_impression(
+            Impression(
+                request_id=request_id,
+                user_id=user_id,
+                item_ids=tuple(items),
+                scores=tuple(scores),
+                model_version=model_version,
+                variant=variant,
+                served_ts=dt.datetime.now(dt.UTC),
+            )
+        )
+        self.metrics.recommendations.labels(variant).inc()
+        return {
+            "request_id": request_id,
+            "user_id": user_id,
+            "items": [
+                {"item_id": i, "score": round(float(s), 6)}
+                for i, s in zip(items, scores, strict=True)
+            ],
+            "model_version": model_version,
+            "variant": variant,
+            "fallback": fallback,
+        }
+
+    def record_feedback(self, body: FeedbackIn) -> dict[str, Any]:
+        event = self.feedback.record_feedback(
+            body.request_id, body.item_id, body.event_type, body.value
+        )
+        if body.event_type == "purchase" and self.data is not None:
+            self.data.add_purchase(self.pseudonym(event["user_id"]), body.item_id)
+        self.metrics.feedback.labels(body.event_type).inc()
+        return {"status": "accepted", "event_id": event["event_id"]}
+
+    def health(self) -> dict[str, Any]:
+        data = self.data
+        return {
+            "status": "ok",
+            "champion": self.champion.version,
+            "challenger": self.challenger.version,
+            "challenger_share": self.settings.ab_challenger_share,
+            "catalog_items": len(data.catalog) if data else 0,
+            "data_as_of": data.as_of.isoformat() if data and data.as_of else None,
+            "buffered_rows": self.feedback.buffered,
+            "batches_written": self.feedback.batches_written,
+            "model_errors": [
+                e for e in (self.champion.last_error, self.challenger.last_error) if e
+            ],
+        }
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": message})
+
+
+def create_app(settings: Settings | None = None, *, service: Service | None = None) -> FastAPI:
+    """The FastAPI app; the service starts (models, snapshot) in the lifespan and stops with it."""
+    svc = service or Service(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc.start()
+        try:
+            yield
+        finally:
+            svc.stop()
+
+    app = FastAPI(
+        title="Flywheel serving",
+        description=__doc__,
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
+
+    @app.get("/recommendations/", include_in_schema=False)
+    def recommendations_empty():
+        return _error(400, "user_id is empty: use /recommendations/{user_id}")
+
+    @app.get("/recommendations/{user_id}")
+    def recommendations(
+        user_id: str = Path(..., description="Raw user id"),
+        k: int = Query(10, ge=1, le=K_MAX, description="How many items (1-100)"),
+    ):
+        if not _USER_ID.match(user_id):
+            return _error(
+                400,
+                f"malformed user_id {user_id[:40]!r}: 1-128 characters of letters, digits and _ . @ : -",
+            )
+        return svc.recommend(user_id, k)
+
+    @app.post("/feedback", status_code=202)
+    def feedback(body: FeedbackIn):
+        try:
+            return svc.record_feedback(body)
+        except FeedbackError as exc:
+            return _error(exc.status, str(exc))
+
+    @app.get("/health")
+    async def health():
+        return svc.health()
+
+    @app.get("/metrics")
+    async def metrics(request: Request):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        svc._update_model_metrics()
+        svc.metrics.buffered.set(svc.feedback.buffered)
+        svc.metrics.batches.set(svc.feedback.batches_written)
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For ``uvicorn --factory flywheel.serving.app:app_factory``."""
+    return create_app()

@@ -1,0 +1,170 @@
+"""What serving knows from the lake, and the popularity fallback.
+
+:class:`ServingData` is a snapshot of validated data, loaded at start and again whenever a new
+model version is swapped in:
+
+* the catalog (every validated item id) -- served items must be known so the feedback on them
+  passes the next ingest gate;
+* per user (pseudonym) the items they purchased in the last ``history_days`` days -- excluded
+  from their recommendations (purchases that arrive through ``/feedback`` are added in memory);
+* per user their country (validated users);
+* item popularity over the same window, overall and per country.
+
+The fallback, for users the model cannot serve (no online features, or the model returns
+nothing for them), is documented here and in the API: the most popular items among users of the
+user's country (``popular_country``) when the country is known from validated users and has any
+activity, otherwise the most popular items overall (``popular_overall``). Popularity is a
+weighted count of interactions in the window (view 0.1, click 1, add to cart 2, purchase 3,
+rating ``value``/5), scaled so the top item scores 1.0. Purchased items are excluded here too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from flywheel.storage import Lake
+
+log = logging.getLogger(__name__)
+
+POPULAR_COUNTRY = "popular_country"
+POPULAR_OVERALL = "popular_overall"
+
+WEIGHTS: dict[str, float] = {"view": 0.1, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
+_TOP_N = 1000  # popular items kept per list: far more than any k plus purchases to skip
+
+
+def _read_columns(lake: Lake, area: str, table: str, columns: list[str], days=None):
+    """Concatenated columns of the Parquet files of ``<area>/<table>/`` (optionally some days)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys: list[str] = []
+    if days is None:
+        keys = [k for k in lake.list(f"{area}/{table}/") if k.endswith(".parquet")]
+    else:
+        for day in days:
+            keys += [k for k in lake.partition_files(area, table, day) if k.endswith(".parquet")]
+    tables = [pq.read_table(io.BytesIO(lake.read_bytes(k)), columns=columns) for k in keys]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+
+def _ranked(scores) -> list[tuple[str, float]]:
+    top = scores.nlargest(_TOP_N)
+    peak = float(top.iloc[0]) if len(top) and top.iloc[0] > 0 else 1.0
+    return [(str(i), float(s) / peak) for i, s in top.items()]
+
+
+@dataclass
+class ServingData:
+    """A snapshot of validated data for serving (see the module docstring)."""
+
+    catalog: frozenset[str] = frozenset()
+    purchased: dict[str, set[str]] = field(default_factory=dict)
+    user_country: dict[str, str] = field(default_factory=dict)
+    popular_overall: list[tuple[str, float]] = field(default_factory=list)
+    popular_by_country: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    as_of: dt.date | None = None
+    _extra_purchases: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_lake(cls, lake: Lake, history_days: int = 28) -> ServingData:
+        """Load the snapshot: all validated items and users, the last ``history_days`` of events."""
+        items = _read_columns(lake, "validated", "items", ["item_id"])
+        catalog = (
+            frozenset(items.column("item_id").to_pylist()) if items is not None else frozenset()
+        )
+        users = _read_columns(lake, "validated", "users", ["user_id", "country"])
+        user_country: dict[str, str] = {}
+        if users is not None:
+            user_country = dict(
+                zip(
+                    users.column("user_id").to_pylist(),
+                    users.column("country").to_pylist(),
+                    strict=True,
+                )
+            )
+        days = lake.partitions("validated", "events")
+        as_of = days[-1] if days else None
+        window = [d for d in days if as_of and d > as_of - dt.timedelta(days=history_days)]
+        events = _read_columns(
+            lake, "validated", "events", ["user_id", "item_id", "event_type", "value"], window
+        )
+        data = cls(catalog=catalog, user_country=user_country, as_of=as_of)
+        if events is None or events.num_rows == 0:
+            return data
+        df = events.to_pandas()
+        bought = df[df["event_type"] == "purchase"]
+        data.purchased = {
+            u: set(g) for u, g in bought.groupby("user_id", sort=False)["item_id"] if len(g)
+        }
+        weight = df["event_type"].map(WEIGHTS)
+        is_rating = df["event_type"] == "rating"
+        weight = weight.where(~is_rating, df["value"] / 5.0).fillna(0.0)
+        df = df.assign(w=weight)
+        if catalog:
+            df = df[df["item_id"].isin(catalog)]
+        data.popular_overall = _ranked(df.groupby("item_id")["w"].sum())
+        df = df.assign(country=df["user_id"].map(user_country))
+        by_country = df.dropna(subset=["country"]).groupby(["country", "item_id"])["w"].sum()
+        data.popular_by_country = {
+            str(c): _ranked(s.droplevel(0)) for c, s in by_country.groupby(level=0, sort=False)
+        }
+        return data
+
+    # --- purchases ----------------------------------------------------------------------------
+    def purchased_by(self, user_id: str) -> set[str]:
+        """Items this (pseudonymised) user bought: validated history plus live feedback."""
+        base = self.purchased.get(user_id, set())
+        extra = self._extra_purchases.get(user_id)
+        return base | extra if extra else base
+
+    def add_purchase(self, user_id: str, item_id: str) -> None:
+        with self._lock:
+            self._extra_purchases.setdefault(user_id, set()).add(item_id)
+
+    def carry_purchases_from(self, older: ServingData) -> None:
+        """Keep live purchases across a reload (they reach validated data only after ingest)."""
+        with older._lock:
+            for user, items in older._extra_purchases.items():
+                self._extra_purchases.setdefault(user, set()).update(items)
+
+    # --- fallback -----------------------------------------------------------------------------
+    def is_known_item(self, item_id: str) -> bool:
+        return item_id in self.catalog
+
+    def fallback(
+        self, user_id: str, k: int, exclude: Iterable[str] = ()
+    ) -> tuple[list[str], list[float], str]:
+        """Popular items for a user the model cannot serve: (items, scores, which fallback)."""
+        skip = set(exclude)
+        country = self.user_country.get(user_id)
+        ranked = self.popular_by_country.get(country) if country else None
+        kind = POPULAR_COUNTRY
+        if not ranked:
+            ranked, kind = self.popular_overall, POPULAR_OVERALL
+        items, scores = [], []
+        for item, score in ranked:
+            if item in skip:
+                continue
+            items.append(item)
+            scores.append(score)
+            if len(items) == k:
+                break
+        if len(items) < k and kind == POPULAR_COUNTRY:
+            # a small country: top up with overall popularity, still labelled by its origin
+            seen = skip | set(items)
+            for item, score in self.popular_overall:
+                if item not in seen:
+                    items.append(item)
+                    scores.append(score)
+                    if len(items) == k:
+                        break
+        return items, scores, kind
