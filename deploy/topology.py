@@ -1,0 +1,260 @@
+"""The production topology, declared once: read by the compose checks and by the native twin.
+
+``docker-compose.yaml`` spells this topology for Docker; :mod:`flywheel.twin` starts the same
+services as processes on one machine. ``tests/integration/test_topology_compose.py`` checks that
+the two agree: service names, start-up order, health checks, Celery queues, environment variable
+names and ports. Change a service here and in the compose file together.
+
+Values in ``AIRFLOW_ENV`` / ``FLYWHEEL_ENV`` are templates: ``{name}`` placeholders are filled by
+:func:`render_env` from :class:`Endpoints` (compose: service DNS names and fixed ports; twin:
+loopback and free ports). Secrets are never here: they come from ``.env`` (``SECRET_ENV``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+#: Celery queues: every task goes to ``default`` except training, which asks for ``gpu``.
+QUEUES: tuple[str, ...] = ("default", "gpu")
+
+#: Databases in the one Postgres server (compose: created by deploy/postgres-init.sql).
+DATABASES: dict[str, str] = {"airflow": "airflow", "mlflow": "mlflow", "feast": "feast"}
+
+#: Redis logical databases: Celery broker and Feast online store never share keys.
+REDIS_DBS: dict[str, int] = {"celery": 0, "feast": 1}
+
+#: The bucket in the S3-compatible store that holds the lake and MLflow's artifacts.
+BUCKET = "flywheel"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service of the topology.
+
+    ``port`` is what it listens on (in the container and, in the twin, on loopback unless the
+    twin picks a free one); ``health`` is ``http:<path>`` (GET must answer 2xx) or ``cmd`` (a
+    command, spelled in the compose file); ``depends_on`` maps a service to the compose
+    condition that must hold before this one starts.
+    """
+
+    name: str
+    role: str
+    long_running: bool = True
+    port: int | None = None
+    health: str | None = None
+    depends_on: dict[str, str] = field(default_factory=dict)
+    queue: str | None = None  # Celery workers only
+    gpu: bool = False  # reserves NVIDIA GPUs
+    airflow: bool = False  # built on the x-airflow-common anchor
+
+
+HEALTHY = "service_healthy"
+COMPLETED = "service_completed_successfully"
+_AIRFLOW_DEPS = {"postgres": HEALTHY, "redis": HEALTHY, "airflow-init": COMPLETED}
+_APP_DEPS = {"minio-init": COMPLETED, "postgres": HEALTHY}
+
+SERVICES: tuple[Service, ...] = (
+    Service("postgres", "metadata: Airflow, MLflow, Feast registry", port=5432, health="cmd"),
+    Service("redis", "Celery broker and Feast online store", port=6379, health="cmd"),
+    Service(
+        "minio",
+        "S3-compatible store: the lake and MLflow artifacts",
+        port=9000,
+        health="http:/minio/health/live",
+    ),
+    Service(
+        "minio-init",
+        "one-shot: create the bucket",
+        long_running=False,
+        depends_on={"minio": HEALTHY},
+    ),
+    Service(
+        "mlflow",
+        "MLflow tracking server and model registry",
+        port=5000,
+        health="http:/health",
+        depends_on={"postgres": HEALTHY, "minio-init": COMPLETED},
+    ),
+    Service(
+        "airflow-init",
+        "one-shot: migrate the metadata DB, connections, admin user",
+        long_running=False,
+        depends_on={"postgres": HEALTHY, "redis": HEALTHY},
+        airflow=True,
+    ),
+    Service(
+        "airflow-apiserver",
+        "Airflow UI, REST API and execution API",
+        port=8080,
+        health="http:/api/v2/monitor/health",
+        depends_on=_AIRFLOW_DEPS,
+        airflow=True,
+    ),
+    Service(
+        "airflow-scheduler",
+        "Airflow scheduler",
+        port=8974,
+        health="http:/health",
+        depends_on=_AIRFLOW_DEPS,
+        airflow=True,
+    ),
+    Service(
+        "airflow-dag-processor",
+        "parses dags/",
+        health="cmd",
+        depends_on=_AIRFLOW_DEPS,
+        airflow=True,
+    ),
+    Service(
+        "airflow-triggerer", "deferred tasks", health="cmd", depends_on=_AIRFLOW_DEPS, airflow=True
+    ),
+    Service(
+        "airflow-worker",
+        "Celery worker for every task but training",
+        health="cmd",
+        depends_on={**_AIRFLOW_DEPS, "airflow-apiserver": HEALTHY},
+        queue="default",
+        airflow=True,
+    ),
+    Service(
+        "airflow-worker-gpu",
+        "Celery worker for training, on the GPU host",
+        health="cmd",
+        depends_on={**_AIRFLOW_DEPS, "airflow-apiserver": HEALTHY},
+        queue="gpu",
+        gpu=True,
+        airflow=True,
+    ),
+    Service(
+        "feast",
+        "Feast feature server (online features over HTTP)",
+        port=6566,
+        health="http:/health",
+        depends_on={"redis": HEALTHY, **_APP_DEPS},
+    ),
+    Service(
+        "serving",
+        "Flywheel serving API (recommendations, feedback)",
+        port=8000,
+        health="http:/health",
+        depends_on={"redis": HEALTHY, "mlflow": HEALTHY, **_APP_DEPS},
+    ),
+    Service(
+        "evidently-ui",
+        "Evidently UI over the drift workspace",
+        port=8001,
+        health="http:/",
+        depends_on=_APP_DEPS,
+    ),
+)
+
+
+def service(name: str) -> Service:
+    for s in SERVICES:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each backend is reached from inside the topology."""
+
+    postgres_host: str = "postgres"
+    postgres_port: int = 5432
+    postgres_user: str = "flywheel"
+    postgres_password: str = "${POSTGRES_PASSWORD}"
+    airflow_db: str = DATABASES["airflow"]
+    mlflow_db: str = DATABASES["mlflow"]
+    feast_db: str = DATABASES["feast"]
+    redis_host: str = "redis"
+    redis_port: int = 6379
+    celery_redis_db: int = REDIS_DBS["celery"]
+    feast_redis_db: int = REDIS_DBS["feast"]
+    s3_endpoint: str = "http://minio:9000"
+    bucket: str = BUCKET
+    airflow_api: str = "http://airflow-apiserver:8080"
+    mlflow_url: str = "http://mlflow:5000"
+    repo: str = "/opt/flywheel"  # where dags/, plugins/, feature_repo/ live
+    airflow_home: str = "/opt/airflow"
+    state: str = "/opt/flywheel/state"  # FLYWHEEL_HOME: Feast repo config, Evidently workspace
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: Airflow's production configuration (every airflow-* service; ``x-airflow-common`` env).
+AIRFLOW_ENV: dict[str, str] = {
+    "AIRFLOW_HOME": "{airflow_home}",
+    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    "AIRFLOW__CORE__DAGS_FOLDER": "{repo}/dags",
+    "AIRFLOW__CORE__PLUGINS_FOLDER": "{repo}/plugins",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "{airflow_api}/execution/",
+    "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|flywheel)\..*",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "${AIRFLOW_ADMIN_USER}:admin",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "{airflow_home}/simple_auth_manager_passwords.json",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+        "postgresql+psycopg2://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{airflow_db}"
+    ),
+    "AIRFLOW__CELERY__RESULT_BACKEND": (
+        "db+postgresql://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{airflow_db}"
+    ),
+    "AIRFLOW__CELERY__BROKER_URL": "redis://{redis_host}:{redis_port}/{celery_redis_db}",
+    "AIRFLOW__CELERY__DEFAULT_QUEUE": "default",
+    "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+}
+
+#: Flywheel's production profile (Airflow services and the application services alike).
+FLYWHEEL_ENV: dict[str, str] = {
+    "FLYWHEEL_PROFILE": "production",
+    "FLYWHEEL_HOME": "{state}",
+    "FLYWHEEL_LAKE_URI": "s3://{bucket}/lake",
+    "AWS_ENDPOINT_URL": "{s3_endpoint}",
+    "MLFLOW_S3_ENDPOINT_URL": "{s3_endpoint}",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "FLYWHEEL_MLFLOW_TRACKING_URI": "{mlflow_url}",
+    "FLYWHEEL_REDIS_URL": "redis://{redis_host}:{redis_port}/{feast_redis_db}",
+    "FLYWHEEL_FEAST_REGISTRY_URL": (
+        "postgresql+psycopg://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{feast_db}"
+    ),
+}
+
+#: Secrets: only from ``.env`` (``.env.example`` lists them with placeholder values).
+SECRET_ENV: tuple[str, ...] = (
+    "POSTGRES_PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "FLYWHEEL_PSEUDONYM_KEY",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW_ADMIN_USER",
+    "AIRFLOW_ADMIN_PASSWORD",
+)
+
+#: Airflow connections that airflow-init creates (id → URI template).
+CONNECTIONS: dict[str, str] = {
+    "flywheel_s3": "aws://?endpoint_url={s3_endpoint}&region_name=us-east-1",
+    "flywheel_mlflow": "{mlflow_url}",
+}
+
+#: Airflow pools (name → slots): one training run at a time per GPU worker.
+POOLS: dict[str, int] = {"training": 1}
+
+
+def render(template: str, endpoints: Endpoints) -> str:
+    """Fill ``{name}`` placeholders; ``${VAR}`` (compose interpolation) is left as it is."""
+    out = template
+    for key, value in endpoints.as_dict().items():
+        out = out.replace("{" + key + "}", str(value))
+    return out
+
+
+def render_env(endpoints: Endpoints, airflow: bool = True) -> dict[str, str]:
+    """The non-secret environment of a service (Airflow services get ``AIRFLOW_ENV`` as well)."""
+    env = {k: render(v, endpoints) for k, v in FLYWHEEL_ENV.items()}
+    if airflow:
+        env.update({k: render(v, endpoints) for k, v in AIRFLOW_ENV.items()})
+    return env
