@@ -1,0 +1,498 @@
+"""Ingestion of one day: raw files → quality gate → pseudonymised, validated partitions.
+
+:func:`ingest_day` is what the ``ingest_events`` DAG and ``flywheel ingest DAY`` run. For the day
+``D`` (data interval ``[D 00:00, D+1 00:00)`` UTC):
+
+1. find the raw files of ``items``, ``users`` and ``events`` under ``raw/<table>/dt=D/``;
+2. read each (Parquet or UTF-8 CSV); an unreadable, empty or non-UTF-8 file is a gate failure;
+3. conform types losslessly to the contract (ints → float, any timestamp unit → µs UTC);
+4. validate all three tables with Great Expectations (:mod:`validation.gate`): the schema suite
+   per file, then the data suite on the day's batch;
+5. if every table passed: pseudonymise ``user_id``, write ``validated/<table>/dt=D/`` (items and
+   users first, events last), each partition replaced atomically;
+   if any failed: move the failing tables' raw files to ``quarantine/`` with the result and an
+   HTML report, publish nothing of ``D`` (passing tables stay in ``raw/`` for the re-run), and
+   raise :class:`validation.gate.GateFailure`;
+6. record each table's outcome under ``quality/results/dt=D/<table>.json`` (latest) and
+   ``quality/runs/dt=D/<table>/<validation_id>.json`` (every run) for the UI.
+
+Cross-day rules read only what they need from earlier validated partitions: the ``event_id``
+column of the other days and the ``item_id`` column of earlier items. This is linear in the
+history, fine for months of days at this scale; past that, keep a per-day sorted id index or a
+Bloom filter next to each partition and bound the look-back window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flywheel.contract import TABLES
+from flywheel.storage import Lake, LocalLake, get_lake, partition_prefix
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from validation.config import GateConfig
+    from validation.gate import Finding
+
+TABLE_ORDER = ("items", "users", "events")  # items and users of D before the events that use them
+PART_NAME = "part-00000.parquet"
+READ_RULE = "file readable as Parquet or UTF-8 CSV"
+
+
+def day_of(value: dt.date | dt.datetime | str) -> dt.date:
+    """A day from a date, a datetime (its UTC date) or ``YYYY-MM-DD``."""
+    if isinstance(value, dt.datetime):
+        return (value.astimezone(dt.UTC) if value.tzinfo else value).date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def interval(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)
+
+
+# --- reading ------------------------------------------------------------------------------------
+@dataclass
+class RawFile:
+    key: str
+    table: pa.Table | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)  # type conversions that failed
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+def _read_table(lake: Lake, key: str, columns: list[str] | None = None) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    if isinstance(lake, LocalLake):
+        return pq.read_table(lake.path(key), columns=columns)
+    return pq.read_table(io.BytesIO(lake.read_bytes(key)), columns=columns)
+
+
+def read_raw(lake: Lake, key: str, table: str) -> RawFile:
+    """Read one raw file; problems become ``RawFile.error`` (a gate failure), not exceptions."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    out = RawFile(key)
+    lower = key.lower()
+    try:
+        data = lake.read_bytes(key)
+        if not data:
+            out.error = "file is empty (0 bytes)"
+        elif lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            out.table = pq.read_table(io.BytesIO(data))
+        elif lower.endswith(".csv"):
+            names = TABLES[table].column_names
+            out.table = pacsv.read_csv(
+                io.BytesIO(data),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in names}, strings_can_be_null=True
+                ),
+            )
+        else:
+            out.error = "unsupported file type (expected .parquet or .csv)"
+    except (pa.ArrowException, OSError, ValueError) as exc:  # corrupt Parquet, bad UTF-8, bad CSV
+        text = str(exc).splitlines()[0]
+        if "utf8" in text.lower() or "utf-8" in text.lower():
+            text = f"not valid UTF-8 ({text})"
+        out.error = f"unreadable: {text}"
+    if out.table is not None:
+        out.table, out.notes = conform(out.table, table)
+    return out
+
+
+def conform(tbl: pa.Table, table: str) -> tuple[pa.Table, list[str]]:
+    """Cast contract columns losslessly to the contract's Arrow types where possible.
+
+    Columns that cannot be converted keep their type, so the schema suite reports them; the
+    conversion error (which names an offending value) is returned as a note.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    notes = []
+    contract = TABLES[table]
+    for i, name in enumerate(tbl.column_names):
+        if name not in contract.column_names:
+            continue
+        col = contract.column(name)
+        target = col.arrow_type()
+        arr = tbl.column(i)
+        t = arr.type
+        if t == target:
+            continue
+        new = None
+        try:
+            if pa.types.is_null(t):
+                new = arr.cast(target)
+            elif col.dtype == "string" and (
+                pa.types.is_large_string(t)
+                or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))
+            ):
+                new = arr.cast(target)
+            elif col.dtype == "float64" and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+                new = arr.cast(target)
+            elif col.dtype == "float64" and pa.types.is_string(t):
+                new = pc.cast(arr, target)
+            elif col.dtype == "timestamp" and pa.types.is_timestamp(t):
+                if t.tz is None:  # the contract's timestamps are UTC
+                    arr = pc.assume_timezone(arr, "UTC")
+                new = arr.cast(target, safe=False)  # ns → µs truncates sub-µs digits only
+            elif col.dtype == "timestamp" and pa.types.is_string(t):
+                try:
+                    new = pc.cast(arr, target)
+                except pa.ArrowInvalid:  # no zone offset: UTC by contract
+                    new = pc.assume_timezone(pc.cast(arr, pa.timestamp("us")), "UTC")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            notes.append(f"column '{name}': {str(exc).splitlines()[0]}")
+            new = None
+        if new is not None:
+            tbl = tbl.set_column(i, pa.field(name, target), new)
+    return tbl, notes
+
+
+def schema_frame(tbl: pa.Table) -> pd.DataFrame:
+    """One row per column: its name and Arrow type (what the schema suite checks)."""
+    import pandas as pd
+
+    return pd.DataFrame({"column": tbl.column_names, "type": [str(f.type) for f in tbl.schema]})
+
+
+def gx_frame(tbl: pa.Table) -> pd.DataFrame:
+    """The batch as pandas for GX, strings dictionary-encoded (categoricals copy cheaply)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = []
+    for arr in tbl.columns:
+        cols.append(pc.dictionary_encode(arr) if pa.types.is_string(arr.type) else arr)
+    return pa.table(cols, names=tbl.column_names).to_pandas()
+
+
+# --- cross-day state ----------------------------------------------------------------------------
+def seen_event_ids(lake: Lake, day: dt.date, batch_ids: pa.ChunkedArray) -> list[str]:
+    """Batch event ids already present in validated events of OTHER days (not ``day`` itself)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found: list[pa.Array] = []
+    batch = pc.unique(batch_ids.drop_null())
+    for other in lake.partitions("validated", "events"):
+        if other == day:
+            continue  # a re-run replaces its own partition: its ids are not duplicates
+        for key in lake.partition_files("validated", "events", other):
+            ids = _read_table(lake, key, ["event_id"]).column("event_id")
+            found.append(pc.filter(batch, pc.is_in(batch, value_set=ids)))
+    if not found:
+        return []
+    return pc.unique(pa.chunked_array(found, type=pa.string())).to_pylist()
+
+
+def unknown_item_ids(
+    lake: Lake, day: dt.date, batch_items: pa.ChunkedArray, same_day: pa.ChunkedArray | None
+) -> list[str]:
+    """Distinct batch item ids absent from validated items before ``day`` and the day's items."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = pc.unique(batch_items.drop_null())
+    sources = [same_day] if same_day is not None else []
+    for other in lake.partitions("validated", "items"):
+        if other < day:
+            for key in lake.partition_files("validated", "items", other):
+                sources.append(_read_table(lake, key, ["item_id"]).column("item_id"))
+    for known in sources:
+        if len(missing) == 0:
+            break
+        known = known.cast(pa.string())
+        missing = pc.filter(missing, pc.invert(pc.is_in(missing, value_set=known)))
+    return missing.to_pylist()
+
+
+def volume_bounds(lake: Lake, day: dt.date, config: GateConfig) -> tuple[int, int | None]:
+    """Row band for events of ``day`` from the trailing days' validated counts."""
+    counts = []
+    for back in range(1, config.volume_window_days + 1):
+        d = day - dt.timedelta(days=back)
+        key = _results_key(d, "events")
+        if lake.exists(key):
+            rec = json.loads(lake.read_text(key))
+            if rec.get("success") and rec.get("published", True):
+                counts.append(int(rec["rows"]))
+    if len(counts) < config.volume_min_history_days:
+        return config.min_event_rows, None
+    avg = sum(counts) / len(counts)
+    low = max(config.min_event_rows, int(avg * config.volume_min_ratio))
+    return low, int(avg * config.volume_max_ratio) + 1
+
+
+# --- privacy ------------------------------------------------------------------------------------
+def pseudonymise_column(tbl: pa.Table, column: str, key: bytes | None = None) -> pa.Table:
+    """Replace ``column`` by its pseudonyms, hashing each distinct id once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from flywheel.privacy import pseudonymise_many
+
+    enc = pc.dictionary_encode(tbl.column(column).combine_chunks())
+    mapped = pa.array(pseudonymise_many(enc.dictionary.to_pylist(), key), pa.string())
+    i = tbl.column_names.index(column)
+    return tbl.set_column(i, tbl.schema.field(i), pc.take(mapped, enc.indices))
+
+
+# --- results ------------------------------------------------------------------------------------
+def _results_key(day: dt.date, table: str) -> str:
+    return f"quality/results/dt={day.isoformat()}/{table}.json"
+
+
+def _runs_key(day: dt.date, table: str, validation_id: str) -> str:
+    return f"quality/runs/dt={day.isoformat()}/{table}/{validation_id}.json"
+
+
+def read_quality_history(lake: Lake | None = None, every_run: bool = False) -> list[dict]:
+    """Validation outcomes, newest day first: the latest per (day, table), or every run.
+
+    Each record: ``date, table, success, published, failed_expectations [{expectation, rule,
+    column, message, examples, files}], rows, validation_id, validated_at, report_uri, files``.
+    """
+    lake = lake or get_lake()
+    prefix = "quality/runs/" if every_run else "quality/results/"
+    out = [json.loads(lake.read_text(k)) for k in lake.list(prefix) if k.endswith(".json")]
+    out.sort(
+        key=lambda r: (r.get("date", ""), r.get("validated_at", ""), r.get("table", "")),
+        reverse=True,
+    )
+    return out
+
+
+# --- the day ------------------------------------------------------------------------------------
+@dataclass
+class TableCheck:
+    table: str
+    files: list[RawFile] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    gx_results: list[dict] = field(default_factory=list)
+    data: pa.Table | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        return [f.key for f in self.files]
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.data is None else self.data.num_rows
+
+
+def _attribute(finding: Finding, files: list[RawFile]) -> None:
+    """Name the file(s) a finding comes from (the offending values' files when several)."""
+    import pyarrow.compute as pc
+
+    readable = [f for f in files if f.table is not None]
+    if (
+        len(files) == 1
+        or not finding.column
+        or finding.column not in readable[0].table.column_names
+    ):
+        finding.files = [f.key for f in files]
+        return
+    hits = []
+    for f in readable:
+        col = f.table.column(finding.column)
+        if "null" in finding.rule:
+            hit = col.null_count > 0
+        else:
+            try:
+                hit = pc.any(pc.is_in(col, value_set=pc.cast(finding.examples, col.type))).as_py()
+            except Exception:  # examples of another type (timestamps as text): name every file
+                hit = True
+        if hit:
+            hits.append(f.key)
+    finding.files = hits or [f.key for f in files]
+
+
+def _check_table(gate, lake: Lake, day: dt.date, table: str, params_for) -> TableCheck:
+    import pyarrow as pa
+
+    from validation.gate import Finding
+
+    check = TableCheck(table)
+    keys = lake.partition_files("raw", table, day)
+    if not keys:
+        if table == "events":
+            check.findings.append(
+                Finding(
+                    "raw_files_present",
+                    "raw events exist for the day",
+                    None,
+                    f"no raw events for {day}",
+                )
+            )
+        return check
+    for key in keys:
+        raw = read_raw(lake, key, table)
+        check.files.append(raw)
+        if raw.error:
+            check.findings.append(Finding("file_readable", READ_RULE, None, raw.error, files=[key]))
+            continue
+        found, res = gate.run(table, "schema", schema_frame(raw.table))
+        for f in found:
+            f.files = [key]
+            if raw.notes:
+                f.message += " (" + "; ".join(raw.notes) + ")"
+        check.findings += found
+        check.gx_results.append(res)
+    if check.findings:
+        return check
+    names = TABLES[table].column_names
+    data = pa.concat_tables([f.table.select(names) for f in check.files])
+    check.data = data
+    found, res = gate.run(table, "data", gx_frame(data), params_for(data))
+    for f in found:
+        _attribute(f, check.files)
+    check.findings += found
+    check.gx_results.append(res)
+    return check
+
+
+def ingest_day(
+    day: dt.date | str,
+    lake: Lake | None = None,
+    config: GateConfig | None = None,
+    now: dt.datetime | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Validate and publish one day; returns the summary (the asset metadata).
+
+    Raises :class:`validation.gate.GateFailure` (nothing published) when any table fails.
+    ``now`` bounds "not in the future" (the wall clock by default; tests pin it).
+    """
+    import pyarrow.compute as pc
+
+    from flywheel.privacy import pseudonym_key
+    from validation.config import DEFAULT
+    from validation.gate import Gate, GateFailure, failure_message
+    from validation.quarantine import quarantine, render_report
+
+    day = day_of(day)
+    lake = lake or get_lake()
+    config = config or DEFAULT
+    now = now or dt.datetime.now(dt.UTC)
+    key = pseudonym_key()  # fail fast (production without a secret) before touching data
+    validation_id = f"{day.isoformat()}-{uuid.uuid4().hex[:12]}"
+    validated_at = now.isoformat()
+    start, end = interval(day)
+    tol = dt.timedelta(minutes=config.ts_tolerance_minutes)
+    gate = Gate(config)
+    checks: dict[str, TableCheck] = {}
+
+    def params(table: str):
+        def compute(data) -> dict:
+            if table != "events":
+                return {"ts_max": end + tol}
+            items = checks.get("items")
+            same_day = (
+                items.data.column("item_id")
+                if items is not None and items.data is not None
+                else None
+            )
+            low, high = volume_bounds(lake, day, config)
+            return {
+                "event_ids_seen": seen_event_ids(lake, day, data.column("event_id")),
+                "unknown_item_ids": unknown_item_ids(lake, day, data.column("item_id"), same_day),
+                "ts_min": start - tol,
+                "ts_max": end + tol,
+                "now": now,
+                "min_rows": low,
+                "max_rows": high,
+            }
+
+        return compute
+
+    for table in TABLE_ORDER:
+        checks[table] = _check_table(gate, lake, day, table, params(table))
+
+    failed = {t: c for t, c in checks.items() if c.findings}
+    where: dict[str, str] = {}
+    outcomes = {}
+    for table, c in checks.items():
+        outcomes[table] = {
+            "date": day.isoformat(),
+            "table": table,
+            "success": not c.findings,
+            "published": not failed,
+            "failed_expectations": [f.as_dict() for f in c.findings],
+            "rows": c.rows,
+            "validation_id": validation_id,
+            "validated_at": validated_at,
+            "run_id": run_id,
+            "files": c.keys,
+            "report_uri": None,
+        }
+
+    if failed:
+        for table, c in failed.items():
+            report = render_report(outcomes[table])
+            if c.keys:
+                result = {"outcome": outcomes[table], "great_expectations": c.gx_results}
+                where[table] = quarantine(lake, table, day, c.keys, result, report)
+                outcomes[table]["report_uri"] = lake.url(where[table] + "validation_report.html")
+                outcomes[table]["quarantined"] = [where[table] + r.name for r in c.files]
+    else:
+        for table in TABLE_ORDER:
+            data = checks[table].data
+            files = {}
+            if data is not None:
+                if "user_id" in data.column_names:
+                    data = pseudonymise_column(data, "user_id", key)
+                files[PART_NAME] = _parquet_bytes(data.cast(TABLES[table].arrow_schema()))
+            lake.replace_partition(partition_prefix("validated", table, day), files)
+
+    for table, outcome in outcomes.items():
+        if outcome["report_uri"] is None:
+            rk = f"quality/reports/dt={day.isoformat()}/{table}.html"
+            lake.write_text(rk, render_report(outcome))
+            outcome["report_uri"] = lake.url(rk)
+        text = json.dumps(outcome, indent=2, default=str)
+        lake.write_text(_runs_key(day, table, validation_id), text)
+        lake.write_text(_results_key(day, table), text)
+
+    if failed:
+        raise GateFailure(
+            failure_message(
+                day.isoformat(), validation_id, {t: c.findings for t, c in failed.items()}, where
+            )
+        )
+    events = checks["events"].data
+    return {
+        "date": day.isoformat(),
+        "rows": events.num_rows,
+        "distinct_users": pc.count_distinct(events.column("user_id")).as_py(),
+        "distinct_items": pc.count_distinct(events.column("item_id")).as_py(),
+        "validation_id": validation_id,
+        "items": checks["items"].rows,
+        "users": checks["users"].rows,
+        "partition": lake.url(partition_prefix("validated", "events", day)),
+    }
+
+
+def _parquet_bytes(tbl: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(tbl, buf, compression="zstd")
+    return buf.getvalue()

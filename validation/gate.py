@@ -1,0 +1,179 @@
+"""Run the Great Expectations suites and turn their results into findings people can act on.
+
+The GX context is built when a gate runs (``gx.get_context(mode="ephemeral")``), never at import:
+a pandas datasource with one dataframe asset per (table, suite kind), a whole-dataframe batch
+definition, a ValidationDefinition and a Checkpoint each. :class:`Gate` keeps them for the
+duration of one ingestion so the three tables of a day share one context.
+
+A failed check is a :class:`Finding` (expectation, rule, column, message, offending examples);
+:class:`GateFailure` is the exception that fails the Airflow task and whose text names the file,
+the column, the expectation and a few offending values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flywheel.errors import ContractError
+from validation.config import DEFAULT, GateConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class GateFailure(ContractError):
+    """A day's raw data failed the gate; nothing of that day was published."""
+
+
+@dataclass
+class Finding:
+    """One failed check, as stored in the validation history."""
+
+    expectation: str
+    rule: str
+    column: str | None
+    message: str
+    examples: list = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def one_line(self) -> str:
+        where = ", ".join(self.files) if self.files else "(no file)"
+        col = f"column '{self.column}'" if self.column else "table"
+        ex = f"; e.g. {self.examples}" if self.examples else ""
+        return f"{where}: {col} failed {self.expectation} ({self.rule}): {self.message}{ex}"
+
+
+def _jsonable(value: Any) -> Any:
+    """Examples as JSON-friendly scalars (timestamps as ISO strings)."""
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)
+
+
+class Gate:
+    """One ephemeral GX context with a checkpoint per (table, suite kind)."""
+
+    def __init__(self, config: GateConfig | None = None):
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        self.config = config or DEFAULT
+        self.context = gx.get_context(
+            mode="ephemeral",
+            project_config=DataContextConfig(
+                store_backend_defaults=InMemoryStoreBackendDefaults(),
+                progress_bars=ProgressBarsConfig(globally=False),
+                analytics_enabled=False,
+            ),
+        )
+        self._datasource = self.context.data_sources.add_pandas("flywheel_raw")
+        self._checkpoints: dict[str, Any] = {}
+
+    def _checkpoint(self, table: str, kind: str):
+        import great_expectations as gx
+
+        from validation import suites
+
+        name = f"{table}_{kind}"
+        cp = self._checkpoints.get(name)
+        if cp is None:
+            asset = self._datasource.add_dataframe_asset(name)
+            batch = asset.add_batch_definition_whole_dataframe(f"{name}_batch")
+            suite = suites.schema_suite(table) if kind == "schema" else suites.data_suite(table)
+            suite = self.context.suites.add(suite)
+            vd = self.context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=suite)
+            )
+            cp = self.context.checkpoints.add(
+                gx.Checkpoint(
+                    name=f"{name}_checkpoint",
+                    validation_definitions=[vd],
+                    result_format={
+                        "result_format": "SUMMARY",
+                        "partial_unexpected_count": self.config.examples,
+                    },
+                )
+            )
+            self._checkpoints[name] = cp
+        return cp
+
+    def run(
+        self, table: str, kind: str, frame: pd.DataFrame, parameters: dict | None = None
+    ) -> tuple[list[Finding], dict]:
+        """Validate ``frame`` with the ``kind`` ("schema" | "data") suite of ``table``.
+
+        Returns the findings (empty when it passed) and the GX validation result as JSON.
+        """
+        cp = self._checkpoint(table, kind)
+        result = cp.run(
+            batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {}
+        )
+        (vr,) = result.run_results.values()
+        findings = [f for r in vr.results if not r.success for f in [self._finding(r)]]
+        return findings, vr.to_json_dict()
+
+    def _finding(self, r) -> Finding:
+        cfg = r.expectation_config
+        kwargs, meta, res = cfg.kwargs, cfg.meta or {}, r.result or {}
+        rule = meta.get("rule", cfg.type)
+        column = kwargs.get("column")
+        n = self.config.examples
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            msg = r.exception_info.get("exception_message") or "could not be evaluated"
+            return Finding(cfg.type, rule, column, f"could not be evaluated: {msg}")
+        on = meta.get("on")
+        if on == "columns" and cfg.type == "expect_column_values_to_be_in_set":
+            extra = _jsonable(res.get("partial_unexpected_list", []))
+            return Finding(
+                cfg.type, rule, ", ".join(extra), f"unexpected column(s) {extra}", extra[:n]
+            )
+        if on == "columns":
+            missing = sorted(set(kwargs["value_set"]) - set(res.get("observed_value") or []))
+            return Finding(
+                cfg.type, rule, ", ".join(missing), f"missing column(s) {missing}", missing[:n]
+            )
+        if on == "types":
+            pairs = res.get("partial_unexpected_list", [])
+            expected = dict(map(tuple, kwargs["value_pairs_set"]))
+            parts = [f"{c} is {t}, contract says {expected.get(c)}" for c, t in pairs]
+            return Finding(
+                cfg.type,
+                rule,
+                ", ".join(c for c, _ in pairs),
+                "; ".join(parts),
+                _jsonable(pairs)[:n],
+            )
+        if "unexpected_count" in res:
+            count, total = res.get("unexpected_count"), res.get("element_count")
+            examples = _jsonable(res.get("partial_unexpected_list", []))[:n]
+            return Finding(cfg.type, rule, column, f"{count} of {total} rows", examples)
+        observed = _jsonable(res.get("observed_value"))
+        bounds = {k: _jsonable(kwargs.get(k)) for k in ("min_value", "max_value") if k in kwargs}
+        return Finding(cfg.type, rule, column, f"observed {observed}, expected {bounds}")
+
+
+def failure_message(
+    day: str, validation_id: str, failed: dict[str, list[Finding]], where: dict[str, str]
+) -> str:
+    """One text naming, per failing table, file, column, expectation and offending values."""
+    parts = []
+    for table, findings in failed.items():
+        lines = "; ".join(f.one_line() for f in findings)
+        dest = f" -> raw files moved to {where[table]}" if where.get(table) else ""
+        parts.append(f"[{table}] {lines}{dest}")
+    return (
+        f"ingest {day} failed the quality gate (validation {validation_id}); nothing of {day} "
+        f"was published. " + " | ".join(parts)
+    )
