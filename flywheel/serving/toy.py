@@ -1,4 +1,5 @@
-"""A tiny recommender pyfunc with the real model's contract, for tests and the benchmark.
+"""A tiny recommender pyfunc with the real model's contract, and toy validated data: for tests
+and the benchmark.
 
 ``ToyRecommender(item_scores, known_users)`` ranks items by fixed scores, skips
 ``exclude_item_ids`` and returns nothing for users outside ``known_users`` (a user "not in the
@@ -81,3 +82,71 @@ def register_toy(
     for alias in aliases:
         client.set_registered_model_alias(s.registered_model, alias, version)
     return version
+
+
+def write_validated(
+    lake,
+    day,
+    *,
+    items: Mapping[str, str] | None = None,
+    users: Mapping[str, str] | None = None,
+    events: Iterable[tuple[str, str, str]] = (),
+    key: bytes | None = None,
+) -> None:
+    """Write a small validated day as ingestion would (pseudonymised ``user_id``).
+
+    ``items``: item id → category; ``users``: RAW user id → country; ``events``: (raw user id,
+    item id, event type) rows, value 1.0, at noon of ``day``.
+    """
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from flywheel.contract import EVENTS, ITEMS, USERS
+    from flywheel.privacy import pseudonymise
+    from flywheel.storage import partition_prefix
+
+    ts = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
+    part = "part-00000.parquet"
+    if items:
+        lake.write_parquet(
+            partition_prefix("validated", "items", day) + part,
+            pa.table(
+                {
+                    "item_id": list(items),
+                    "category": list(items.values()),
+                    "price": [1.0] * len(items),
+                    "created_ts": [ts] * len(items),
+                },
+                schema=ITEMS.arrow_schema(),
+            ),
+        )
+    if users:
+        lake.write_parquet(
+            partition_prefix("validated", "users", day) + part,
+            pa.table(
+                {
+                    "user_id": [pseudonymise(u, key) for u in users],
+                    "signup_ts": [ts] * len(users),
+                    "country": list(users.values()),
+                    "age_bucket": ["25-34"] * len(users),
+                },
+                schema=USERS.arrow_schema(),
+            ),
+        )
+    rows = list(events)
+    if rows:
+        lake.write_parquet(
+            partition_prefix("validated", "events", day) + part,
+            pa.table(
+                {
+                    "event_id": [f"v-{day}-{n}" for n in range(len(rows))],
+                    "user_id": [pseudonymise(u, key) for u, _, _ in rows],
+                    "item_id": [i for _, i, _ in rows],
+                    "event_type": [t for _, _, t in rows],
+                    "value": [1.0] * len(rows),
+                    "event_ts": [ts] * len(rows),
+                },
+                schema=EVENTS.arrow_schema(),
+            ),
+        )
