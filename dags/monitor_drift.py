@@ -1,0 +1,116 @@
+"""
+### monitor_drift — is today's traffic still the world the champion learned?
+
+Runs after each day's features (Asset `flywheel://features`; the day comes from the triggering
+event's metadata `date`, or the `day` param for a manual run). For each day it compares the
+features of the users and items active that day with those of the champion's training window
+(Evidently 0.7: normed Wasserstein for numbers, Jensen-Shannon for categories; prediction and
+quality drift when the serving API left impressions and feedback), stores the Evidently snapshot
+in the workspace (project `flywheel`), `reports/drift/dt=D/report.html` and `summary.json`.
+
+On a drift decision outside the cooldown (no `train_recommender` running or queued, and
+`cooldown_days` since the last trigger) it emits Asset `flywheel://drift` with the summary as
+metadata, which starts `train_recommender`. Thresholds: `validation.drift.DriftConfig`.
+
+Manual run: `flywheel dag test monitor_drift --date 2026-01-10 --conf '{"day": "2026-01-10"}'`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from flywheel.assets import DRIFT, FEATURES
+
+TRAIN_DAG_ID = "train_recommender"
+
+
+@dag(
+    dag_id="monitor_drift",
+    schedule=FEATURES,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["flywheel", "drift", "monitoring"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "flywheel",
+        "retries": 2,
+        "retry_delay": pendulum.duration(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": pendulum.duration(minutes=10),
+    },
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Day to check (YYYY-MM-DD) for a manual run; asset runs use the event's date.",
+        )
+    },
+)
+def monitor_drift():
+    @task
+    def days_to_check(**context) -> list[str]:
+        """The days of the triggering `features` events (several after a catch-up), else the param."""
+        days = set()
+        for event in context["triggering_asset_events"].get(FEATURES, []):
+            extra = event.extra or {}
+            day = extra.get("date") or extra.get("day")
+            if day:
+                days.add(str(day)[:10])
+        if not days and context["params"].get("day"):
+            days.add(str(context["params"]["day"])[:10])
+        if not days:
+            from flywheel.errors import FlywheelError
+
+            raise FlywheelError(
+                "monitor_drift: no day to check (no features event with a 'date', no 'day' param)"
+            )
+        return sorted(days)
+
+    @task
+    def check(days: list[str], **context) -> dict:
+        """Drift check per day, oldest first; returns the latest day's summary (small)."""
+        import datetime as dt
+
+        from validation.drift import monitor_day
+
+        summary: dict = {}
+        triggered: dict | None = None
+        for day in days:
+            in_flight = context["ti"].get_dr_count(
+                dag_id=TRAIN_DAG_ID, states=["queued", "running"]
+            )
+            summary = monitor_day(dt.date.fromisoformat(day), trainings_in_flight=in_flight)
+            if summary["drift_detected"]:
+                triggered = summary
+        result = triggered or summary
+        keep = (
+            "date",
+            "drift_detected",
+            "drift_share",
+            "drifted_columns",
+            "quality_drop",
+            "reason",
+            "report_uri",
+            "champion_version",
+            "reference_window",
+            "suppressed_by",
+        )
+        return {k: result.get(k) for k in keep}
+
+    @task(outlets=[DRIFT])
+    def emit_drift(summary: dict, **context) -> dict:
+        """Emit `flywheel://drift` with the summary as metadata — only when drift was decided."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not summary["drift_detected"]:
+            raise AirflowSkipException(f"no retraining trigger: {summary['reason']}")
+        context["outlet_events"][DRIFT].extra = summary
+        return summary
+
+    emit_drift(check(days_to_check()))
+
+
+monitor_drift()
