@@ -1,0 +1,185 @@
+"""
+### train_recommender — train, evaluate against the champion, register, promote or not
+
+Runs when new features land (Asset `flywheel://features`) or drift is decided (Asset
+`flywheel://drift`), whichever comes first, and by hand with the Params form.
+
+1. **build_training_set** — positives (click, add-to-cart, purchase, rating ≥ 4) of the
+   `window_days` days ending on the end day, features of `recommender_v1` joined point-in-time
+   through Feast, temporal split: train days, one validation day, the last day as holdout. The
+   end day is the `end_day` Param, else the newest triggering event's `date`, else the newest
+   validated day. Frames go to the lake (`training_sets/dt=<end day>/`); XCom carries the path.
+2. **train** — queue `gpu`, pool `training` (create it: `airflow pools set training 1 "one
+   training at a time"`; `flywheel airflow init` / the twin do), `max_active_runs=1`. Two-tower
+   model, checkpoint every epoch; a retry resumes from the last checkpoint of this DAG run.
+3. **evaluate** — the candidate (loaded as serving loads it) and the current champion on the
+   same holdout, with the popularity baseline.
+4. **register** — a new version of `flywheel-recommender`, alias `challenger`.
+5. **promote** — champion only if NDCG@10 beats the champion's by the margin and Recall@20 drops
+   at most the tolerance (no champion: must beat popularity), after an infra-validation smoke test.
+   The decision and its reason are in this task's log and in MLflow (`promotion_decision`,
+   `promotion_reason` on the run and the version).
+
+Manual run: `flywheel dag test train_recommender --conf '{"end_day": "2026-01-14", "epochs": 5}'`
+or `flywheel train --end-day 2026-01-14` (same steps, no Airflow).
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from flywheel.assets import DRIFT, FEATURES
+
+TRAINING_POOL = "training"
+
+
+@dag(
+    dag_id="train_recommender",
+    schedule=(FEATURES | DRIFT),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["flywheel", "training", "mlflow"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "flywheel",
+        "retries": 2,
+        "retry_delay": pendulum.duration(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": pendulum.duration(minutes=10),
+    },
+    params={
+        "end_day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Last day of the window (YYYY-MM-DD); default: the triggering event's date",
+        ),
+        "epochs": Param(
+            20,
+            type="integer",
+            minimum=1,
+            maximum=500,
+            description="Maximum epochs (early stopping on validation NDCG@10)",
+        ),
+        "learning_rate": Param(
+            0.005, type="number", exclusiveMinimum=0, description="Adam learning rate"
+        ),
+        "embedding_dim": Param(
+            32, type="integer", minimum=2, maximum=1024, description="Embedding size of both towers"
+        ),
+        "window_days": Param(
+            14,
+            type="integer",
+            minimum=3,
+            maximum=365,
+            description="Training window in days (the last is the holdout)",
+        ),
+        "promotion_margin": Param(
+            0.0,
+            type="number",
+            minimum=0,
+            description="NDCG@10 the candidate must gain over the champion",
+        ),
+        "feature_source": Param(
+            "feast",
+            enum=["feast", "contract"],
+            description="feast: recommender_v1 point-in-time; contract: attributes only",
+        ),
+    },
+)
+def train_recommender():
+    @task
+    def build_training_set(**context) -> dict:
+        """Temporal split of the window; the frames go to the lake, the path to XCom."""
+        from training import pipeline
+
+        events = {
+            asset.uri: [
+                {
+                    "extra": dict(e.extra or {}),
+                    "timestamp": str(e.timestamp),
+                    "source_dag_id": e.source_dag_id,
+                    "source_run_id": e.source_run_id,
+                }
+                for e in evs
+            ]
+            for asset, evs in context["triggering_asset_events"].items()
+        }
+        trigger, flat = pipeline.summarise_events(events)
+        params = context["params"]
+        cfg = pipeline.config_from_params(params)
+        end_day = pipeline.resolve_end_day(
+            params.get("end_day"), flat, pipeline.latest_validated_day()
+        )
+        summary = pipeline.build(end_day, cfg)
+        return {
+            **summary,
+            "config": cfg.to_dict(),
+            "trigger": trigger,
+            "triggering_asset_events": flat,
+        }
+
+    @task(queue="gpu", pool=TRAINING_POOL)
+    def train(summary: dict, **context) -> dict:
+        """Train the candidate (resumes from this run's last checkpoint on a retry)."""
+        import json
+
+        from training import pipeline
+        from training.config import TrainingConfig
+
+        tags = {
+            "trigger": summary["trigger"],
+            "triggering_asset_events": json.dumps(summary["triggering_asset_events"], default=str)[
+                : pipeline.TAG_LIMIT
+            ],
+            "validation_ids": ",".join(summary["validation_ids"]),
+            "airflow_dag_run": context["run_id"],
+            "airflow_try_number": str(context["ti"].try_number),
+        }
+        run_key = f"{context['dag'].dag_id}/{context['run_id']}"
+        return pipeline.train(
+            TrainingConfig.from_dict(summary["config"]), summary["location"], run_key, tags
+        )
+
+    @task
+    def evaluate(summary: dict, trained: dict) -> dict:
+        """Candidate and current champion on the same holdout, with the popularity baseline."""
+        from training import pipeline
+        from training.config import TrainingConfig
+
+        return pipeline.evaluate(
+            TrainingConfig.from_dict(summary["config"]), summary["location"], trained
+        )
+
+    @task
+    def register(summary: dict, trained: dict) -> str:
+        """A new registered version, alias `challenger`."""
+        from training import pipeline
+
+        return pipeline.register(trained, summary)
+
+    @task
+    def promote(summary: dict, trained: dict, evaluation: dict, version: str) -> dict:
+        """Champion or not: the gate, the infra-validation smoke test, the alias and the reason."""
+        from training import pipeline
+        from training.config import TrainingConfig
+
+        return pipeline.promote(
+            TrainingConfig.from_dict(summary["config"]),
+            summary["location"],
+            trained,
+            evaluation,
+            version,
+        )
+
+    summary = build_training_set()
+    trained = train(summary)
+    evaluation = evaluate(summary, trained)
+    version = register(summary, trained)
+    evaluation >> version
+    promote(summary, trained, evaluation, version)
+
+
+train_recommender()

@@ -1,0 +1,245 @@
+"""All training defaults in one typed config, grouped, with the reason beside each number.
+
+A config is built from the defaults, then a file (``--config FILE``: TOML or JSON with the same
+groups), then ``--set group.key=value`` overrides. Overrides are type-checked and unknown keys
+are rejected with a :class:`TrainingConfigError` that names the key. The whole config goes into
+the checkpoint and into MLflow (as flat ``group.key`` params).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flywheel.errors import FlywheelError
+
+
+class TrainingConfigError(FlywheelError):
+    """A training config file or override is invalid (unknown key, wrong type)."""
+
+
+@dataclass
+class DataConfig:
+    window_days: int = (
+        14  # two weeks: enough history for weekly patterns, short enough to track drift
+    )
+    holdout_days: int = 1  # the last day of the window is the holdout (temporal split)
+    val_days: int = 1  # the day before the holdout steers early stopping
+    positive_events: tuple[str, ...] = ("click", "add_to_cart", "purchase", "rating")
+    min_rating: float = 4.0  # a rating counts as positive only at 4 or 5 stars
+    feature_source: str = (
+        "feast"  # "feast" (recommender_v1, point-in-time) or "contract" (attributes only)
+    )
+    max_eval_users: int = 5000  # caps evaluation cost on big holdouts (deterministic sample)
+
+
+@dataclass
+class ModelConfig:
+    embedding_dim: int = 32  # small: ranking quality saturates early on catalog sizes we simulate
+    hidden_dim: int = 64  # one hidden layer per tower mixes id and feature signals
+    cat_dim: int = 8  # categorical features have few levels
+    dropout: float = 0.1
+    id_dropout: float = 0.1  # share of rows trained without the id: teaches the cold-start path
+    temperature: float = 0.1  # softmax temperature of the in-batch loss (normalised embeddings)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 512  # in-batch negatives: bigger batches give more negatives per positive
+    lr: float = 0.005
+    weight_decay: float = 1e-6
+    patience: int = 3  # epochs without validation NDCG@10 gain before stopping
+    seed: int = 42
+    device: str = "auto"  # "auto" picks CUDA when present, else CPU
+    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    epoch_delay_s: float = 0.0  # pause after each checkpoint; only tests use it (to kill mid-run)
+
+
+@dataclass
+class EvalConfig:
+    ks: tuple[int, ...] = (10, 20)
+    exclude_seen: bool = True  # do not recommend items the user already interacted with in training
+
+
+@dataclass
+class PromotionConfig:
+    margin: float = 0.0  # candidate NDCG@10 must beat the champion's by more than this (absolute)
+    recall_tolerance: float = 0.01  # candidate Recall@20 may drop at most this much (absolute)
+    smoke_requests: int = 20  # requests the infra-validation smoke test sends to the loaded model
+
+
+@dataclass
+class TrainingConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
+
+    # --- building ---------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, overrides: list[str] | None = None
+    ) -> TrainingConfig:
+        """Defaults, then the file at ``path`` (TOML/JSON), then ``k=v`` overrides."""
+        cfg = cls()
+        if path is not None:
+            cfg = cfg.merged(read_config_file(Path(path)))
+        if overrides:
+            cfg = cfg.with_overrides(overrides)
+        return cfg
+
+    def merged(self, values: dict[str, Any]) -> TrainingConfig:
+        """A copy with nested ``{group: {key: value}}`` values applied (type-checked)."""
+        flat: dict[str, Any] = {}
+        for group, sub in values.items():
+            if not isinstance(sub, dict):
+                raise TrainingConfigError(f"config group {group!r} must be a table of keys")
+            for key, value in sub.items():
+                flat[f"{group}.{key}"] = value
+        return self._apply(flat, from_text=False)
+
+    def with_overrides(self, overrides: list[str]) -> TrainingConfig:
+        """A copy with ``group.key=value`` strings applied (values parsed to the field's type)."""
+        flat = {}
+        for item in overrides:
+            if "=" not in item:
+                raise TrainingConfigError(f"override {item!r} is not of the form group.key=value")
+            key, value = item.split("=", 1)
+            flat[key.strip()] = value.strip()
+        return self._apply(flat, from_text=True)
+
+    def _apply(self, flat: dict[str, Any], *, from_text: bool) -> TrainingConfig:
+        groups = {
+            f.name: dataclasses.replace(getattr(self, f.name)) for f in dataclasses.fields(self)
+        }
+        for dotted, raw in flat.items():
+            group_name, _, key = dotted.partition(".")
+            group = groups.get(group_name)
+            if group is None or not key:
+                raise TrainingConfigError(
+                    f"unknown config key {dotted!r} (groups: {', '.join(groups)})"
+                )
+            fields = {f.name: f for f in dataclasses.fields(group)}
+            if key not in fields:
+                raise TrainingConfigError(
+                    f"unknown config key {dotted!r} (known in {group_name}: {', '.join(fields)})"
+                )
+            hint = typing.get_type_hints(type(group))[key]
+            setattr(group, key, _coerce(dotted, raw, hint, from_text))
+        cfg = TrainingConfig(**groups)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Reject values that cannot train (one line naming the key)."""
+        checks = [
+            (
+                "data.window_days",
+                self.data.window_days >= self.data.holdout_days + self.data.val_days + 1,
+            ),
+            ("data.holdout_days", self.data.holdout_days >= 1),
+            ("data.val_days", self.data.val_days >= 0),
+            ("data.feature_source", self.data.feature_source in ("feast", "contract")),
+            ("model.embedding_dim", self.model.embedding_dim >= 2),
+            ("model.id_dropout", 0.0 <= self.model.id_dropout < 1.0),
+            ("model.temperature", self.model.temperature > 0),
+            ("train.epochs", self.train.epochs >= 1),
+            ("train.batch_size", self.train.batch_size >= 2),
+            ("train.lr", self.train.lr > 0),
+            (
+                "train.device",
+                self.train.device in ("auto", "cpu", "cuda")
+                or self.train.device.startswith("cuda:"),
+            ),
+            ("eval.ks", len(self.eval.ks) > 0 and all(k > 0 for k in self.eval.ks)),
+        ]
+        for key, ok in checks:
+            if not ok:
+                group, _, name = key.partition(".")
+                value = getattr(getattr(self, group), name)
+                raise TrainingConfigError(f"config value {key}={value!r} is out of range")
+
+    # --- exporting --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def flat(self) -> dict[str, Any]:
+        """``{"group.key": value}`` for MLflow params."""
+        return {f"{g}.{k}": v for g, sub in self.to_dict().items() for k, v in sub.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
+        return cls().merged(values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or JSON config file into nested groups."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TrainingConfigError(
+            f"cannot read config file {path}: {exc.strerror or exc}"
+        ) from None
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        return json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise TrainingConfigError(f"config file {path} is not valid: {exc}") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, raw: Any, hint: Any, from_text: bool) -> Any:
+    """Convert ``raw`` to the field type ``hint``; raise naming ``key`` when it does not fit."""
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            (inner, _ellipsis) = typing.get_args(hint)
+            if from_text and isinstance(raw, str):
+                raw = [p for p in raw.split(",") if p.strip()]
+            if not isinstance(raw, list | tuple):
+                raise TypeError
+            return tuple(_coerce(key, r, inner, from_text) for r in raw)
+        if origin in (typing.Union, types.UnionType):
+            raise TypeError  # no optional fields in the config
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            if from_text and str(raw).lower() in _TRUE | _FALSE:
+                return str(raw).lower() in _TRUE
+            raise TypeError
+        if hint is int:
+            if isinstance(raw, bool):
+                raise TypeError
+            if isinstance(raw, int):
+                return raw
+            if from_text and isinstance(raw, str):
+                return int(raw)
+            raise TypeError
+        if hint is float:
+            if isinstance(raw, bool):
+                raise TypeError
+            if isinstance(raw, int | float):
+                return float(raw)
+            if from_text and isinstance(raw, str):
+                return float(raw)
+            raise TypeError
+        if hint is str:
+            if isinstance(raw, str):
+                return raw.strip() if from_text else raw
+            raise TypeError
+    except (TypeError, ValueError):
+        pass
+    name = getattr(hint, "__name__", str(hint))
+    raise TrainingConfigError(f"config key {key!r} expects {name}, got {raw!r}")

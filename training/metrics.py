@@ -1,0 +1,162 @@
+"""Ranking metrics on a holdout, the popularity baseline and the simulator's oracle.
+
+Conventions: ``recs`` maps a user to a ranked list of item ids; ``truth`` maps a user to the set of
+items they interacted with positively in the holdout. Metrics average over users with at least one
+holdout positive. Binary relevance everywhere.
+
+* Recall@K = hits in top K / min(K, |truth|)  (so a perfect list scores 1 even when |truth| > K)
+* NDCG@K   = DCG of the list / DCG of the ideal list of min(K, |truth|) hits
+* MAP@K    = mean over users of (sum of precision at each hit rank) / min(K, |truth|)
+* HitRate@K = share of users with at least one hit in top K
+* coverage = share of the catalog recommended to anyone (top max K)
+* novelty  = mean self-information -log2(p(item)) of recommended items, p from training popularity
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+_DISCOUNT = 1.0 / np.log2(np.arange(2, 1002))
+
+
+def _hits(ranked: Sequence[str], relevant: set[str], k: int) -> list[int]:
+    return [1 if item in relevant else 0 for item in ranked[:k]]
+
+
+def recall_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    if not relevant:
+        return 0.0
+    return sum(_hits(ranked, relevant, k)) / min(k, len(relevant))
+
+
+def ndcg_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    if not relevant:
+        return 0.0
+    hits = _hits(ranked, relevant, k)
+    dcg = float(np.dot(hits, _DISCOUNT[: len(hits)])) if hits else 0.0
+    ideal = float(_DISCOUNT[: min(k, len(relevant))].sum())
+    return dcg / ideal
+
+
+def map_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    if not relevant:
+        return 0.0
+    total, found = 0.0, 0
+    for rank, hit in enumerate(_hits(ranked, relevant, k), start=1):
+        if hit:
+            found += 1
+            total += found / rank
+    return total / min(k, len(relevant))
+
+
+def hit_rate_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    return 1.0 if any(_hits(ranked, relevant, k)) else 0.0
+
+
+METRICS: dict[str, Callable[[Sequence[str], set[str], int], float]] = {
+    "recall": recall_at_k,
+    "ndcg": ndcg_at_k,
+    "map": map_at_k,
+    "hit_rate": hit_rate_at_k,
+}
+
+
+def coverage(recs: Mapping[str, Sequence[str]], catalog_size: int, k: int) -> float:
+    if catalog_size <= 0:
+        return 0.0
+    seen = {i for r in recs.values() for i in r[:k]}
+    return len(seen) / catalog_size
+
+
+def novelty(recs: Mapping[str, Sequence[str]], popularity: Mapping[str, int], k: int) -> float:
+    """Mean -log2 p(item) of recommended items (unseen items get count 1)."""
+    total = sum(popularity.values()) or 1
+    values = [
+        -math.log2(max(popularity.get(i, 0), 1) / total) for r in recs.values() for i in r[:k]
+    ]
+    return float(np.mean(values)) if values else 0.0
+
+
+def evaluate(
+    recs: Mapping[str, Sequence[str]],
+    truth: Mapping[str, set[str]],
+    ks: Iterable[int] = (10, 20),
+    catalog_size: int | None = None,
+    popularity: Mapping[str, int] | None = None,
+) -> dict[str, float]:
+    """All metrics as ``{"ndcg_at_10": …, "recall_at_20": …, "coverage": …, "novelty": …}``."""
+    ks = list(ks)
+    users = [u for u, rel in truth.items() if rel]
+    out: dict[str, float] = {}
+    for k in ks:
+        for name, fn in METRICS.items():
+            vals = [fn(recs.get(u, ()), truth[u], k) for u in users]
+            out[f"{name}_at_{k}"] = float(np.mean(vals)) if vals else 0.0
+    kmax = max(ks)
+    if catalog_size is not None:
+        out["coverage"] = coverage({u: recs.get(u, ()) for u in users}, catalog_size, kmax)
+    if popularity is not None:
+        out["novelty"] = novelty({u: recs.get(u, ()) for u in users}, popularity, kmax)
+    out["users"] = float(len(users))
+    return out
+
+
+def popularity_counts(item_ids: Iterable[str]) -> Counter:
+    return Counter(str(i) for i in item_ids)
+
+
+def popularity_recommendations(
+    popularity: Mapping[str, int],
+    users: Iterable[str],
+    k: int,
+    exclude: Mapping[str, set[str]] | None = None,
+    catalog: set[str] | None = None,
+) -> dict[str, list[str]]:
+    """The most popular training items (optionally restricted to ``catalog``) for every user."""
+    ranked = [
+        i
+        for i, _ in sorted(popularity.items(), key=lambda kv: (-kv[1], kv[0]))
+        if catalog is None or i in catalog
+    ]
+    out = {}
+    for u in users:
+        ex = exclude.get(u, set()) if exclude else set()
+        out[u] = [i for i in ranked[: k + len(ex)] if i not in ex][:k] if ex else ranked[:k]
+    return out
+
+
+def oracle_recommendations(
+    relevance: Callable[[list[str], list[str]], np.ndarray],
+    users: list[str],
+    catalog: list[str],
+    k: int,
+    exclude: Mapping[str, set[str]] | None = None,
+    batch_size: int = 512,
+) -> dict[str, list[str]]:
+    """Top-``k`` items per user by the simulator's true preference ``relevance(users, items)``.
+
+    ``relevance`` returns a ``[len(users), len(catalog)]`` array (higher = preferred).
+    """
+    out: dict[str, list[str]] = {}
+    items = np.asarray(catalog, dtype=object)
+    pos = {v: j for j, v in enumerate(catalog)}
+    for start in range(0, len(users), batch_size):
+        chunk = users[start : start + batch_size]
+        scores = np.array(relevance(chunk, list(catalog)), dtype="float64", copy=True)
+        for r, u in enumerate(chunk):
+            if exclude and exclude.get(u):
+                scores[r, [pos[i] for i in exclude[u] if i in pos]] = -np.inf
+        kk = min(k, len(catalog))
+        top = (
+            np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            if kk
+            else np.zeros((len(chunk), 0), int)
+        )
+        for r, u in enumerate(chunk):
+            idx = top[r][np.argsort(-scores[r, top[r]], kind="stable")]
+            out[u] = [str(items[j]) for j in idx if np.isfinite(scores[r, j])]
+    return out

@@ -1,0 +1,250 @@
+"""The steps of ``train_recommender``, callable from the DAG and from ``flywheel train``.
+
+build training set → train → evaluate candidate and champion on the same holdout → register →
+promote or not. Each step takes and returns small JSON-able values (locations, ids, metrics), so
+Airflow passes them through XCom and the CLI simply chains them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from flywheel.errors import FlywheelError
+from training.config import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+#: Manual-run Params of the DAG and the config key each one sets.
+PARAM_KEYS = {
+    "epochs": "train.epochs",
+    "learning_rate": "train.lr",
+    "embedding_dim": "model.embedding_dim",
+    "window_days": "data.window_days",
+    "promotion_margin": "promotion.margin",
+    "feature_source": "data.feature_source",
+}
+TAG_LIMIT = 5000  # MLflow tag values are capped (8000 chars); keep well below
+
+
+def config_from_params(
+    params: dict[str, Any], base: TrainingConfig | None = None
+) -> TrainingConfig:
+    """The training config with the DAG Params applied (``None`` leaves the default)."""
+    cfg = base or TrainingConfig()
+    values: dict[str, dict[str, Any]] = {}
+    for param, dotted in PARAM_KEYS.items():
+        if params.get(param) is not None:
+            group, key = dotted.split(".")
+            values.setdefault(group, {})[key] = params[param]
+    extra = params.get("overrides") or []
+    cfg = cfg.merged(values) if values else cfg
+    return cfg.with_overrides(list(extra)) if extra else cfg
+
+
+def summarise_events(events: dict[str, list[dict[str, Any]]]) -> tuple[str, list[dict[str, Any]]]:
+    """(trigger tag, events as plain dicts) from ``{asset uri: [event dicts]}``."""
+    if not events:
+        return "manual", []
+    flat = [dict(e, asset=uri) for uri, evs in events.items() for e in evs]
+    latest = max(flat, key=lambda e: str(e.get("timestamp", "")))
+    trigger = f"asset: {latest['asset']}"
+    if latest.get("extra"):
+        trigger += " " + json.dumps(latest["extra"], default=str, sort_keys=True)
+    return trigger[:TAG_LIMIT], flat
+
+
+def resolve_end_day(
+    param_day: str | None, events: list[dict[str, Any]], fallback: dt.date | None
+) -> dt.date:
+    """Last day of the training window: the Param, else the newest event's ``date``, else ``fallback``."""
+    if param_day:
+        return dt.date.fromisoformat(str(param_day)[:10])
+    days = [
+        str((e.get("extra") or {}).get("date") or (e.get("extra") or {}).get("day") or "")[:10]
+        for e in events
+    ]
+    days = [d for d in days if d]
+    if days:
+        return dt.date.fromisoformat(max(days))
+    if fallback is not None:
+        return fallback
+    raise FlywheelError(
+        "train_recommender: no end day (no 'end_day' param, no event with a 'date', no validated events)"
+    )
+
+
+def latest_validated_day() -> dt.date | None:
+    from flywheel.storage import get_lake
+
+    days = get_lake().partitions("validated", "events")
+    return max(days) if days else None
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+def build(end_day: dt.date, cfg: TrainingConfig, location: str | None = None) -> dict[str, Any]:
+    from flywheel.storage import get_lake
+    from training.data import build_training_set
+
+    return build_training_set(get_lake(), end_day, cfg.data, location)
+
+
+def train(cfg: TrainingConfig, location: str, run_key: str, tags: dict[str, str]) -> dict[str, Any]:
+    from training.train import run_training
+
+    result = run_training(cfg, location, run_key=run_key, tags=tags)
+    keep = (
+        "holdout_ndcg_at_10",
+        "holdout_recall_at_20",
+        "popularity_ndcg_at_10",
+        "ndcg_to_oracle_ratio",
+        "interactions_per_s",
+    )
+    return {
+        "run_id": result.run_id,
+        "model_uri": result.model_uri,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "resumed_from": result.resumed_from,
+        "metrics": {k: result.metrics[k] for k in keep if k in result.metrics},
+    }
+
+
+def evaluate(cfg: TrainingConfig, location: str, trained: dict[str, Any]) -> dict[str, Any]:
+    """Candidate (loaded from its logged model) and champion on the same holdout, + popularity."""
+    from training.data import load_training_set
+    from training.pyfunc import load_recommender
+    from training.registry import (
+        configure_mlflow,
+        evaluate_champion,
+        evaluate_model,
+        popularity_metrics,
+    )
+
+    client = configure_mlflow()
+    ts = load_training_set(location)
+    candidate = evaluate_model(load_recommender(trained["model_uri"]), ts, cfg)
+    champion, champion_version, note = evaluate_champion(client, ts, cfg)
+    baseline = popularity_metrics(ts, cfg)
+    if champion is not None:
+        client.log_batch(
+            trained["run_id"],
+            metrics=_metric_list({f"champion_{k}": v for k, v in champion.items()}),
+        )
+    client.set_tag(trained["run_id"], "champion_evaluation", note[:TAG_LIMIT])
+    log.info(
+        "candidate NDCG@10 %.4f, champion %s, popularity %.4f (%s)",
+        candidate["ndcg_at_10"],
+        champion and round(champion["ndcg_at_10"], 4),
+        baseline["ndcg_at_10"],
+        note,
+    )
+    return {
+        "candidate": candidate,
+        "champion": champion,
+        "champion_version": champion_version,
+        "champion_note": note,
+        "baseline": baseline,
+    }
+
+
+def _metric_list(metrics: dict[str, float]):
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+
+
+def register(trained: dict[str, Any], summary: dict[str, Any]) -> str:
+    from training.registry import configure_mlflow
+    from training.registry import register as register_version
+
+    client = configure_mlflow()
+    tags = {
+        "data_window_start": summary["window_start"],
+        "data_window_end": summary["window_end"],
+        "feature_service": summary["feature_service"],
+    }
+    return register_version(client, trained["model_uri"], trained["run_id"], tags)
+
+
+def promote(
+    cfg: TrainingConfig,
+    location: str,
+    trained: dict[str, Any],
+    evaluation: dict[str, Any],
+    version: str,
+) -> dict[str, Any]:
+    """Gate, then infra-validation, then the alias; the decision is logged and tagged."""
+    from training.data import load_training_set
+    from training.registry import (
+        Decision,
+        InfraValidationError,
+        configure_mlflow,
+        decide,
+        infra_validate,
+        model_name,
+        record_decision,
+    )
+
+    client = configure_mlflow()
+    decision = decide(
+        evaluation["candidate"],
+        evaluation["champion"],
+        evaluation["baseline"],
+        cfg.promotion.margin,
+        cfg.promotion.recall_tolerance,
+        champion_note="" if evaluation["champion_version"] is None else evaluation["champion_note"],
+    )
+    decision.champion_version = evaluation["champion_version"]
+    smoke = None
+    if decision.promote:
+        try:
+            smoke = infra_validate(
+                f"models:/{model_name()}/{version}",
+                load_training_set(location),
+                cfg.promotion.smoke_requests,
+            )
+        except InfraValidationError as exc:
+            decision = Decision(
+                False,
+                f"infra-validation failed, promotion blocked: {exc}",
+                decision.candidate,
+                decision.champion,
+                decision.baseline,
+                decision.champion_version,
+            )
+    record_decision(client, version, trained["run_id"], decision)
+    verdict = "PROMOTED to champion" if decision.promote else "NOT promoted"
+    log.info("version %s %s: %s", version, verdict, decision.reason)
+    return {
+        "version": version,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "infra_validation": smoke,
+        "champion_version": decision.champion_version,
+    }
+
+
+def run_pipeline(
+    end_day: dt.date, cfg: TrainingConfig, run_key: str | None = None, trigger: str = "manual"
+) -> dict[str, Any]:
+    """All steps in this process (``flywheel train``); returns every step's summary."""
+    summary = build(end_day, cfg)
+    key = run_key or f"cli-{end_day.isoformat()}"
+    trained = train(cfg, summary["location"], key, {"trigger": trigger})
+    evaluation = evaluate(cfg, summary["location"], trained)
+    version = register(trained, summary)
+    decision = promote(cfg, summary["location"], trained, evaluation, version)
+    return {
+        "training_set": summary,
+        "trained": trained,
+        "evaluation": evaluation,
+        "decision": decision,
+    }

@@ -1,0 +1,179 @@
+"""The MLflow pyfunc wrapper: ``models:/flywheel-recommender@champion`` maps users to top-K items.
+
+Input DataFrame columns:
+
+* ``user_id`` (str, pseudonymised) — required;
+* ``k`` (int, default 10) — optional;
+* ``exclude_item_ids`` (list of str) — optional, items never to return (e.g. already bought);
+* user feature columns (``flywheel.features.USER_FEATURES`` / ``USER_CATEGORICAL`` names) —
+  optional; when absent the model uses the features it stored at training time for known users
+  and defaults (feature-only cold-start path) for new ones.
+
+Output DataFrame: ``user_id``, ``item_ids`` (list[str]), ``scores`` (list[float]).
+
+Item embeddings for the whole catalog are computed when the model is saved, so serving one
+request is a user-tower pass and one matmul. Serving and the infra-validation smoke test load the
+model the same way: :func:`load_recommender`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+ARTIFACT = "recommender"  # the artifacts key (a folder with recommender.pt + users.parquet)
+DEFAULT_K = 10
+
+
+def save_artifacts(folder: Path, model, encoder, cfg, item_ids, item_embeddings, users) -> Path:
+    """Write what the pyfunc needs into ``folder``: weights, encoder, config, catalog embeddings."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "encoder": encoder.to_dict(),
+            "config": cfg.to_dict(),
+            "item_ids": [str(i) for i in item_ids],
+            "item_embeddings": item_embeddings.detach().cpu().float(),
+        },
+        folder / "recommender.pt",
+    )
+    users.to_parquet(folder / "users.parquet", index=False)
+    return folder
+
+
+def load_retriever(folder: str | Path):
+    """A :class:`training.model.Retriever` from a folder written by :func:`save_artifacts`."""
+    import pandas as pd
+    import torch
+
+    from training.config import TrainingConfig
+    from training.model import FeatureEncoder, Retriever, TwoTower
+
+    folder = Path(folder)
+    blob = torch.load(folder / "recommender.pt", map_location="cpu", weights_only=False)
+    cfg = TrainingConfig.from_dict(blob["config"])
+    encoder = FeatureEncoder.from_dict(blob["encoder"])
+    model = TwoTower(encoder, cfg.model)
+    model.load_state_dict(blob["state_dict"])
+    users = pd.read_parquet(folder / "users.parquet")
+    if "user_id" in users:
+        users["user_id"] = users["user_id"].astype(str)
+    return Retriever.from_parts(model, encoder, blob["item_ids"], blob["item_embeddings"], users)
+
+
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: ``predict(df)`` → ``user_id, item_ids, scores`` (see the module docstring)."""
+
+    def load_context(self, context) -> None:
+        self.retriever = load_retriever(context.artifacts[ARTIFACT])
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        return recommend_frame(self.retriever, model_input)
+
+
+def recommend_frame(retriever, frame):
+    """The pyfunc contract on a :class:`~training.model.Retriever` (also used in-process)."""
+    import numpy as np
+    import pandas as pd
+
+    if "user_id" not in frame:
+        from flywheel.errors import FlywheelError
+
+        raise FlywheelError("recommender input needs a user_id column")
+    df = frame.reset_index(drop=True)
+    users = df["user_id"].astype(str).tolist()
+    ks = [DEFAULT_K] * len(df)
+    if "k" in df:
+        ks = [
+            DEFAULT_K if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
+            for v in df["k"].tolist()
+        ]
+    exclude = None
+    if "exclude_item_ids" in df:
+        exclude = [
+            None if v is None or (isinstance(v, float) and np.isnan(v)) else [str(i) for i in v]
+            for v in df["exclude_item_ids"].tolist()
+        ]
+    feature_cols = [
+        c
+        for c in retriever.encoder.user.numeric + list(retriever.encoder.user.categorical)
+        if c in df
+    ]
+    features = None
+    if feature_cols:
+        features = df[feature_cols].copy()
+        # rows without features fall back to the stored snapshot (known users) or defaults
+        stored = retriever.users.reindex(users) if retriever.users is not None else None
+        if stored is not None:
+            for c in feature_cols:
+                if c in stored:
+                    features[c] = features[c].where(features[c].notna(), stored[c].to_numpy())
+        for c in retriever.encoder.user.numeric + list(retriever.encoder.user.categorical):
+            if c not in features and stored is not None and c in stored:
+                features[c] = stored[c].to_numpy()
+    item_ids, scores = retriever.recommend(users, ks, exclude, features)
+    return pd.DataFrame({"user_id": users, "item_ids": item_ids, "scores": scores})
+
+
+def signature(user_feature_columns: list[str], numeric: set[str]):
+    """Explicit signature: optional k, exclusions and user features; list outputs."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    inputs = [
+        ColSpec("string", "user_id"),
+        ColSpec("long", "k", required=False),
+        ColSpec(Array("string"), "exclude_item_ids", required=False),
+    ]
+    inputs += [
+        ColSpec("double" if c in numeric else "string", c, required=False)
+        for c in user_feature_columns
+    ]
+    outputs = [
+        ColSpec("string", "user_id"),
+        ColSpec(Array("string"), "item_ids"),
+        ColSpec(Array("double"), "scores"),
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def log_recommender(
+    folder: Path, example_users: list[str], user_numeric: list[str], user_categorical: list[str]
+):
+    """Log the pyfunc to the active MLflow run; returns the ``ModelInfo`` (``model_uri``)."""
+    import pandas as pd
+
+    example = pd.DataFrame(
+        {
+            "user_id": example_users[:2] or ["unknown-user"],
+            "k": [DEFAULT_K] * max(1, min(2, len(example_users))),
+        }
+    )
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=RecommenderModel(),
+        artifacts={ARTIFACT: str(folder)},
+        signature=signature(user_numeric + user_categorical, set(user_numeric)),
+        input_example=example,
+        pip_requirements=_requirements(),
+    )
+
+
+def _requirements() -> list[str]:
+    """Pinned to what trained the model (also spares MLflow's slow requirement inference)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("torch", "pandas", "numpy", "pyarrow", "mlflow")]
+
+
+def load_recommender(uri: str):
+    """Load a registered or logged recommender exactly as serving does (pyfunc)."""
+    from training.registry import configure_mlflow
+
+    configure_mlflow()
+    return mlflow.pyfunc.load_model(uri)

@@ -1,0 +1,415 @@
+"""MLflow: tracking setup, registration, aliases, the promotion gate and infra-validation.
+
+Registered model ``settings.registered_model`` (``flywheel-recommender``) with aliases
+``champion`` (what serving loads) and ``challenger`` (the latest registered candidate); no stages.
+
+The gate (:func:`decide`): a candidate becomes champion only when its holdout NDCG@10 beats the
+champion's by more than ``promotion.margin`` and its Recall@20 drops by at most
+``promotion.recall_tolerance``; with no champion (or a champion whose artifact cannot be loaded) it
+must beat the popularity baseline evaluated on the same holdout. Before any promotion the
+candidate is loaded exactly as serving loads it (:func:`training.pyfunc.load_recommender`) and
+answers a sample of requests (:func:`infra_validate`); a failure blocks the promotion.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flywheel.errors import FlywheelError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from training.config import TrainingConfig
+    from training.data import TrainingSet
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "flywheel-recommender"
+CHAMPION, CHALLENGER = "champion", "challenger"
+LINEAGE_TAGS = (
+    "data_window_start",
+    "data_window_end",
+    "feature_service",
+    "validation_ids",
+    "git_commit",
+    "trigger",
+    "run_key",
+    "promotion_decision",
+    "promotion_reason",
+)
+
+
+class InfraValidationError(FlywheelError):
+    """The candidate could not be loaded or served as serving would; promotion is blocked."""
+
+
+class RegistryError(FlywheelError):
+    """The model registry cannot be reached or holds something unexpected."""
+
+
+# --- setup ----------------------------------------------------------------------------------
+
+
+def configure_mlflow(settings=None) -> MlflowClient:
+    """Point MLflow at the profile's tracking/registry URI (explicitly; never at import)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from flywheel.settings import get_settings
+
+    s = settings or get_settings()
+    uri = s.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, settings=None) -> str:
+    """The training experiment (created with the profile's artifact root when missing)."""
+    from flywheel.settings import get_settings
+
+    s = settings or get_settings()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    local = not s.mlflow_tracking_uri.startswith(("http://", "https://"))
+    return client.create_experiment(
+        EXPERIMENT, artifact_location=s.mlflow_artifact_root if local else None
+    )
+
+
+def model_name(settings=None) -> str:
+    from flywheel.settings import get_settings
+
+    return (settings or get_settings()).registered_model
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def evaluate_model(model, ts: TrainingSet, cfg: TrainingConfig) -> dict[str, float]:
+    """Holdout metrics of a loaded pyfunc (candidate or champion), same users and exclusions."""
+    import pandas as pd
+
+    from training.metrics import evaluate, popularity_counts
+
+    truth, exclude = holdout_requests(ts, cfg)
+    users = list(truth)
+    k = max(cfg.eval.ks)
+    frame = pd.DataFrame({"user_id": users, "k": [k] * len(users)})
+    if exclude:
+        frame["exclude_item_ids"] = [sorted(exclude.get(u, ())) for u in users]
+    out = model.predict(frame)
+    recs = dict(zip(out["user_id"], out["item_ids"], strict=True))
+    pop = (
+        popularity_counts(ts.split("train")["item_id"])
+        if len(ts.split("train"))
+        else popularity_counts(ts.train["item_id"])
+    )
+    return evaluate(recs, truth, cfg.eval.ks, catalog_size=len(ts.items), popularity=pop)
+
+
+def holdout_requests(
+    ts: TrainingSet, cfg: TrainingConfig
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(truth, exclusions) for the holdout users, capped to ``data.max_eval_users`` (seeded)."""
+    truth = ts.truth(cfg.eval.exclude_seen)
+    users = sorted(truth)
+    if len(users) > cfg.data.max_eval_users:
+        import random
+
+        users = sorted(random.Random(cfg.train.seed).sample(users, cfg.data.max_eval_users))
+        truth = {u: truth[u] for u in users}
+    exclude = {}
+    if cfg.eval.exclude_seen:
+        seen = ts.seen()
+        exclude = {u: seen[u] for u in users if u in seen}
+    return truth, exclude
+
+
+def popularity_metrics(
+    ts: TrainingSet, cfg: TrainingConfig, split: str = "all"
+) -> dict[str, float]:
+    """The popularity baseline on the holdout (popularity of the training positives)."""
+    from training.metrics import evaluate, popularity_counts, popularity_recommendations
+
+    truth, exclude = holdout_requests(ts, cfg)
+    source = ts.train if split == "all" else ts.split(split)
+    pop = popularity_counts(source["item_id"])
+    recs = popularity_recommendations(
+        pop, truth, max(cfg.eval.ks), exclude, set(ts.items["item_id"])
+    )
+    return evaluate(recs, truth, cfg.eval.ks, catalog_size=len(ts.items), popularity=pop)
+
+
+# --- the gate -------------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    candidate: dict[str, float] = field(default_factory=dict)
+    champion: dict[str, float] | None = None
+    baseline: dict[str, float] | None = None
+    champion_version: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    baseline: dict[str, float],
+    margin: float,
+    recall_tolerance: float,
+    champion_note: str = "",
+) -> Decision:
+    """Promotion decision (pure): see the module docstring for the rule."""
+    c_ndcg, c_rec = candidate["ndcg_at_10"], candidate["recall_at_20"]
+    if champion is None:
+        prefix = f"{champion_note}; " if champion_note else "no champion yet; "
+        b = baseline["ndcg_at_10"]
+        if c_ndcg > b:
+            return Decision(
+                True,
+                f"{prefix}candidate NDCG@10 {c_ndcg:.4f} beats popularity {b:.4f}",
+                candidate,
+                None,
+                baseline,
+            )
+        return Decision(
+            False,
+            f"{prefix}candidate NDCG@10 {c_ndcg:.4f} does not beat popularity {b:.4f}",
+            candidate,
+            None,
+            baseline,
+        )
+    h_ndcg, h_rec = champion["ndcg_at_10"], champion["recall_at_20"]
+    gain, drop = c_ndcg - h_ndcg, h_rec - c_rec
+    if not gain > margin:
+        return Decision(
+            False,
+            f"NDCG@10 {c_ndcg:.4f} vs champion {h_ndcg:.4f}: gain {gain:+.4f} does not exceed the margin {margin:.4f}",
+            candidate,
+            champion,
+            baseline,
+        )
+    if drop > recall_tolerance:
+        return Decision(
+            False,
+            f"NDCG@10 gain {gain:+.4f} but Recall@20 {c_rec:.4f} vs champion {h_rec:.4f} drops {drop:.4f} > tolerance {recall_tolerance:.4f}",
+            candidate,
+            champion,
+            baseline,
+        )
+    return Decision(
+        True,
+        f"NDCG@10 {c_ndcg:.4f} beats champion {h_ndcg:.4f} by {gain:+.4f} > margin {margin:.4f}; Recall@20 {c_rec:.4f} vs {h_rec:.4f} within tolerance {recall_tolerance:.4f}",
+        candidate,
+        champion,
+        baseline,
+    )
+
+
+def current_champion(client: MlflowClient, name: str | None = None):
+    """The champion's ModelVersion, or ``None`` when the alias is not set (or no model yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name or model_name(), CHAMPION)
+    except MlflowException:
+        return None
+
+
+def evaluate_champion(
+    client: MlflowClient, ts: TrainingSet, cfg: TrainingConfig
+) -> tuple[dict[str, float] | None, str | None, str]:
+    """(metrics, version, note): ``metrics`` is None when there is no usable champion."""
+    name = model_name()
+    mv = current_champion(client, name)
+    if mv is None:
+        return None, None, "no champion yet"
+    try:
+        from training.pyfunc import load_recommender
+
+        model = load_recommender(f"models:/{name}@{CHAMPION}")
+        return evaluate_model(model, ts, cfg), mv.version, f"champion v{mv.version}"
+    except Exception as exc:  # a missing/corrupt artifact must not block the pipeline
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        log.warning("champion v%s cannot be loaded: %s", mv.version, msg)
+        return (
+            None,
+            mv.version,
+            f"champion v{mv.version} cannot be loaded ({type(exc).__name__}: {msg}), candidate judged against popularity",
+        )
+
+
+# --- infra validation -----------------------------------------------------------------------
+
+
+def infra_validate(
+    model_uri: str, ts: TrainingSet, n_requests: int = 20, k: int = 10
+) -> dict[str, Any]:
+    """Load ``model_uri`` as serving does and answer a sample of requests; raise on failure.
+
+    The sample mixes known users (with exclusions), a cold user and, when the set has user
+    features, a request carrying them. Checks: one row per request, ``k`` unique catalog items per
+    row (fewer only when the catalog is smaller), finite scores in descending order.
+    """
+    import pandas as pd
+
+    from training.pyfunc import load_recommender
+
+    t0 = time.perf_counter()
+    try:
+        model = load_recommender(model_uri)
+    except Exception as exc:
+        raise InfraValidationError(
+            f"candidate {model_uri} cannot be loaded as serving loads it: {type(exc).__name__}: {exc}"
+        ) from None
+    load_s = time.perf_counter() - t0
+    users = sorted(set(ts.holdout["user_id"]))[: max(1, n_requests - 2)]
+    seen = ts.seen()
+    requests = pd.DataFrame(
+        {
+            "user_id": [*users, "cold-start-probe"],
+            "k": [k] * (len(users) + 1),
+            "exclude_item_ids": [sorted(seen.get(u, ()))[:50] for u in users] + [[]],
+        }
+    )
+    catalog = set(ts.items["item_id"])
+    t1 = time.perf_counter()
+    try:
+        out = model.predict(requests)
+        feature_cols = [c for c in ts.users.columns if c != "user_id"]
+        if feature_cols and len(ts.users):
+            with_features = ts.users.head(1).copy()
+            with_features["k"] = k
+            out = pd.concat([out, model.predict(with_features)], ignore_index=True)
+            requests = pd.concat([requests, with_features[["user_id", "k"]]], ignore_index=True)
+    except Exception as exc:
+        raise InfraValidationError(
+            f"candidate {model_uri} failed to answer requests: {type(exc).__name__}: {exc}"
+        ) from None
+    predict_s = time.perf_counter() - t1
+    problems = []
+    if len(out) != len(requests) or list(out["user_id"]) != list(requests["user_id"].astype(str)):
+        problems.append(f"{len(out)} answers for {len(requests)} requests")
+    excluded = list(requests.get("exclude_item_ids", pd.Series([None] * len(requests))))
+    for row, ex in zip(out.itertuples(), excluded, strict=False):
+        items, scores = list(row.item_ids), list(row.scores)
+        ex = ex if isinstance(ex, list) else []
+        expected = min(k, len(catalog - set(ex)))
+        if len(items) != expected:
+            problems.append(
+                f"user {row.user_id}: {len(items)} items for k={k} (expected {expected})"
+            )
+        if len(set(items)) != len(items) or not set(items) <= catalog or set(items) & set(ex):
+            problems.append(f"user {row.user_id}: duplicate, excluded or unknown item ids")
+        if any(not math.isfinite(s) for s in scores) or scores != sorted(scores, reverse=True):
+            problems.append(f"user {row.user_id}: scores not finite or not sorted")
+        if len(problems) > 3:
+            break
+    if problems:
+        raise InfraValidationError(
+            f"candidate {model_uri} answered wrongly: " + "; ".join(problems[:3])
+        )
+    return {"requests": len(requests), "load_s": round(load_s, 3), "predict_s": round(predict_s, 3)}
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+def register(
+    client: MlflowClient, model_uri: str, run_id: str, tags: dict[str, str] | None = None
+) -> str:
+    """Register ``model_uri`` as a new version (alias ``challenger``); returns the version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = model_name()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="Flywheel two-tower recommender (training/)"
+        )
+    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
+    client.set_model_version_tag(name, mv.version, "run_id", run_id)
+    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    return str(mv.version)
+
+
+def record_decision(client: MlflowClient, version: str, run_id: str, decision: Decision) -> None:
+    """Tags on the run and the version; alias ``champion`` moves only when promoted."""
+    name = model_name()
+    verdict = "promoted" if decision.promote else "rejected"
+    for setter, target in (
+        (client.set_tag, run_id),
+        (lambda k, v: client.set_model_version_tag(name, version, k, v), None),
+    ):
+        args = (target,) if target else ()
+        setter(*args, "promotion_decision", verdict)
+        setter(*args, "promotion_reason", decision.reason[:5000])
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    log.info("promotion of %s v%s: %s — %s", name, version, verdict, decision.reason)
+
+
+def list_versions(settings=None) -> list[dict[str, Any]]:
+    """Every registered version, newest first: version, aliases, metrics, lineage tags."""
+    from mlflow.exceptions import MlflowException
+
+    client = configure_mlflow(settings)
+    name = model_name(settings)
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+        aliases = client.get_registered_model(name).aliases if versions else {}
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")):
+            return []
+        raise RegistryError(
+            f"model registry at {client.tracking_uri} cannot be read: {exc}"
+        ) from None
+    by_version: dict[str, list[str]] = {}
+    for alias, v in (aliases or {}).items():
+        by_version.setdefault(str(v), []).append(alias)
+    rows = []
+    for mv in sorted(versions, key=lambda m: int(m.version), reverse=True):
+        metrics: dict[str, float] = {}
+        tags: dict[str, str] = {}
+        if mv.run_id:
+            try:
+                run = client.get_run(mv.run_id)
+                metrics = {
+                    k: v
+                    for k, v in run.data.metrics.items()
+                    if k.startswith(("holdout_", "popularity_", "oracle_", "ndcg_to"))
+                }
+                tags = {k: v for k, v in run.data.tags.items() if k in LINEAGE_TAGS}
+            except MlflowException:
+                pass
+        tags.update({k: v for k, v in (mv.tags or {}).items() if k in LINEAGE_TAGS})
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "run_id": mv.run_id,
+                "created": mv.creation_timestamp,
+                "source": mv.source,
+                "metrics": dict(sorted(metrics.items())),
+                "tags": dict(sorted(tags.items())),
+            }
+        )
+    return rows
