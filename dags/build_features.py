@@ -1,0 +1,131 @@
+"""
+### `build_features`: validated events of a day → feature tables → Feast (offline + online)
+
+Runs whenever **`flywheel://validated/events`** is updated (one event per ingested day). The
+days to build come from the triggering asset events' metadata (`date`); after a catch-up one
+run may carry several events, and every day is built, oldest first. A manual run passes the
+`day` param (`YYYY-MM-DD`) instead.
+
+#### Tasks
+1. **`resolve_days`**: the days of the triggering events (else the `day` param).
+2. **`compute`**: `flywheel.features.store.compute_day(D)` per day: the 1/7/28-day user and
+   item statistics from `validated/` into `features/<view>/dt=D/part-00000.parquet`, stamped
+   `event_timestamp` = D+1 00:00 UTC. Overwrites the day's partition (idempotent).
+3. **`apply_definitions`**: `feast apply` of `feature_repo/definitions.py`, **only when Feast's
+   plan against the registry shows a change** (a no-op otherwise).
+4. **`materialize`**: per day, Feast `materialize` of exactly that day's rows: event timestamps
+   in (D 00:00, D+1 00:00], i.e. the data interval [D, D+1) whose values become known at its end.
+5. **`check_freshness`**: reads the online timestamps of sampled users and items; if any is
+   missing or older than the newest day's D+1 00:00, the task **fails** with a message naming
+   the view, the counts and the oldest timestamp (no retry: materialize again).
+6. **`publish`**: emits **`flywheel://features`** with metadata `date` (newest day), `days`,
+   `rows` (per view, newest day), `rows_total`, `interval` and `freshness`.
+
+Profiles: the embedded profile uses SQLite (online) + a file registry under `FLYWHEEL_HOME`;
+production uses Redis + a SQL registry on Postgres, Parquet in the S3 lake.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from flywheel.assets import FEATURES, VALIDATED_EVENTS
+
+default_args = {
+    "owner": "flywheel",
+    "retries": 2,
+    "retry_delay": pendulum.duration(minutes=1),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": pendulum.duration(minutes=15),
+}
+
+
+@dag(
+    dag_id="build_features",
+    schedule=VALIDATED_EVENTS,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Day to build (YYYY-MM-DD) for a manual run; asset-triggered runs use the events' dates",
+        )
+    },
+    tags=["flywheel", "features", "feast"],
+    doc_md=__doc__,
+)
+def build_features():
+    @task(doc_md="The days to build: the triggering events' `date`s, else the `day` param.")
+    def resolve_days() -> list[str]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from flywheel.features.pipeline import days_from_events
+
+        ctx = get_current_context()
+        events = ctx["triggering_asset_events"].get(VALIDATED_EVENTS, [])
+        days = days_from_events([e.extra for e in events], ctx["params"].get("day"))
+        if not days:
+            raise AirflowFailException(
+                "no day to build: trigger through flywheel://validated/events (metadata 'date') "
+                "or pass the 'day' param"
+            )
+        return days
+
+    @task(doc_md="Compute the feature partitions of each day from validated data (idempotent).")
+    def compute(days: list[str]) -> list[dict]:
+        import datetime as dt
+
+        from flywheel.features.store import compute_day
+
+        return [compute_day(dt.date.fromisoformat(d)) for d in days]
+
+    @task(doc_md="`feast apply` only when the definitions differ from the registry.")
+    def apply_definitions() -> dict:
+        from flywheel.features.store import apply_if_changed
+
+        return apply_if_changed()
+
+    @task(doc_md="Materialize exactly each day's rows into the online store.")
+    def materialize(days: list[str]) -> list[dict]:
+        import datetime as dt
+
+        from flywheel.features.store import materialize_day
+
+        return [materialize_day(dt.date.fromisoformat(d)) for d in days]
+
+    @task(retries=0, doc_md="Fail when online features are missing or older than the newest day.")
+    def check_freshness(days: list[str]) -> dict:
+        import datetime as dt
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from flywheel.features import FeatureError
+        from flywheel.features.store import check_freshness as check
+
+        try:
+            return check(dt.date.fromisoformat(max(days)))
+        except FeatureError as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    @task(outlets=[FEATURES], doc_md="Emit `flywheel://features` with rows, interval, freshness.")
+    def publish(materialized: list[dict], freshness: dict) -> dict:
+        from flywheel.features.pipeline import asset_metadata
+
+        extra = asset_metadata(materialized, freshness)
+        get_current_context()["outlet_events"][FEATURES].extra = extra
+        return extra
+
+    days = resolve_days()
+    computed = compute(days)
+    applied = apply_definitions()
+    materialized = materialize(days)
+    [computed, applied] >> materialized
+    publish(materialized, check_freshness(days))
+
+
+build_features()

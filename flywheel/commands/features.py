@@ -1,0 +1,84 @@
+"""``flywheel features …``: the feature store without Airflow (get, apply, compute, materialize)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import typer
+
+
+def _day(value: str) -> dt.date:
+    from flywheel.features import FeatureError
+
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise FeatureError(f"--day must be YYYY-MM-DD, got {value!r}") from None
+
+
+def _records(frame) -> dict:
+    """First row of a frame as JSON-ready values (NaN → null, numpy scalars → Python)."""
+    row = json.loads(frame.head(1).to_json(orient="records", date_format="iso"))
+    return row[0] if row else {}
+
+
+def register(app: typer.Typer) -> None:
+    features = typer.Typer(
+        help="Feast feature store: online lookups, apply, compute, materialize.",
+        no_args_is_help=True,
+    )
+    app.add_typer(features, name="features")
+
+    @features.command("get")
+    def get_cmd(
+        user: str = typer.Option(None, "--user", help="Raw or pseudonymous (p_…) user id"),
+        item: str = typer.Option(None, "--item", help="Item id"),
+    ) -> None:
+        """Print the online features of recommender_v1 for a user and/or an item as JSON."""
+        from flywheel.features import FeatureError
+        from flywheel.features.store import online_features, require_online
+        from flywheel.privacy import pseudonymise
+
+        if user is None and item is None:
+            raise FeatureError("give --user and/or --item")
+        uid = pseudonymise(user) if user is not None else None
+        frames = online_features(
+            user_ids=[uid] if uid is not None else None,
+            item_ids=[item] if item is not None else None,
+        )
+        out = {}
+        if "users" in frames:
+            require_online(frames["users"], "user_id")
+            out["user"] = _records(frames["users"])
+        if "items" in frames:
+            require_online(frames["items"], "item_id")
+            out["item"] = _records(frames["items"])
+        typer.echo(json.dumps(out, indent=2))
+
+    @features.command("apply")
+    def apply_cmd() -> None:
+        """`feast apply` feature_repo/ when it differs from the registry; render the store yaml."""
+        from flywheel.features.store import apply_if_changed, render_yaml
+
+        result = apply_if_changed()
+        result["feature_store_yaml"] = str(render_yaml())
+        typer.echo(json.dumps(result, indent=2))
+
+    @features.command("compute")
+    def compute_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
+        """Compute a day's feature partitions from validated data."""
+        from flywheel.features.store import compute_day
+
+        typer.echo(json.dumps(compute_day(_day(day)), indent=2))
+
+    @features.command("materialize")
+    def materialize_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
+        """Apply if needed, materialize a day into the online store, check freshness."""
+        from flywheel.features.store import apply_if_changed, check_freshness, materialize_day
+
+        apply_if_changed()
+        d = _day(day)
+        out = materialize_day(d)
+        out["freshness"] = check_freshness(d)
+        typer.echo(json.dumps(out, indent=2))

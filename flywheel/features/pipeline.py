@@ -1,0 +1,43 @@
+"""Small pure helpers of the ``build_features`` DAG (kept here so they are unit-testable)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flywheel.features import FeatureError
+
+
+def days_from_events(
+    extras: Iterable[Mapping[str, Any] | None], param_day: str | None
+) -> list[str]:
+    """Sorted distinct ISO days from asset-event metadata (``date``, else ``day``), else the param."""
+    days = set()
+    for extra in extras:
+        value = (extra or {}).get("date") or (extra or {}).get("day")
+        if value:
+            days.add(_iso_day(value))
+    if not days and param_day:
+        days.add(_iso_day(param_day))
+    return sorted(days)
+
+
+def _iso_day(value: Any) -> str:
+    try:
+        return dt.date.fromisoformat(str(value)[:10]).isoformat()
+    except ValueError:
+        raise FeatureError(f"not a day (YYYY-MM-DD): {value!r}") from None
+
+
+def asset_metadata(materialized: list[dict], freshness: dict) -> dict[str, Any]:
+    """Metadata of the ``flywheel://features`` event: newest ``date`` first, then the details."""
+    newest = max(materialized, key=lambda m: m["day"])
+    return {
+        "date": newest["day"],
+        "days": [m["day"] for m in materialized],
+        "rows": newest["rows"],
+        "rows_total": sum(sum(m["rows"].values()) for m in materialized),
+        "interval": newest["interval"],
+        "freshness": freshness,
+    }

@@ -1,0 +1,482 @@
+"""The Feast feature store of the active profile, and what the pipeline does with it.
+
+* :func:`get_store` -- a ``feast.FeatureStore`` configured from the settings: the profile's
+  ``feature_repo/feature_store*.yaml`` with project, registry and online store rendered from
+  :func:`flywheel.settings.get_settings` (embedded: SQLite + file registry under
+  ``$FLYWHEEL_HOME/feast``; production: Redis + SQL registry on Postgres; offline: the Parquet
+  partitions in the lake, local or S3).
+* :func:`apply_if_changed` -- ``feast apply`` of ``feature_repo/definitions.py`` only when
+  Feast's own plan against the registry shows a change.
+* :func:`compute_day` / :func:`materialize_day` / :func:`check_freshness` -- one day of the
+  pipeline (the DAG ``build_features`` and the demo call these).
+* :func:`build_training_frame` -- point-in-time correct training rows through
+  ``get_historical_features`` on the feature service ``recommender_v1``.
+* :func:`online_features` -- online lookups for serving.
+
+Column names: features are returned with their plain names (``full_feature_names=False``);
+they are unique across the views by construction (``user_…`` / ``item_…``), and listed in
+:mod:`flywheel.features` (``USER_FEATURES``, ``ITEM_FEATURES``, ``*_CATEGORICAL``).
+
+Timing: the values of day D carry ``event_timestamp`` = D+1 00:00 UTC. Materializing "the data
+interval [D, D+1)" therefore loads the rows stamped in (D 00:00, D+1 00:00] -- exactly day D's
+partition -- and a training row at time t gets the values of the last day that ended at or
+before t (never later ones).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import runpy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from flywheel.errors import ConfigError
+from flywheel.features import (
+    FEATURE_SERVICE,
+    ITEM_VIEW,
+    USER_VIEW,
+    VIEWS,
+    FeatureError,
+)
+from flywheel.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureStore, RepoConfig
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
+DEFINITIONS = REPO_DIR / "definitions.py"
+YAML_FOR_PROFILE = {
+    "embedded": REPO_DIR / "feature_store.yaml",
+    "production": REPO_DIR / "feature_store.production.yaml",
+}
+JOIN_KEY = {USER_VIEW: "user_id", ITEM_VIEW: "item_id"}
+_DAY = dt.timedelta(days=1)
+_TICK = dt.timedelta(microseconds=1)
+
+
+def fv_name(view: str) -> str:
+    """Feast name of a view: ``user_stats`` → ``user_stats_fv``."""
+    return f"{view}_fv"
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def source_location(view: str, settings: Settings | None = None) -> tuple[str, str | None]:
+    """(path, S3 endpoint) of the folder the Feast source of ``view`` reads."""
+    from flywheel.storage import Lake, LocalLake
+
+    s = settings or _cli_settings()
+    lake = Lake.from_uri(s.lake_uri, endpoint_url=s.s3_endpoint_url)
+    key = f"features/{view}/"
+    if isinstance(lake, LocalLake):
+        return str(lake.path(key.rstrip("/"))) + "/", None
+    _ensure_s3_filesystem()
+    return lake.url(key), s.s3_endpoint_url
+
+
+def _cli_settings() -> Settings:
+    """The settings, as seen from the repository root.
+
+    The Feast CLI (``feast -c feature_repo …``) changes into ``feature_repo/`` before it imports
+    the definitions, which would move the default, relative ``FLYWHEEL_HOME`` (``./.flywheel``)
+    into that folder; the default is meant relative to the repository root, where the
+    ``feature_store.yaml`` paths point as well.
+    """
+    s = get_settings()
+    if Path.cwd().resolve() != REPO_DIR:
+        return s
+    # Feast's file registry creates its own folder but not the parents: make them
+    (REPO_DIR.parent / ".flywheel" / "feast").mkdir(parents=True, exist_ok=True)
+    default_home = REPO_DIR / ".flywheel"
+    if s.home != default_home or s.lake_uri != (default_home / "lake").as_uri():
+        return s  # chosen explicitly
+    return Settings(home=REPO_DIR.parent / ".flywheel")
+
+
+def redis_connection_string(url: str) -> str:
+    """``redis://[:password@]host:port/db`` → Feast's ``host:port,db=N,password=…,ssl=true``."""
+    if "://" not in url:
+        return url  # already in Feast's form
+    u = urlparse(url)
+    if u.scheme not in {"redis", "rediss"}:
+        raise ConfigError(f"FLYWHEEL_REDIS_URL={url!r}: expected redis://host:port[/db]")
+    parts = [f"{u.hostname or 'localhost'}:{u.port or 6379}"]
+    db = u.path.strip("/")
+    if db:
+        parts.append(f"db={int(db)}")
+    if u.password:
+        parts.append(f"password={u.password}")
+    if u.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def config_dict(settings: Settings | None = None) -> dict[str, Any]:
+    """The profile's ``feature_store*.yaml`` with the settings rendered in (a plain dict)."""
+    import yaml
+
+    s = settings or get_settings()
+    raw = yaml.safe_load(YAML_FOR_PROFILE[s.profile].read_text())
+    raw["project"] = s.feast_project
+    if s.profile == "embedded":
+        feast_dir = s.feast_dir
+        raw["registry"]["path"] = str(feast_dir / "registry.db")
+        raw["online_store"]["path"] = str(feast_dir / "online_store.db")
+    else:
+        if not s.feast_registry_url:
+            raise ConfigError(
+                "production profile needs FLYWHEEL_FEAST_REGISTRY_URL "
+                "(postgresql+psycopg://user:pass@host:5432/db) for Feast's SQL registry"
+            )
+        raw["registry"]["path"] = s.feast_registry_url
+        raw["online_store"]["connection_string"] = redis_connection_string(s.redis_url)
+    return raw
+
+
+def repo_config(settings: Settings | None = None) -> RepoConfig:
+    from feast import RepoConfig
+
+    s = settings or get_settings()
+    if s.profile == "embedded":
+        s.feast_dir.mkdir(parents=True, exist_ok=True)
+    return RepoConfig(repo_path=REPO_DIR, **config_dict(s))
+
+
+def render_yaml(settings: Settings | None = None) -> Path:
+    """Write the rendered config to ``$FLYWHEEL_HOME/feast/feature_store.yaml`` (for ``feast -f``)."""
+    import yaml
+
+    s = settings or get_settings()
+    target = s.feast_dir / "feature_store.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(
+        f"# rendered by flywheel.features.store.render_yaml for profile {s.profile}\n"
+        + yaml.safe_dump(config_dict(s), sort_keys=False)
+    )
+    return target
+
+
+_STORES: dict[str, FeatureStore] = {}
+
+
+def get_store(settings: Settings | None = None) -> FeatureStore:
+    """The ``feast.FeatureStore`` of the profile chosen by the settings (cached per settings)."""
+    from feast import FeatureStore
+
+    s = settings or get_settings()
+    key = s.model_dump_json()
+    if key not in _STORES:
+        _STORES[key] = FeatureStore(config=repo_config(s))
+    return _STORES[key]
+
+
+def _ensure_s3_filesystem() -> None:
+    """Let Feast's file offline store (Dask → fsspec) read ``s3://`` without ``s3fs``.
+
+    fsspec needs an implementation for ``s3``; ``s3fs`` is not part of our dependency set, but
+    pyarrow ships an S3 client. This registers a thin fsspec wrapper over
+    ``pyarrow.fs.S3FileSystem`` for ``s3://`` (only when ``s3fs`` is not installed), honouring
+    the ``client_kwargs={"endpoint_url": …}`` that Feast passes for ``s3_endpoint_override``.
+    """
+    import importlib.util
+
+    import fsspec
+
+    if importlib.util.find_spec("s3fs") is not None or "s3" in fsspec.registry:
+        return
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    class ArrowS3(ArrowFSWrapper):
+        protocol = ("s3", "s3a")
+        root_marker = ""
+
+        def __init__(self, client_kwargs=None, key=None, secret=None, token=None, **kwargs):
+            from pyarrow.fs import S3FileSystem
+
+            opts: dict[str, Any] = {}
+            endpoint = (client_kwargs or {}).get("endpoint_url")
+            if endpoint:
+                u = urlparse(endpoint)
+                opts["endpoint_override"] = u.netloc or endpoint
+                opts["scheme"] = u.scheme or "https"
+            if key:
+                opts.update(access_key=key, secret_key=secret, session_token=token)
+            opts.setdefault("region", "us-east-1")
+            super().__init__(S3FileSystem(**opts), **kwargs)
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = super()._strip_protocol(path)
+            for p in ("s3://", "s3a://"):
+                if isinstance(path, str) and path.startswith(p):
+                    path = path[len(p) :]
+            return path
+
+    fsspec.register_implementation("s3", ArrowS3, clobber=False)
+    fsspec.register_implementation("s3a", ArrowS3, clobber=False)
+
+
+# --- definitions and apply ------------------------------------------------------------------
+
+
+def repo_contents(project: str):
+    """The Feast objects of ``feature_repo/definitions.py``, freshly evaluated.
+
+    The file is executed (not imported) so that its source locations follow the current
+    settings, in the same process, across settings changes.
+    """
+    from feast import Entity, FeatureService, FeatureView, Project
+    from feast.data_source import DataSource
+    from feast.repo_contents import RepoContents
+
+    ns = runpy.run_path(str(DEFINITIONS), run_name="flywheel_feature_repo")
+    objs = list(ns.values())
+    return RepoContents(
+        projects=[Project(name=project, description="Flywheel recommender features")],
+        data_sources=[o for o in objs if isinstance(o, DataSource)],
+        entities=[o for o in objs if isinstance(o, Entity)],
+        feature_views=[o for o in objs if isinstance(o, FeatureView)],
+        feature_services=[o for o in objs if isinstance(o, FeatureService)],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        permissions=[],
+    )
+
+
+def plan_changes(store: FeatureStore | None = None) -> list[str]:
+    """What ``apply`` would change in the registry, as ``"<type> <name>: <transition>"`` lines.
+
+    Feast's own plan (the diff between the registry and the definitions); its internal
+    ``__dummy`` entity is not ours and is ignored.
+    """
+    from feast.diff.property_diff import TransitionType
+    from feast.feature_view import DUMMY_ENTITY_NAME
+
+    store = get_store() if store is None else store
+    repo = repo_contents(store.project)
+    registry_diff, _, _ = store.plan(repo)
+    return [
+        f"{d.feast_object_type.name.lower()} {d.name}: {d.transition_type.name.lower()}"
+        for d in registry_diff.feast_object_diffs
+        if d.transition_type != TransitionType.UNCHANGED and d.name != DUMMY_ENTITY_NAME
+    ]
+
+
+def apply_if_changed(store: FeatureStore | None = None) -> dict[str, Any]:
+    """``feast apply`` the definitions when the registry differs from them; a no-op otherwise.
+
+    Returns ``{"applied": bool, "changes": [...]}`` (what Feast's plan found).
+    """
+    from feast.repo_operations import extract_objects_for_apply_delete
+
+    store = get_store() if store is None else store
+    changes = plan_changes(store)
+    if not changes:
+        return {"applied": False, "changes": []}
+    repo = repo_contents(store.project)
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(
+        store.project, store.registry, repo
+    )
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    log.info("feast apply: %s", "; ".join(changes))
+    return {"applied": True, "changes": changes}
+
+
+# --- one day of the pipeline ----------------------------------------------------------------
+
+
+def compute_day(day: dt.date) -> dict[str, Any]:
+    """Write day D's feature partitions from validated data (idempotent); returns a summary."""
+    from flywheel.features.compute import compute_features
+    from flywheel.storage import get_lake
+
+    return compute_features(get_lake(), day).as_dict()
+
+
+def interval_of(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """Event-timestamp window that holds exactly day D's rows: (D 00:00, D+1 00:00]."""
+    from flywheel.features.compute import known_at
+
+    end = known_at(day)
+    return end - _DAY + _TICK, end
+
+
+def materialize_day(day: dt.date, store: FeatureStore | None = None) -> dict[str, Any]:
+    """Load day D's rows of every view into the online store (Feast ``materialize``).
+
+    Requires D's partitions (a :class:`FeatureError` names the missing one). Re-running is
+    idempotent: the same rows with the same timestamps overwrite themselves.
+    """
+    from flywheel.features.compute import require_partition
+    from flywheel.storage import get_lake
+
+    lake = get_lake()
+    for view in VIEWS:
+        require_partition(lake, view, day)
+    store = get_store() if store is None else store
+    start, end = interval_of(day)
+    store.materialize(start_date=start, end_date=end, feature_views=[fv_name(v) for v in VIEWS])
+    rows = {v: lake.read_parquet(f"features/{v}/dt={day.isoformat()}/").num_rows for v in VIEWS}
+    return {
+        "day": day.isoformat(),
+        "interval": [start.isoformat(), end.isoformat()],
+        "rows": rows,
+    }
+
+
+def _entity_key(join_key: str, value: str):
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)])
+
+
+def check_freshness(
+    day: dt.date, sample: int = 200, store: FeatureStore | None = None
+) -> dict[str, Any]:
+    """Fail unless the online store holds day D's values (or newer) for sampled entities.
+
+    Samples up to ``sample`` entities of each view's partition for D and reads their online
+    timestamps. Any entity missing online, or older than D+1 00:00 UTC, is stale: a
+    :class:`FeatureError` says which view, how many, and the oldest timestamp found.
+    Returns, per view, the number checked and the oldest online timestamp.
+    """
+    from flywheel.features.compute import known_at, require_partition
+    from flywheel.storage import get_lake
+
+    lake = get_lake()
+    store = get_store() if store is None else store
+    provider = store._get_provider()
+    expected = known_at(day)
+    report: dict[str, Any] = {"day": day.isoformat(), "expected_timestamp": expected.isoformat()}
+    for view in VIEWS:
+        key = JOIN_KEY[view]
+        ids = lake.read_parquet(require_partition(lake, view, day)).column(key).to_pylist()
+        step = max(1, len(ids) // sample)
+        picked = ids[::step][:sample]
+        fv = store.get_feature_view(fv_name(view))
+        rows = provider.online_read(
+            config=store.config, table=fv, entity_keys=[_entity_key(key, i) for i in picked]
+        )
+        missing = [i for i, (ts, _) in zip(picked, rows, strict=True) if ts is None]
+        stamps = [_as_utc(ts) for ts, _ in rows if ts is not None]
+        oldest = min(stamps) if stamps else None
+        stale = [s for s in stamps if s < expected]
+        if missing or stale:
+            raise FeatureError(
+                f"stale online features for view {fv_name(view)!r} on {day}: "
+                f"{len(missing)} of {len(picked)} sampled {key}s missing online, {len(stale)} older "
+                f"than {expected.isoformat()} (oldest {oldest.isoformat() if oldest else 'none'}); "
+                f"materialize {day} again"
+            )
+        report[view] = {
+            "checked": len(picked),
+            "oldest": oldest.isoformat() if oldest else None,
+            "lag_seconds": (expected - oldest).total_seconds() if oldest else None,
+        }
+    return report
+
+
+def _as_utc(ts: dt.datetime) -> dt.datetime:
+    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+
+
+# --- training and serving -------------------------------------------------------------------
+
+
+def build_training_frame(
+    entity_df: pd.DataFrame, store: FeatureStore | None = None
+) -> pd.DataFrame:
+    """Entity rows + every feature of ``recommender_v1``, point-in-time correct.
+
+    ``entity_df`` has ``user_id`` (pseudonym), ``item_id``, ``event_timestamp`` (UTC) and any
+    other columns (labels…), which come back unchanged. A row at time t gets, per view, the
+    values of the last day whose end is ≤ t (Feast ``get_historical_features`` on the file
+    offline store, TTL 2 days). Features use their plain names (see :mod:`flywheel.features`).
+
+    The feature partitions of every day that rows can read (the day before each row's day) must
+    exist: a gap is a :class:`FeatureError` naming the view and day, never rows of nulls. An
+    entity unknown at that time (a user who signed up that day) gets nulls.
+    """
+    import pandas as pd
+
+    from flywheel.features.compute import require_partition
+    from flywheel.storage import get_lake
+
+    missing_cols = {"user_id", "item_id", "event_timestamp"} - set(entity_df.columns)
+    if missing_cols:
+        raise FeatureError(f"entity rows lack column(s) {sorted(missing_cols)}")
+    if entity_df.empty:
+        raise FeatureError("entity rows are empty: nothing to build a training frame from")
+    df = entity_df.copy()
+    ts = pd.to_datetime(df["event_timestamp"], utc=True)
+    df["event_timestamp"] = ts
+    lake = get_lake()
+    needed = sorted({(t - _DAY).date() for t in ts.dt.floor("D").unique()})
+    for view in VIEWS:
+        for day in needed:
+            require_partition(lake, view, day)
+    store = get_store() if store is None else store
+    job = store.get_historical_features(
+        entity_df=df,
+        features=store.get_feature_service(FEATURE_SERVICE),
+        full_feature_names=False,
+    )
+    out = job.to_df()
+    order = list(entity_df.columns) + [c for c in out.columns if c not in entity_df.columns]
+    return out[order]
+
+
+def _service_refs(store: FeatureStore) -> dict[str, list[str]]:
+    """Feature refs of ``recommender_v1`` by view (``user_stats`` → ``["user_stats_fv:…"]``)."""
+    service = store.get_feature_service(FEATURE_SERVICE)
+    refs: dict[str, list[str]] = {}
+    for proj in service.feature_view_projections:
+        view = proj.name.removesuffix("_fv")
+        refs[view] = [f"{proj.name}:{f.name}" for f in proj.features]
+    return refs
+
+
+def online_features(
+    user_ids: list[str] | None = None,
+    item_ids: list[str] | None = None,
+    store: FeatureStore | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Online values of ``recommender_v1`` for users and/or items (for serving).
+
+    Returns ``{"users": DataFrame, "items": DataFrame}`` (only the kinds asked for), one row per
+    id in the order given, the id column first, features with their plain names. Ids unknown
+    to the online store come back with nulls; :func:`require_online` turns that into an error.
+    """
+    store = get_store() if store is None else store
+    refs = _service_refs(store)
+    out: dict[str, pd.DataFrame] = {}
+    for kind, view, ids in (("users", USER_VIEW, user_ids), ("items", ITEM_VIEW, item_ids)):
+        if ids is None:
+            continue
+        key = JOIN_KEY[view]
+        resp = store.get_online_features(
+            features=refs[view], entity_rows={key: list(ids)}, full_feature_names=False
+        )
+        frame = resp.to_df()
+        feats = [r.split(":", 1)[1] for r in refs[view]]
+        out[kind] = frame[[key, *feats]]
+    return out
+
+
+def require_online(frame: pd.DataFrame, key: str) -> None:
+    """Raise a :class:`FeatureError` naming the ids of ``frame`` with no online values."""
+    feats = [c for c in frame.columns if c != key]
+    empty = frame[frame[feats].isna().all(axis=1)][key].tolist()
+    if empty:
+        raise FeatureError(
+            f"no online features for {key} {', '.join(map(str, empty[:5]))}"
+            f"{' …' if len(empty) > 5 else ''}: unknown id, or its features were never materialized"
+        )
