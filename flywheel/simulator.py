@@ -110,7 +110,7 @@ class SimConfig:
     taste_scale: float = 2.0  # how sharp tastes are; utility of a favourite category ≈ 1.5
     taste_noise: float = 0.5  # individual deviation from the category mix
     # --- choice and popularity --------------------------------------------------------------
-    beta: float = 1.8  # weight of taste in browsing: dominates, so a taste model beats popularity
+    beta: float = 2.5  # weight of taste in browsing: dominates, so a taste model beats popularity
     gamma: float = 0.8  # weight of log popularity: secondary but visible (long tail)
     popularity_sigma: float = 1.0  # log-normal popularity: a long tail
     # --- activity ---------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class SimConfig:
     position_slope: float = 0.35  # served slates: lower positions are clicked less
     rate_prob: float = 0.4  # share of purchases that get a rating
     # --- shifts -------------------------------------------------------------------------------
-    taste_shift_fraction: float = 0.75  # users whose favourite categories change
+    taste_shift_fraction: float = 0.85  # users whose favourite categories change
     catalog_wave: float = 0.6  # new items on the shift day(s), share of the initial catalog
     catalog_new_categories: int = 3
     catalog_price_factor: float = 2.5  # the new items are pricier
@@ -342,10 +342,12 @@ def build_world(
         for f in fixed:  # odd count: the middle one swaps with its neighbour
             other = (f + 1) % k_base
             perm[f], perm[other] = perm[other], perm[f]
-        moved = rng_s.random(len(u_days)) < cfg.taste_shift_fraction
-        new = cfg.taste_scale * (
-            0.75 * centres[perm[users["main"]]] + 0.25 * centres[perm[users["second"]]]
-        )
+        # ... and most movers follow a trend towards the least popular quarter of the categories
+        n_u = len(u_days)
+        moved = rng_s.random(n_u) < cfg.taste_shift_fraction
+        trend = rng_s.choice(rank[: max(1, k_base // 4)], n_u)
+        main1 = np.where(rng_s.random(n_u) < 0.85, trend, perm[users["main"]])
+        new = cfg.taste_scale * (0.75 * centres[main1] + 0.25 * centres[perm[users["second"]]])
         taste1[moved] = new[moved] + users["noise"][moved]
 
     # --- items: initial catalog, daily novelties, a catalog wave -------------------------------
@@ -364,7 +366,8 @@ def build_world(
         pairs = np.array([rng_s.choice(k_base, 2, replace=False, p=cat_p) for _ in range(k_new)])
         new_centres = _unit(centres[pairs[:, 0]] + centres[pairs[:, 1]])
         all_centres = np.vstack([centres, new_centres])
-        all_price = np.concatenate([cat_price, np.exp(rng_s.normal(3.0, 0.6, size=k_new))])
+        wave_price = np.median(cat_price) * rng_s.lognormal(0, 0.2, size=k_new)
+        all_price = np.concatenate([cat_price, wave_price])
         n_wave = int(round(cfg.catalog_wave * n_items))
         iblocks.append(
             _item_block(rng_s, cfg, all_centres, n_wave, np.arange(k_base, k_base + k_new), all_price,
