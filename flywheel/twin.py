@@ -540,6 +540,9 @@ class Twin:
                         env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = (
                             f"flywheel.twin.worker_hostname_{s.queue}"
                         )
+                    # log servers (workers, triggerer): one port each, as if on separate hosts
+                    env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
+                    env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(free_port())
                     self.group.start(s.name, argv, env)
             for name in ("feast", "serving", "evidently-ui"):
                 if name in self.wanted:
