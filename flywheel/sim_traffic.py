@@ -126,18 +126,19 @@ def play(
     served: list[float] = []
     oracle: list[float] = []
     deadline = time.monotonic() + time_limit_s
-    per_day = max(1, max_requests // days)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=min(max_requests, per_day * days), desc="simulated users", unit="req")
+        bar = tqdm(total=max_requests, desc="simulated users", unit="req")
     try:
         for j in range(days):
             day = first + dt.timedelta(days=j)
             summary.days.append(day.isoformat())
             rng = _rng(seed, 4, day.toordinal())
-            users = active_users(truth, day, rng)[:per_day]
+            # an even share of the remaining requests; a quiet day leaves more for the next
+            share = (max_requests - summary.requests) // (days - j)
+            users = active_users(truth, day, rng)[: max(1, share)]
             for u in users:
                 if summary.requests >= max_requests:
                     summary.stopped = f"max_requests={max_requests} reached"
