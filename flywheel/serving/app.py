@@ -377,6 +377,7 @@ class Service:
             "champion": self.champion.version,
             "challenger": self.challenger.version,
             "challenger_share": self.settings.ab_challenger_share,
+            "features": self.features is not None,
             "catalog_items": len(data.catalog) if data else 0,
             "data_as_of": data.as_of.isoformat() if data and data.as_of else None,
             "buffered_rows": self.feedback.buffered,
