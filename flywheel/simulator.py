@@ -459,27 +459,25 @@ def respond(
 def _choose_items(rng, taste, w: World, avail: np.ndarray, user_row: np.ndarray, chunk: int = 2048):
     """Sample one browsed item per view: softmax(beta·utility + gamma·log pop + boost) per user."""
     cfg = w.cfg
-    bias = cfg.gamma * w.log_pop[avail] + w.boost[avail]
-    vf = w.factor[avail]
+    bias = (cfg.gamma * w.log_pop[avail] + w.boost[avail]).astype(np.float32)
+    vf = (cfg.beta * w.factor[avail]).astype(np.float32)
     n_i = len(avail)
     out = np.empty(len(user_row), dtype=np.int64)
-    u = rng.random(len(user_row))
-    # user_row is sorted: process users in chunks, one flat CDF per chunk
-    bounds = np.searchsorted(user_row, np.arange(0, len(taste) + chunk, chunk))
-    for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        if lo == hi:
-            continue
-        r0 = c * chunk
-        rows = taste[r0 : r0 + chunk]
-        logits = cfg.beta * (rows @ vf.T) + bias
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        cdf = np.cumsum(p, axis=1)
+    u = rng.random(len(user_row), dtype=np.float32)
+    # user_row is sorted: users in chunks (bounded memory), float32 CDFs, one search per user
+    starts = np.searchsorted(user_row, np.arange(len(taste) + 1))
+    for r0 in range(0, len(taste), chunk):
+        rows = taste[r0 : r0 + chunk].astype(np.float32)
+        cdf = rows @ vf.T
+        cdf += bias
+        cdf -= cdf.max(axis=1, keepdims=True)
+        np.exp(cdf, out=cdf)
+        np.cumsum(cdf, axis=1, out=cdf)
         cdf /= cdf[:, -1:]
-        cdf += np.arange(len(rows))[:, None]
-        local = user_row[lo:hi] - r0
-        pos = np.searchsorted(cdf.ravel(), local + u[lo:hi] * (1 - 1e-12))
-        out[lo:hi] = np.minimum(pos - local * n_i, n_i - 1)
+        for r in range(len(rows)):
+            a, b = starts[r0 + r], starts[r0 + r + 1]
+            out[a:b] = np.searchsorted(cdf[r], u[a:b], side="right")
+    np.minimum(out, n_i - 1, out=out)
     return avail[out]
 
 
@@ -539,7 +537,8 @@ def simulate_day(
     ts = np.minimum(ts, t0 + US_PER_DAY - 1)
     order = np.lexsort((etype, ts))
     n = len(order)
-    event_id = [f"e{day:%Y%m%d}-{i:07d}" for i in range(n)]
+    prefix = f"e{day:%Y%m%d}-"
+    event_id = [f"{prefix}{i:07d}" for i in range(n)]
     return pa.table(
         {
             "event_id": pa.array(event_id, pa.string()),
@@ -875,7 +874,7 @@ def _break(lake: Lake, day: dt.date, kind: str, table: str, t: pa.Table, rng) ->
     if kind == "future_timestamps":
         ts = t.column("event_ts").cast(pa.int64()).to_numpy().copy()
         idx = _some(rng, n, 0.05)
-        ts[idx] += 30 * US_PER_DAY
+        ts[idx] += 3650 * US_PER_DAY  # years ahead: past any data interval and any clock
         return _encode(
             _set(t, "event_ts", pa.array(ts).cast(pa.timestamp("us", tz="UTC"))), "parquet"
         )
