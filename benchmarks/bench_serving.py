@@ -180,7 +180,7 @@ def run(quick: bool) -> list[Row]:
 
     n_users, n_items, per_day = (300, 100, 2000) if quick else (5000, 2000, 50_000)
     step_s = 1.0 if quick else 4.0
-    rates = [20, 50] if quick else [50, 100, 150, 200, 300, 400, 600, 800]
+    rates = [20, 50] if quick else [25, 50, 75, 100, 150, 200, 300, 400, 600, 800]
     redis = not quick  # quick: a smoke run without Feast (users judged by validated data)
     tag = uuid.uuid4().hex[:8]
     root = Path(tempfile.mkdtemp(prefix="flywheel-bench-serving-"))

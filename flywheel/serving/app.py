@@ -232,12 +232,17 @@ class Service:
         if self.data is None:
             self.reload_data()
         self._init_features()
-        for f in (self.champion, self.challenger):
+        for f in self._followed():
             f.check()
             f.start()
         self._update_model_metrics()
         self.feedback.start()
         self.started = True
+
+    def _followed(self) -> list[ModelFollower]:
+        """The champion, and the challenger only while an A/B share is configured."""
+        share = self.settings.ab_challenger_share
+        return [self.champion, self.challenger] if share > 0 else [self.champion]
 
     def stop(self) -> None:
         """Stop following models and flush the feedback buffer (nothing acknowledged is lost)."""

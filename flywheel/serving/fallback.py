@@ -100,23 +100,42 @@ class ServingData:
         data = cls(catalog=catalog, user_country=user_country, as_of=as_of)
         if events is None or events.num_rows == 0:
             return data
-        df = events.to_pandas()
-        bought = df[df["event_type"] == "purchase"]
-        data.purchased = {
-            u: set(g) for u, g in bought.groupby("user_id", sort=False)["item_id"] if len(g)
-        }
-        weight = df["event_type"].map(WEIGHTS)
-        is_rating = df["event_type"] == "rating"
-        weight = weight.where(~is_rating, df["value"] / 5.0).fillna(0.0)
-        df = df.assign(w=weight)
+        # Arrow kernels, not pandas: the window can hold millions of events, and only the
+        # aggregates (per item, per country and item) and the purchases leave Arrow.
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        etype = events.column("event_type")
+        bought = events.filter(pc.equal(etype, "purchase"))
+        purchased: dict[str, set[str]] = {}
+        for user, item in zip(
+            bought.column("user_id").to_pylist(), bought.column("item_id").to_pylist(), strict=True
+        ):
+            purchased.setdefault(user, set()).add(item)
+        data.purchased = purchased
+        weight = pc.multiply(pc.divide(events.column("value"), 5.0), 1.0)
+        for name, w in WEIGHTS.items():
+            weight = pc.if_else(pc.equal(etype, name), w, weight)
+        scored = pa.table(
+            {"user_id": events.column("user_id"), "item_id": events.column("item_id"), "w": weight}
+        )
+        scored = scored.filter(
+            pc.invert(pc.is_null(pc.index_in(etype, pa.array([*WEIGHTS, "rating"]))))
+        )
         if catalog:
-            df = df[df["item_id"].isin(catalog)]
-        data.popular_overall = _ranked(df.groupby("item_id")["w"].sum())
-        df = df.assign(country=df["user_id"].map(user_country))
-        by_country = df.dropna(subset=["country"]).groupby(["country", "item_id"])["w"].sum()
-        data.popular_by_country = {
-            str(c): _ranked(s.droplevel(0)) for c, s in by_country.groupby(level=0, sort=False)
-        }
+            scored = scored.filter(pc.is_in(scored.column("item_id"), pa.array(sorted(catalog))))
+        if scored.num_rows == 0:
+            return data
+        overall = scored.group_by("item_id").aggregate([("w", "sum")]).to_pandas()
+        data.popular_overall = _ranked(overall.set_index("item_id")["w_sum"])
+        if users is not None and users.num_rows:
+            joined = scored.join(users, "user_id", join_type="inner")
+            if joined.num_rows:
+                by = joined.group_by(["country", "item_id"]).aggregate([("w", "sum")]).to_pandas()
+                data.popular_by_country = {
+                    str(c): _ranked(g.set_index("item_id")["w_sum"])
+                    for c, g in by.groupby("country", sort=False)
+                }
         return data
 
     # --- purchases ----------------------------------------------------------------------------
