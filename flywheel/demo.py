@@ -27,6 +27,7 @@ import secrets
 import shutil
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ class Progress:
 
 # --- the loop driver (shared by the demo, the twin test and the loop benchmark) ---------------
 def _day(run: dict) -> dt.date | None:
-    value = run.get("logical_date") or run.get("data_interval_start")
+    value = run.get("data_interval_start") or run.get("logical_date")
     return dt.date.fromisoformat(value[:10]) if value else None
 
 
@@ -189,10 +190,11 @@ def drive_loop(
             if last and last[0]["state"] in ("success", "failed"):
                 client.set_paused(INGEST_DAG, True)
                 for r in client.dag_runs(INGEST_DAG):
-                    if (_day(r) or end) > end:
-                        client._request(
-                            "DELETE", f"/api/v2/dags/{INGEST_DAG}/dagRuns/{r['dag_run_id']}"
-                        )
+                    if (_day(r) or end) > end:  # past the data: stop it, then forget it
+                        run = urllib.parse.quote(r["dag_run_id"], safe="")
+                        if r["state"] not in ("success", "failed"):
+                            client.patch(f"/dags/{INGEST_DAG}/dagRuns/{run}", {"state": "failed"})
+                        client._request("DELETE", f"/api/v2/dags/{INGEST_DAG}/dagRuns/{run}")
                 ingest_done = True
                 progress(
                     f"ingest_events caught up to {end}; paused; waiting for the loop to settle"
@@ -227,10 +229,14 @@ def quarantined(lake) -> list[dict[str, Any]]:
         r = _read_json(lake, key)
         if not r or r.get("success", True):
             continue
-        reasons = [
-            f"{f.get('column') or '-'}: {f.get('message') or f.get('expectation')}"
-            for f in r.get("failed_expectations", [])
-        ]
+        reasons = []
+        for f in r.get("failed_expectations", []):
+            rule = f.get("rule") or f.get("expectation") or "?"
+            examples = ", ".join(str(x) for x in (f.get("examples") or [])[:3])
+            reasons.append(
+                f"{f.get('column') or '-'}: {rule}: {f.get('message') or ''}"
+                + (f" (e.g. {examples})" if examples else "")
+            )
         out.append({"date": r.get("date"), "table": r.get("table"), "reasons": reasons})
     return sorted(out, key=lambda x: (str(x["date"]), str(x["table"])))
 

@@ -493,7 +493,13 @@ class Twin:
             "airflow-scheduler": [venv_bin("airflow"), "scheduler"],
             "airflow-dag-processor": [venv_bin("airflow"), "dag-processor"],
             "airflow-triggerer": [venv_bin("airflow"), "triggerer"],
-            "feast": [venv_bin("flywheel"), "feast", "serve", "--port", str(self.ports["feast"])],
+            "feast": [
+                "bash",
+                "-c",
+                "set -e; cfg=$(python -c 'from flywheel.features.store import render_yaml; "
+                "print(render_yaml())'); exec feast --chdir feature_repo --feature-store-yaml "
+                f'"$cfg" serve --host 127.0.0.1 --port {self.ports["feast"]}',
+            ],
             "serving": [venv_bin("flywheel"), "serve", "--port", str(self.ports["serving"])],
             "evidently-ui": [
                 venv_bin("evidently"),
