@@ -41,16 +41,7 @@ class LoadedModel:
         features: Mapping[str, Any] | None = None,
     ) -> tuple[list[str], list[float]]:
         """Top-``k`` (item ids, scores) for one pseudonymised user; empty if the model has none."""
-        import pandas as pd
-
-        row: dict[str, Any] = {
-            "user_id": [user_id],
-            "k": [int(k)],
-            "exclude_item_ids": [sorted(exclude)],
-        }
-        for name, value in (features or {}).items():
-            row[name] = [value]
-        out = self.pyfunc.predict(pd.DataFrame(row))
+        out = self.pyfunc.predict(_one_row(user_id, k, exclude, features))
         if len(out) == 0:
             return [], []
         first = out.iloc[0]
@@ -59,6 +50,26 @@ class LoadedModel:
         if items is None or len(items) == 0:
             return [], []
         return [str(i) for i in items], [float(s) for s in scores]
+
+
+def _one_row(user_id: str, k: int, exclude: Iterable[str], features: Mapping[str, Any] | None):
+    """The pyfunc input for one user, built from 1-element arrays (half the cost of lists)."""
+    import numpy as np
+    import pandas as pd
+
+    def obj(value: Any) -> np.ndarray:
+        arr = np.empty(1, dtype=object)
+        arr[0] = value
+        return arr
+
+    cols: dict[str, np.ndarray] = {
+        "user_id": obj(user_id),
+        "k": np.array([int(k)], dtype=np.int64),
+        "exclude_item_ids": obj(sorted(exclude)),
+    }
+    for name, value in (features or {}).items():
+        cols[name] = obj(value) if isinstance(value, str) else np.array([value])
+    return pd.DataFrame(cols, copy=False)
 
 
 def load_version(name: str, version: str, tracking_uri: str | None = None) -> Any:
