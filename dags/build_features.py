@@ -99,7 +99,7 @@ def build_features():
         return [materialize_day(dt.date.fromisoformat(d)) for d in days]
 
     @task(retries=0, doc_md="Fail when online features are missing or older than the newest day.")
-    def check_freshness(days: list[str]) -> dict:
+    def check_freshness(materialized: list[dict]) -> dict:
         import datetime as dt
 
         from airflow.sdk.exceptions import AirflowFailException
@@ -108,7 +108,7 @@ def build_features():
         from flywheel.features.store import check_freshness as check
 
         try:
-            return check(dt.date.fromisoformat(max(days)))
+            return check(dt.date.fromisoformat(max(m["day"] for m in materialized)))
         except FeatureError as exc:
             raise AirflowFailException(str(exc)) from None
 
@@ -125,7 +125,7 @@ def build_features():
     applied = apply_definitions()
     materialized = materialize(days)
     [computed, applied] >> materialized
-    publish(materialized, check_freshness(days))
+    publish(materialized, check_freshness(materialized))
 
 
 build_features()

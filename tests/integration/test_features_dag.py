@@ -1,0 +1,70 @@
+"""The ``build_features`` DAG: its shape, and a run that computes, applies, materializes, emits."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from flywheel.assets import FEATURES
+from flywheel.features.synthetic import write_validated
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+START = dt.date(2026, 5, 1)
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS / "build_features.py"))
+    assert bag.import_errors == {}
+    return bag.get_dag("build_features")
+
+
+def test_shape(dag):
+    assert dag.timetable.asset_condition.uri == "flywheel://validated/events"
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order.index("compute") < order.index("materialize") < order.index("check_freshness")
+    assert order.index("apply_definitions") < order.index("materialize")
+    assert set(dag.get_task("check_freshness").upstream_task_ids) == {"materialize"}
+    assert set(dag.get_task("materialize").upstream_task_ids) == {
+        "resolve_days",
+        "compute",
+        "apply_definitions",
+    }
+    assert [o.uri for o in dag.get_task("publish").outlets] == [FEATURES.uri]
+    assert dag.get_task("check_freshness").retries == 0
+    assert dag.max_active_runs == 1
+
+
+def _feature_events() -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == FEATURES.uri)
+        ).all()
+        return [dict(r.extra) for r in rows]
+
+
+def test_manual_run_builds_the_day_and_emits_features(dag, lake, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_FEAST_PROJECT", "flywheel_dag")
+    write_validated(lake, START, 2, n_users=15, n_items=6, events_per_day=80, seed=5)
+    day = START + dt.timedelta(days=1)
+    run = dag.test(
+        logical_date=pendulum.datetime(2026, 5, 2, tz="UTC"), run_conf={"day": day.isoformat()}
+    )
+    assert run.state == "success", [(t.task_id, t.state) for t in run.get_task_instances()]
+    assert lake.exists("features/user_stats/dt=2026-05-02/part-00000.parquet")
+    (extra,) = [e for e in _feature_events() if e.get("date") == "2026-05-02"]
+    assert extra["days"] == ["2026-05-02"]
+    assert extra["rows"] == {"user_stats": 15, "item_stats": 6}
+    assert extra["interval"] == ["2026-05-02T00:00:00.000001+00:00", "2026-05-03T00:00:00+00:00"]
+    assert extra["freshness"]["user_stats"]["lag_seconds"] == 0
