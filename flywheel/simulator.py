@@ -697,10 +697,10 @@ def simulate(
     else:
         shift_day = None
     plan = fault_plan(days, seed, shift_day, cfg) if faults else []
-    quiet = {"items": set(), "users": set()}
-    for d, _, table in plan:
-        if table in quiet:  # a broken items/users batch must not hide entities events use
-            quiet[table].add(d)
+    # a gate rejects a fault day whole: no new items or users that day, so none that later
+    # events use goes missing downstream (only the broken batch fails, and only that day)
+    fault_days = {d for d, _, _ in plan}
+    quiet = {"items": fault_days, "users": fault_days}
     w = build_world(cfg, days, users, items, shift, shift_day, seed, start, quiet)
 
     lake.delete_prefix("sim/")  # ground truth, fault list and clean copies of an earlier run
@@ -858,8 +858,10 @@ def _break(lake: Lake, day: dt.date, kind: str, table: str, t: pa.Table, rng) ->
     if kind == "duplicate_event_id_earlier":
         earlier = _earlier_event_ids(lake, day)
         ids = t.column("event_id").to_pylist()
-        for i in _some(rng, n, 0.02):
-            ids[i] = earlier[int(rng.integers(len(earlier)))]
+        idx = _some(rng, n, 0.02)
+        picks = rng.choice(len(earlier), size=min(len(idx), len(earlier)), replace=False)
+        for i, j in zip(idx, picks, strict=False):
+            ids[i] = earlier[j]
         return _encode(_set(t, "event_id", ids), "parquet")
     if kind == "unknown_event_type":
         types = t.column("event_type").to_pylist()
