@@ -681,6 +681,8 @@ def simulate(
     cfg = config or SimConfig()
     _check_counts(days, users, items)
     shift, faults = parse_scenario(scenario)
+    if cfg.fault_every < 1:
+        raise SimulatorError(f"--fault-every must be ≥ 1, got {cfg.fault_every}")
     if fmt not in ("parquet", "csv"):
         raise SimulatorError(f"unknown format {fmt!r}: choose parquet or csv")
     if isinstance(start, str):

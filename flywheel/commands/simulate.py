@@ -45,7 +45,11 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the full summary as JSON"),
     ) -> None:
-        """Write simulated raw events, items and users (and the ground truth under sim/)."""
+        """Write simulated raw events, items and users (and the ground truth under sim/).
+
+        With --serve-url, play the simulated users against the serving API instead: they ask for
+        recommendations and click, buy and rate by their true tastes (needs a simulation first).
+        """
         from flywheel.simulator import SimConfig, SimulatorError, simulate
         from flywheel.storage import get_lake
 

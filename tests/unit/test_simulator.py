@@ -70,6 +70,11 @@ def test_parse_scenario_accepts_shift_plus_faults_and_rejects_the_rest():
         ({"scenario": "taste_shift", "shift_day": 9}, "--shift-day must be between 1 and 4"),
         ({"scenario": "faults", "days": 3}, "faults scenario needs days after the first 3"),
         ({"fmt": "xlsx"}, "unknown format 'xlsx'"),
+        ({"config": SimConfig(fault_every=0)}, "--fault-every must be ≥ 1, got 0"),
+        (
+            {"scenario": "faults", "config": SimConfig(fault_kinds=("gremlins",))},
+            "unknown fault kind",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, kwargs, message):
