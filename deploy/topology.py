@@ -190,7 +190,8 @@ AIRFLOW_ENV: dict[str, str] = {
     "AIRFLOW__CORE__DAGS_FOLDER": "{repo}/dags",
     "AIRFLOW__CORE__PLUGINS_FOLDER": "{repo}/plugins",
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    # ingest_events catches up from its start_date: unpause it once raw data is there
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "{airflow_api}/execution/",
     "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|flywheel)\..*",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "${AIRFLOW_ADMIN_USER}:admin",

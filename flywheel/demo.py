@@ -353,6 +353,9 @@ def embedded_airflow_env(settings, jwt_secret: str) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__CORE__PARALLELISM": "4",
+            # a loaded 2-core machine answers the execution API slowly at times
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "10",
             "FLYWHEEL_AIRFLOW_PORT": str(settings.airflow_port),
         }
     )

@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -171,6 +172,16 @@ class ProcessGroup:
                 )
 
     def stop(self, timeout: float = 30.0) -> None:
+        # a Ctrl-C while stopping must not leave processes behind: finish the cleanup first
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+        try:
+            self._stop(timeout)
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+
+    def _stop(self, timeout: float) -> None:
         for p in reversed(self.procs):
             if p.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -450,6 +461,9 @@ class Twin:
                     "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
                     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                     "AIRFLOW__CORE__PARALLELISM": "4",
+                    # a loaded 2-core machine answers the execution API slowly at times
+                    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+                    "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "10",
                     "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.root / "airflow" / "logs"),
                 }
             )
