@@ -243,3 +243,18 @@ def test_inject_fault_twice_on_one_day_starts_from_the_valid_batch(small, tmp_pa
     rec = inject_fault(lake, day, "volume_collapse")
     assert 0 < lake.read_parquet(rec["file"]).num_rows
     assert [r["kind"] for r in json.loads(lake.read_text("sim/faults.json"))] == ["volume_collapse"]
+
+
+def test_simulate_and_faults_on_an_s3_lake(s3_lake):
+    """The production profile's lake: same partitions, truth and fault records through boto3."""
+    summary = simulate(s3_lake, days=4, users=40, items=20, seed=1, scenario="faults")
+    assert s3_lake.uri == "s3://flywheel-test/lake"
+    assert s3_lake.partitions("raw", "events") == [D0 + dt.timedelta(days=k) for k in range(4)]
+    assert json.loads(s3_lake.read_text("sim/faults.json")) == summary.faults
+    truth = load_truth(s3_lake)
+    assert truth.relevance(["u000000"], ["i00000", "i00001"]).shape == (1, 2)
+    rec = summary.faults[0]
+    key = repair_fault(s3_lake, rec["date"], rec["table"])
+    assert key.startswith(f"raw/{rec['table']}/dt={rec['date']}/")
+    assert s3_lake.read_parquet(key).schema.equals(TABLES[rec["table"]].arrow_schema())
+    assert json.loads(s3_lake.read_text("sim/faults.json")) == []
