@@ -67,7 +67,7 @@ TRAINING_POOL = "training"
             0.005, type="number", exclusiveMinimum=0, description="Adam learning rate"
         ),
         "embedding_dim": Param(
-            32, type="integer", minimum=2, maximum=1024, description="Embedding size of both towers"
+            64, type="integer", minimum=2, maximum=1024, description="Embedding size of both towers"
         ),
         "window_days": Param(
             14,

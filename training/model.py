@@ -214,6 +214,7 @@ class TwoTower(nn.Module):
             len(encoder.item.ids), encoder.item.cat_sizes, len(encoder.item.numeric), cfg
         )
         self.temperature = cfg.temperature
+        self.logq_weight = cfg.logq_weight
 
     def forward(
         self, user: dict[str, torch.Tensor], item: dict[str, torch.Tensor], log_q: torch.Tensor
@@ -221,7 +222,7 @@ class TwoTower(nn.Module):
         """Loss of one batch of positive (user, item) pairs; other rows' items are the negatives."""
         u = self.user_tower(user["id"], user["cat"], user["num"])
         v = self.item_tower(item["id"], item["cat"], item["num"])
-        logits = (u @ v.T) / self.temperature - log_q[None, :]
+        logits = (u @ v.T) / self.temperature - self.logq_weight * log_q[None, :]
         # the same item as another row's positive is not a negative for this row
         same = item["id"][None, :] == item["id"][:, None]
         same.fill_diagonal_(False)

@@ -144,6 +144,36 @@ def find_checkpoint(run_key: str, client=None) -> dict[str, Any] | None:
     return None
 
 
+def config_digest(cfg: TrainingConfig) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def check_compatible(
+    ckpt: dict[str, Any], cfg: TrainingConfig, encoder: FeatureEncoder, run_key: str
+) -> None:
+    """A checkpoint resumes only the same model on the same data (else a clear error)."""
+    old = TrainingConfig.from_dict(ckpt["config"])
+    for group in ("data", "model"):
+        a, b = getattr(old, group), getattr(cfg, group)
+        if a != b:
+            diff = [
+                f"{group}.{k}: {v} != {getattr(b, k)}"
+                for k, v in vars(a).items()
+                if v != getattr(b, k)
+            ]
+            raise FlywheelError(
+                f"checkpoint of run key {run_key!r} ({checkpoint_dir(run_key)}) was made with another config "
+                f"({'; '.join(diff)}); use another --run-key or delete that folder"
+            )
+    if ckpt["encoder"] != encoder.to_dict():
+        raise FlywheelError(
+            f"checkpoint of run key {run_key!r} ({checkpoint_dir(run_key)}) was made on other training data; "
+            "use another --run-key or delete that folder"
+        )
+
+
 def save_checkpoint(state: dict[str, Any], run_key: str, log_artifact: bool) -> Path:
     folder = checkpoint_dir(run_key)
     folder.mkdir(parents=True, exist_ok=True)
@@ -314,7 +344,7 @@ def run_training(
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
     ts = data if isinstance(data, TrainingSet) else load_training_set(data)
-    run_key = run_key or f"manual-{ts.meta['window_end']}-{cfg.train.seed}"
+    run_key = run_key or f"manual-{ts.meta['window_end']}-{config_digest(cfg)}"
     train = ts.split("train")
     encoder = FeatureEncoder.fit(train, ts.users, ts.items, ts.columns)
     model = TwoTower(encoder, cfg.model).to(device)
@@ -351,6 +381,7 @@ def run_training(
         ckpt = holder[0]
     start_epoch, best, best_state, history, bad_epochs, mlflow_run_id = 0, -1.0, None, [], 0, None
     if ckpt is not None:
+        check_compatible(ckpt, cfg, encoder, run_key)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, best, best_state = ckpt["epoch"], ckpt["best_metric"], ckpt["best_state"]
@@ -512,6 +543,10 @@ def run_training(
                 )
     if d.enabled:
         torch_dist.barrier()
+    if d.main:  # finished: a later run with this key starts afresh (the run keeps its artifact)
+        import shutil
+
+        shutil.rmtree(checkpoint_dir(run_key), ignore_errors=True)
     return result
 
 

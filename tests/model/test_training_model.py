@@ -1,0 +1,236 @@
+"""Training without MLflow: config, metrics, training-set rules, the model against popularity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pandas as pd
+import pytest
+
+from training.config import TrainingConfig, TrainingConfigError
+from training.data import TrainingDataError, build_training_set, load_training_set
+from training.metrics import evaluate, hit_rate_at_k, map_at_k, ndcg_at_k, recall_at_k
+
+START = dt.date(2026, 1, 1)
+FAST = ["data.feature_source=contract", "data.window_days=8", "train.epochs=6", "train.patience=2"]
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def test_config_overrides_are_typed_and_unknown_keys_rejected(tmp_path):
+    cfg = TrainingConfig.load(
+        None, ["train.epochs=3", "train.lr=0.01", "eval.ks=5,10", "eval.exclude_seen=false"]
+    )
+    assert (cfg.train.epochs, cfg.train.lr, cfg.eval.ks, cfg.eval.exclude_seen) == (
+        3,
+        0.01,
+        (5, 10),
+        False,
+    )
+    with pytest.raises(TrainingConfigError, match="unknown config key 'train.epoch'"):
+        TrainingConfig.load(None, ["train.epoch=3"])
+    with pytest.raises(TrainingConfigError, match="'train.epochs' expects int, got 'three'"):
+        TrainingConfig.load(None, ["train.epochs=three"])
+    with pytest.raises(TrainingConfigError, match="train.epochs=0 is out of range"):
+        TrainingConfig.load(None, ["train.epochs=0"])
+    path = tmp_path / "cfg.toml"
+    path.write_text('[model]\nembedding_dim = 16\n[train]\nlr = "fast"\n')
+    with pytest.raises(TrainingConfigError, match="'train.lr' expects float"):
+        TrainingConfig.load(path)
+    path.write_text("[model]\nembedding_dim = 16\n")
+    cfg = TrainingConfig.load(path, ["model.embedding_dim=8"])
+    assert cfg.model.embedding_dim == 8
+    assert TrainingConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.flat()["model.embedding_dim"] == 8
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def test_ranking_metrics_on_known_lists():
+    ranked, rel = ["a", "x", "b", "y"], {"a", "b", "c"}
+    assert recall_at_k(ranked, rel, 2) == pytest.approx(1 / 2)  # 1 hit of min(2, 3)
+    assert recall_at_k(ranked, rel, 4) == pytest.approx(2 / 3)
+    dcg = 1 + 1 / math.log2(4)
+    assert ndcg_at_k(ranked, rel, 4) == pytest.approx(
+        dcg / (1 + 1 / math.log2(3) + 1 / math.log2(4))
+    )
+    assert map_at_k(ranked, rel, 4) == pytest.approx((1 + 2 / 3) / 3)
+    assert hit_rate_at_k(["x", "a"], rel, 1) == 0.0 and hit_rate_at_k(["x", "a"], rel, 2) == 1.0
+    out = evaluate(
+        {"u": ["a", "b"], "v": ["z", "q"]},
+        {"u": {"a", "b"}, "v": {"a"}},
+        ks=(2,),
+        catalog_size=4,
+        popularity={"a": 3, "b": 1},
+    )
+    assert out["ndcg_at_2"] == pytest.approx(0.5) and out["coverage"] == pytest.approx(1.0)
+    assert out["users"] == 2 and out["novelty"] > 0
+
+
+# --- training-set rules -------------------------------------------------------------------------
+
+
+def _write_events(lake, rows: list[tuple[str, str, str, float, dt.datetime]]) -> None:
+    from flywheel.contract import EVENTS, ITEMS, USERS
+    from flywheel.storage import partition_prefix
+
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "value", "event_ts"])
+    df["event_id"] = [f"e{i}" for i in range(len(df))]
+    df["event_ts"] = pd.to_datetime(df["event_ts"], utc=True)
+    import pyarrow as pa
+
+    for day, part in df.groupby(df["event_ts"].dt.date):
+        t = pa.Table.from_pandas(part[EVENTS.column_names], preserve_index=False).cast(
+            EVENTS.arrow_schema()
+        )
+        lake.write_parquet(partition_prefix("validated", "events", day) + "part-00000.parquet", t)
+    items = pd.DataFrame({"item_id": sorted(df["item_id"].unique()), "category": "c", "price": 1.0})
+    items["created_ts"] = pd.Timestamp("2025-12-01", tz="UTC")
+    lake.write_parquet(
+        partition_prefix("validated", "items", START) + "part-00000.parquet",
+        pa.Table.from_pandas(items, preserve_index=False).cast(ITEMS.arrow_schema()),
+    )
+    users = pd.DataFrame(
+        {"user_id": sorted(df["user_id"].unique()), "country": "DE", "age_bucket": "25-34"}
+    )
+    users["signup_ts"] = pd.Timestamp("2025-12-01", tz="UTC")
+    lake.write_parquet(
+        partition_prefix("validated", "users", START) + "part-00000.parquet",
+        pa.Table.from_pandas(users[USERS.column_names], preserve_index=False).cast(
+            USERS.arrow_schema()
+        ),
+    )
+
+
+def _ts(day: int, hour: int = 12) -> dt.datetime:
+    return dt.datetime(2026, 1, day, hour, tzinfo=dt.UTC)
+
+
+def test_zero_positives_and_one_user_fail_with_a_clear_message(lake):
+    cfg = TrainingConfig.load(None, ["data.feature_source=contract", "data.window_days=4"]).data
+    # only views and a low rating: nothing counts as a positive
+    _write_events(
+        lake,
+        [(f"u{d}", "i1", "view", 1.0, _ts(d)) for d in range(1, 5)]
+        + [("u1", "i2", "rating", 2.0, _ts(2))],
+    )
+    with pytest.raises(
+        TrainingDataError,
+        match=r"no positive interactions \(click, add_to_cart, purchase, rating; ratings ≥ 4\)",
+    ):
+        build_training_set(lake, dt.date(2026, 1, 4), cfg)
+    lake.delete_prefix("validated/")
+    _write_events(
+        lake,
+        [("u1", f"i{d}", "click", 1.0, _ts(d)) for d in range(1, 5)]
+        + [("u2", "i1", "purchase", 1.0, _ts(4))],
+    )
+    with pytest.raises(
+        TrainingDataError, match=r"positives from 1 user\(s\); at least 2 users are needed"
+    ):
+        build_training_set(lake, dt.date(2026, 1, 4), cfg)
+    with pytest.raises(
+        TrainingDataError, match="no validated events between 2026-02-07 and 2026-02-10"
+    ):
+        build_training_set(lake, dt.date(2026, 2, 10), cfg)
+
+
+def test_temporal_split_and_positive_rules(lake, tmp_path):
+    cfg = TrainingConfig.load(None, ["data.feature_source=contract", "data.window_days=4"]).data
+    rows = [
+        ("u1", "i1", "click", 1.0, _ts(1, 9)),
+        ("u1", "i1", "purchase", 1.0, _ts(1, 10)),  # same pair, same day: one positive
+        ("u2", "i2", "rating", 5.0, _ts(2)),
+        ("u2", "i3", "rating", 3.0, _ts(2)),  # low rating: not positive
+        ("u1", "i3", "add_to_cart", 1.0, _ts(3)),  # validation day
+        ("u2", "i1", "click", 1.0, _ts(4)),  # holdout day
+        ("u1", "i2", "view", 1.0, _ts(4)),  # views are exposure, not positive
+    ]
+    _write_events(lake, rows)
+    summary = build_training_set(lake, dt.date(2026, 1, 4), cfg, tmp_path / "set")
+    ts = load_training_set(summary["location"])
+    assert summary["rows"] == {"train": 2, "val": 1, "holdout": 1}
+    assert sorted(zip(ts.split("train")["user_id"], ts.split("train")["item_id"], strict=True)) == [
+        ("u1", "i1"),
+        ("u2", "i2"),
+    ]
+    assert ts.truth(exclude_seen=True) == {"u2": {"i1"}}
+    assert (ts.meta["window_start"], ts.meta["holdout_start"]) == ("2026-01-01", "2026-01-04")
+    assert {"item_category", "item_price"} <= set(ts.train.columns)
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim_set(tmp_path_factory):
+    """A small simulated lake (8 days, 300 users, 120 items) and its training set."""
+    import os
+
+    from flywheel.storage import get_lake
+    from training.simdata import simulated_validated
+
+    home = tmp_path_factory.mktemp("sim")
+    old = os.environ.get("FLYWHEEL_HOME")
+    os.environ["FLYWHEEL_HOME"] = str(home)
+    try:
+        lake = get_lake()
+        end = simulated_validated(lake, days=8, users=300, items=120, seed=3)
+        cfg = TrainingConfig.load(None, FAST)
+        summary = build_training_set(lake, end, cfg.data, home / "set")
+        yield home, cfg, load_training_set(summary["location"])
+    finally:
+        os.environ["FLYWHEEL_HOME"] = old or ""
+
+
+def test_two_tower_beats_popularity_and_serves_cold_users(sim_set, monkeypatch):
+    from training.train import run_training
+
+    home, cfg, ts = sim_set
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    result = run_training(cfg, ts, run_key="unit", log_mlflow=False)
+    m = result.metrics
+    assert m["holdout_ndcg_at_10"] > m["popularity_ndcg_at_10"], m
+    assert (
+        0 < m["ndcg_to_oracle_ratio"] <= 1.2 and m["oracle_ndcg_at_10"] > m["popularity_ndcg_at_10"]
+    )
+    for key in (
+        "holdout_recall_at_20",
+        "holdout_map_at_10",
+        "holdout_hit_rate_at_20",
+        "holdout_coverage",
+        "holdout_novelty",
+    ):
+        assert key in m
+    assert result.epochs_run >= 1 and result.interactions_per_s > 0
+    assert not (home / "checkpoints" / "unit").exists()  # finished runs leave no local checkpoint
+
+    # the same seed gives the same model
+    again = run_training(cfg, ts, run_key="unit-2", log_mlflow=False)
+    assert again.metrics["holdout_ndcg_at_10"] == pytest.approx(m["holdout_ndcg_at_10"])
+
+
+def test_retriever_cold_start_exclusions_and_features(sim_set):
+    import torch
+
+    from training.model import FeatureEncoder, Retriever, TwoTower
+
+    _, cfg, ts = sim_set
+    train = ts.split("train")
+    enc = FeatureEncoder.fit(train, ts.users, ts.items, ts.columns)
+    torch.manual_seed(0)
+    retriever = Retriever(TwoTower(enc, cfg.model), enc, ts.items, ts.users)
+    known = train["user_id"].iloc[0]
+    ids, scores = retriever.recommend(
+        [known, "never-seen-user"], [5, 3], [[ts.items["item_id"].iloc[0]], None]
+    )
+    assert len(ids[0]) == 5 and len(ids[1]) == 3
+    assert ts.items["item_id"].iloc[0] not in ids[0]
+    assert scores[0] == sorted(scores[0], reverse=True)
+    # features given for a cold user change its embedding (the feature-only path is used)
+    feats = pd.DataFrame({"user_country": ["DE", "FR"], "user_age_bucket": ["18-24", "65+"]})
+    emb = retriever.user_embeddings(["cold-a", "cold-b"], feats)
+    assert not torch.allclose(emb[0], emb[1])

@@ -1,0 +1,263 @@
+"""MLflow registry: the promotion gate, the pyfunc round trip, infra-validation, `flywheel models`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from training.registry import decide
+
+BASE = {"ndcg_at_10": 0.20, "recall_at_20": 0.40}
+POP = {"ndcg_at_10": 0.10, "recall_at_20": 0.30}
+
+
+# --- the gate (pure) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "promote", "reason"),
+    [
+        (
+            {"ndcg_at_10": 0.25, "recall_at_20": 0.41},
+            BASE,
+            True,
+            "beats champion 0.2000 by +0.0500 > margin 0.0100",
+        ),
+        (
+            {"ndcg_at_10": 0.15, "recall_at_20": 0.45},
+            BASE,
+            False,
+            "gain -0.0500 does not exceed the margin 0.0100",
+        ),
+        (
+            {"ndcg_at_10": 0.20, "recall_at_20": 0.40},
+            BASE,
+            False,
+            "gain +0.0000 does not exceed the margin",
+        ),  # tie
+        (
+            {"ndcg_at_10": 0.205, "recall_at_20": 0.40},
+            BASE,
+            False,
+            "does not exceed the margin 0.0100",
+        ),  # within margin
+        (
+            {"ndcg_at_10": 0.30, "recall_at_20": 0.30},
+            BASE,
+            False,
+            "drops 0.1000 > tolerance 0.0200",
+        ),
+        (
+            {"ndcg_at_10": 0.12, "recall_at_20": 0.1},
+            None,
+            True,
+            "no champion yet; candidate NDCG@10 0.1200 beats popularity 0.1000",
+        ),
+        (
+            {"ndcg_at_10": 0.08, "recall_at_20": 0.5},
+            None,
+            False,
+            "no champion yet; candidate NDCG@10 0.0800 does not beat popularity",
+        ),
+    ],
+    ids=[
+        "better",
+        "worse",
+        "tie",
+        "within-margin",
+        "recall-drop",
+        "first-beats-popularity",
+        "first-loses-to-popularity",
+    ],
+)
+def test_promotion_gate(candidate, champion, promote, reason):
+    d = decide(candidate, champion, POP, margin=0.01, recall_tolerance=0.02)
+    assert d.promote is promote
+    assert reason in d.reason
+
+
+def test_gate_with_unloadable_champion_judges_against_popularity():
+    note = "champion v3 cannot be loaded (OSError: gone), candidate judged against popularity"
+    d = decide({"ndcg_at_10": 0.11, "recall_at_20": 0.2}, None, POP, 0.0, 0.01, champion_note=note)
+    assert d.promote and d.reason.startswith(note) and "beats popularity 0.1000" in d.reason
+
+
+# --- against a real registry --------------------------------------------------------------------
+
+
+@pytest.fixture
+def sim_lake(fw_home, lake):
+    from training.simdata import seed_tracking_db, simulated_validated
+
+    seed_tracking_db(fw_home)
+    end = simulated_validated(lake, days=8, users=300, items=120, seed=3)
+    return lake, end
+
+
+def _cfg(*extra: str):
+    from training.config import TrainingConfig
+
+    return TrainingConfig.load(
+        None,
+        [
+            "data.feature_source=contract",
+            "data.window_days=8",
+            "train.epochs=5",
+            "train.patience=2",
+            *extra,
+        ],
+    )
+
+
+def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+    from training import pipeline
+    from training.data import load_training_set
+    from training.pyfunc import load_recommender
+    from training.registry import CHAMPION, configure_mlflow, infra_validate, list_versions
+
+    lake, end = sim_lake
+    cfg = _cfg()
+    first = pipeline.run_pipeline(end, cfg, run_key="first")
+    d1 = first["decision"]
+    assert d1["promoted"], d1
+    assert d1["reason"].startswith("no champion yet; candidate NDCG@10")
+    assert d1["infra_validation"]["requests"] >= 3
+
+    client = configure_mlflow()
+    run = client.get_run(first["trained"]["run_id"])
+    tags, metrics = run.data.tags, run.data.metrics
+    assert (tags["data_window_start"], tags["data_window_end"]) == ("2026-01-01", "2026-01-08")
+    assert (
+        tags["feature_service"] == "contract" and tags["trigger"] == "manual" and tags["git_commit"]
+    )
+    assert tags["promotion_decision"] == "promoted" and "popularity" in tags["promotion_reason"]
+    assert {
+        "holdout_ndcg_at_10",
+        "holdout_recall_at_20",
+        "popularity_ndcg_at_10",
+        "oracle_ndcg_at_10",
+        "ndcg_to_oracle_ratio",
+    } <= set(metrics)
+    assert run.data.params["model.embedding_dim"] == str(cfg.model.embedding_dim)
+    history = client.get_metric_history(run.info.run_id, "val_ndcg_at_10")
+    assert [m.step for m in history] == list(range(1, len(history) + 1))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"training_curve.png", "checkpoints"} <= artifacts
+    assert (
+        any(k.startswith("system/") for k in metrics)
+        or client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+        is not None
+    )
+
+    # pyfunc round trip, loaded as serving loads it
+    ts = load_training_set(first["training_set"]["location"])
+    model = load_recommender(f"models:/flywheel-recommender@{CHAMPION}")
+    known = ts.split("train")["user_id"].iloc[0]
+    seen = sorted(ts.seen()[known])
+    out = model.predict(
+        pd.DataFrame(
+            {"user_id": [known, "brand-new-user"], "k": [5, 7], "exclude_item_ids": [seen, []]}
+        )
+    )
+    assert list(out.columns) == ["user_id", "item_ids", "scores"]
+    assert [len(x) for x in out["item_ids"]] == [5, 7]
+    assert not set(out["item_ids"][0]) & set(seen)
+    assert list(out["scores"][0]) == sorted(out["scores"][0], reverse=True)
+    default_k = model.predict(pd.DataFrame({"user_id": [known]}))
+    assert len(default_k["item_ids"][0]) == 10
+    with_features = model.predict(
+        pd.DataFrame({"user_id": ["cold"], "user_country": ["DE"], "user_age_bucket": ["65+"]})
+    )
+    assert len(with_features["item_ids"][0]) == 10
+
+    # a tie with the champion under a margin is rejected; the champion stays
+    second = pipeline.run_pipeline(end, _cfg("promotion.margin=0.05"), run_key="second")
+    d2 = second["decision"]
+    assert not d2["promoted"] and "does not exceed the margin 0.0500" in d2["reason"], d2
+    aliases = client.get_registered_model("flywheel-recommender").aliases
+    assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "2"}
+
+    # infra validation: a version that cannot be loaded blocks promotion
+    from training.registry import InfraValidationError
+
+    with pytest.raises(InfraValidationError, match="cannot be loaded as serving loads it"):
+        infra_validate("models:/flywheel-recommender/99", ts)
+
+    # champion artifact missing: the candidate is judged against popularity, with the reason
+    champion_source = client.get_model_version("flywheel-recommender", "1").source
+    model_dir = next(
+        Path(fw_home, "mlflow", "artifacts", "models").glob(champion_source.rsplit("/", 1)[-1])
+    )
+    shutil.rmtree(model_dir)
+    evaluation = pipeline.evaluate(cfg, second["training_set"]["location"], second["trained"])
+    assert (
+        evaluation["champion"] is None
+        and "champion v1 cannot be loaded" in evaluation["champion_note"]
+    )
+    decision = pipeline.promote(
+        cfg, second["training_set"]["location"], second["trained"], evaluation, "2"
+    )
+    assert (
+        decision["promoted"]
+        and "champion v1 cannot be loaded" in decision["reason"]
+        and "popularity" in decision["reason"]
+    )
+    assert str(client.get_registered_model("flywheel-recommender").aliases["champion"]) == "2"
+
+    rows = list_versions()
+    assert [r["version"] for r in rows] == ["2", "1"]
+    assert rows[0]["aliases"] == ["challenger", "champion"]
+    assert (
+        rows[0]["tags"]["promotion_decision"] == "promoted"
+        and "holdout_ndcg_at_10" in rows[0]["metrics"]
+    )
+    res = CliRunner().invoke(app, ["models", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [r["version"] for r in json.loads(res.output)] == ["2", "1"]
+    res = CliRunner().invoke(app, ["models"])
+    assert (
+        res.exit_code == 0 and "champion" in res.output and "2026-01-01..2026-01-08" in res.output
+    )
+
+
+def test_infra_validation_failure_blocks_promotion(sim_lake, monkeypatch):
+    import training.pyfunc
+    from training import pipeline
+    from training.registry import configure_mlflow
+
+    lake, end = sim_lake
+    cfg = _cfg("train.epochs=2")
+    summary = pipeline.build(end, cfg)
+    trained = pipeline.train(cfg, summary["location"], "broken", {"trigger": "manual"})
+    evaluation = pipeline.evaluate(cfg, summary["location"], trained)
+    version = pipeline.register(trained, summary)
+
+    class Broken:
+        def predict(self, df):
+            return pd.DataFrame(
+                {
+                    "user_id": df["user_id"],
+                    "item_ids": [["nope"]] * len(df),
+                    "scores": [[float("nan")]] * len(df),
+                }
+            )
+
+    monkeypatch.setattr(training.pyfunc, "load_recommender", lambda uri: Broken())
+    evaluation["candidate"]["ndcg_at_10"] = (
+        evaluation["baseline"]["ndcg_at_10"] + 0.1
+    )  # the gate alone would promote
+    decision = pipeline.promote(cfg, summary["location"], trained, evaluation, version)
+    assert not decision["promoted"]
+    assert decision["reason"].startswith(
+        "infra-validation failed, promotion blocked: candidate models:/flywheel-recommender/1 answered wrongly"
+    )
+    client = configure_mlflow()
+    assert "champion" not in client.get_registered_model("flywheel-recommender").aliases
+    assert client.get_run(trained["run_id"]).data.tags["promotion_decision"] == "rejected"
