@@ -1,0 +1,86 @@
+"""The ``ingest_events`` DAG: its shape, a passing day (asset emitted) and a failing day."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sys
+from pathlib import Path
+
+import pendulum
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from conftest import DAY0, events_table, put, write_day  # noqa: E402  (tests/data helpers)
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS / "ingest_events.py"))
+    assert bag.import_errors == {}
+    return bag.get_dag("ingest_events")
+
+
+def test_shape(dag):
+    assert dag.catchup is True
+    assert dag.max_active_runs == 1
+    assert [t.task_id for t in dag.topological_sort()] == ["find_raw_files", "validate_and_publish"]
+    publish = dag.get_task("validate_and_publish")
+    assert [o.uri for o in publish.outlets] == ["flywheel://validated/events"]
+    assert all(t.retries >= 1 and t.retry_exponential_backoff for t in dag.tasks)
+    assert "quarantine" in dag.doc_md and "stay in `raw/`" in dag.doc_md
+
+
+def _run(dag, day: dt.date):
+    """``dag.test`` infers a manual run's interval as the one ENDING at ``logical_date``."""
+    end = pendulum.datetime(day.year, day.month, day.day, tz="UTC").add(days=1)
+    run = dag.test(logical_date=end)
+    assert run.data_interval_start == end.subtract(days=1)
+    return run
+
+
+def _asset_events(day: dt.date) -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == "flywheel://validated/events")
+        ).all()
+        return [r.extra for r in rows if r.extra.get("date") == day.isoformat()]
+
+
+def test_pass_emits_asset_then_fail_quarantines(dag, lake):
+    write_day(lake, DAY0)
+    run = _run(dag, DAY0)
+    assert run.state == "success"
+    assert lake.exists("validated/events/dt=2026-01-01/part-00000.parquet")
+    (extra,) = _asset_events(DAY0)
+    assert extra["rows"] == 40 and extra["distinct_users"] == 7 and extra["distinct_items"] == 10
+    assert extra["validation_id"].startswith("2026-01-01")
+
+    # day 2: a rating of 9 -> the task fails, files quarantined byte-identical, nothing written
+    day = DAY0 + dt.timedelta(days=1)
+    good = events_table(day, 40, [f"i{k}" for k in range(10)])
+    bad = good.to_pydict()
+    bad["value"][2] = 9.0
+    import pyarrow as pa
+
+    key = put(lake, "events", day, pa.table(bad, schema=good.schema))
+    digest = hashlib.sha256(lake.read_bytes(key)).hexdigest()
+    run = _run(dag, day)
+    assert run.state == "failed"
+    ti = run.get_task_instance("validate_and_publish")
+    assert ti.state == "failed" and ti.try_number == 1  # gate failures are not retried
+    q = "quarantine/events/dt=2026-01-02/part-00000.parquet"
+    assert hashlib.sha256(lake.read_bytes(q)).hexdigest() == digest
+    assert not lake.exists(key)
+    assert lake.partition_files("validated", "events", day) == []
+    assert _asset_events(day) == []
