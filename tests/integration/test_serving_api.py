@@ -186,7 +186,10 @@ def test_champion_swap_under_load_drops_nothing(env, registry, monkeypatch):
         threads = [threading.Thread(target=hammer, args=(n,)) for n in (0, 1)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while not all(versions.values()):  # both clients served by v1 first
+            assert time.monotonic() < deadline and not failures, failures[:3]
+            time.sleep(0.05)
         v2 = register_toy(SCORES_V2, registry["known"])  # moves @champion to v2
         deadline = time.monotonic() + 30
         while not any(v == v2 for vs in versions.values() for v in vs[-5:]):
@@ -242,8 +245,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_real_http_then_shutdown_flush_then_ingest_gate_passes(env, registry):
+def test_real_http_then_shutdown_flush_then_ingest_gate_passes(env, registry, monkeypatch):
     import uvicorn
+
+    monkeypatch.setenv("FLYWHEEL_SERVE_FLUSH_S", "600")  # only the shutdown flush writes here
 
     from flywheel.ingest import ingest_day
     from flywheel.serving.ab import ab_report
@@ -278,7 +283,7 @@ def test_real_http_then_shutdown_flush_then_ingest_gate_passes(env, registry):
                 )
                 assert r.status_code == 202, r.text
         assert "flywheel_requests_total" in http.get("/metrics").text
-    assert env.list("raw/impressions/") == []  # still buffered (flush interval 10 s)
+    assert env.list("raw/impressions/") == []  # still buffered (flush interval 600 s)
     server.should_exit = True
     thread.join(timeout=30)
     assert not thread.is_alive()
