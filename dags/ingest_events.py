@@ -8,13 +8,13 @@ checks read what earlier days published (event ids already seen, the catalog of 
 the trailing volume): running days in parallel could judge D against an incomplete history and
 give a different answer than the same days run one by one.
 
-#### Tasks
-1. **`find_raw_files`** lists `raw/{items,users,events}/dt=D/` in the lake and returns the file
-   keys (a small dict in XCom). No raw events for D fails the task with "no raw events for D";
-   it is retried with exponential back-off, since late-arriving exports are the usual cause.
-   Missing items/users are fine (no new items or users that day).
-2. **`validate_and_publish`** runs `flywheel.ingest.ingest_day(D)`:
-   reads each file (Parquet or UTF-8 CSV), runs the Great Expectations suites of
+#### Task `validate_and_publish`
+One task per day on purpose: a backfill of a year is 365 task starts, not a multiple of it.
+
+1. It lists `raw/{items,users,events}/dt=D/` in the lake. No raw events for D fails the task
+   with "no raw events for D"; that failure **is retried** with exponential back-off, since a
+   late export is the usual cause. Missing items/users are fine (no new items/users that day).
+2. It runs `flywheel.ingest.ingest_day(D)`: reads each file (Parquet or UTF-8 CSV), runs the Great Expectations suites of
    `validation/suites.py` (schema per file, then values on the day's batch: non-null keys,
    unique `event_id` not already validated on another day, allowed `event_type`, rating 1–5
    else 1.0, `event_ts` inside the interval ± tolerance and not in the future, `item_id` in the
@@ -64,33 +64,25 @@ default_args = {
     doc_md=__doc__,
 )
 def ingest_events():
-    @task(doc_md="List the raw files of the data interval's day; fail (and retry) without events.")
-    def find_raw_files() -> dict[str, list[str]]:
-        from flywheel.ingest import TABLE_ORDER, day_of
-        from flywheel.storage import get_lake
-
-        ctx = get_current_context()
-        day = day_of(ctx["data_interval_start"])
-        lake = get_lake()
-        files = {t: lake.partition_files("raw", t, day) for t in TABLE_ORDER}
-        if not files["events"]:
-            raise FileNotFoundError(
-                f"no raw events for {day} under {lake.url(f'raw/events/dt={day}/')}"
-            )
-        return files
-
     @task(
         outlets=[VALIDATED_EVENTS],
         doc_md="Gate the day with Great Expectations; publish all tables or quarantine and fail.",
     )
-    def validate_and_publish(files: dict[str, list[str]]) -> dict:
+    def validate_and_publish() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
         from flywheel.ingest import day_of, ingest_day
+        from flywheel.storage import get_lake
         from validation.gate import GateFailure
 
         ctx = get_current_context()
         day = day_of(ctx["data_interval_start"])
+        lake = get_lake()
+        if not lake.partition_files("raw", "events", day):
+            # usually a late export: fail and let the retries (with back-off) wait for it
+            raise FileNotFoundError(
+                f"no raw events for {day} under {lake.url(f'raw/events/dt={day}/')}"
+            )
         try:
             summary = ingest_day(day, run_id=ctx["run_id"])
         except GateFailure as exc:
@@ -102,7 +94,7 @@ def ingest_events():
         }
         return summary
 
-    validate_and_publish(find_raw_files())
+    validate_and_publish()
 
 
 ingest_events()

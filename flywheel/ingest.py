@@ -496,3 +496,155 @@ def _parquet_bytes(tbl: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(tbl, buf, compression="zstd")
     return buf.getvalue()
+
+
+# --- backfill through Airflow -------------------------------------------------------------------
+INGEST_DAG = "ingest_events"
+
+
+def airflow_backfill(
+    start: dt.date,
+    end: dt.date,
+    out=print,
+    timeout_s: float = 6 * 3600,
+    reprocess: str = "completed",
+) -> dict[str, Any]:
+    """Ingest ``[start, end]`` through Airflow's own backfill; returns per-day outcomes.
+
+    Uses the Airflow API server at ``settings.airflow_url`` when one answers (``flywheel airflow
+    standalone`` or the demo). Otherwise it starts, for the duration, an embedded api-server,
+    scheduler and dag-processor with ``[scheduler] use_job_schedule = False``: the scheduler
+    runs the backfill's runs but creates no catch-up runs of its own. Either way the scheduler
+    runs the days one at a time, oldest first (backfill ``max_active_runs=1``), in long-lived
+    processes: no process start per day.
+    """
+    import json as _json
+    import secrets
+    import time
+
+    from flywheel.airflow_env import airflow_env, ensure_db
+    from flywheel.errors import FlywheelError
+    from flywheel.settings import get_settings
+    from flywheel.twin import AirflowClient, ProcessGroup, free_port, venv_bin, wait_until
+
+    if end < start:
+        raise FlywheelError(f"backfill range is empty: --end {end} is before --start {start}")
+    settings = get_settings()
+    settings.ensure_home()
+    group: ProcessGroup | None = None
+    pw_file = settings.airflow_home / "simple_auth_manager_passwords.json"
+    probe = AirflowClient(settings.airflow_url, "admin", "")
+    try:
+        if probe.healthy() and pw_file.exists():
+            out(f"using the Airflow at {settings.airflow_url}")
+            client = AirflowClient(
+                settings.airflow_url, "admin", _json.loads(pw_file.read_text())["admin"]
+            )
+        else:
+            if probe.healthy():  # the port is taken by something we cannot log in to
+                settings = settings.model_copy(update={"airflow_port": free_port()})
+            env = airflow_env(settings)
+            env.update(
+                {
+                    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # backfill runs only
+                    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                    "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                    "AIRFLOW__API__WORKERS": "1",
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+                    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+                }
+            )
+            ensure_db(settings)
+            if not pw_file.exists():
+                pw_file.parent.mkdir(parents=True, exist_ok=True)
+                pw_file.write_text(_json.dumps({"admin": secrets.token_urlsafe(9)}))
+            group = ProcessGroup(settings.home / "backfill" / "logs")
+            out(f"starting an embedded Airflow for the backfill (logs in {group.log_dir})")
+            airflow = venv_bin("airflow")
+            group.start(
+                "airflow-apiserver",
+                [airflow, "api-server", "--port", str(settings.airflow_port)],
+                env,
+            )
+            group.start("airflow-scheduler", [airflow, "scheduler"], env)
+            group.start("airflow-dag-processor", [airflow, "dag-processor"], env)
+            client = AirflowClient(
+                settings.airflow_url, "admin", _json.loads(pw_file.read_text())["admin"]
+            )
+            wait_until(client.healthy, 300, "airflow api-server", group, interval=1)
+
+        def parsed() -> bool:
+            errors = [
+                e for e in client.import_errors() if e["filename"].endswith(f"{INGEST_DAG}.py")
+            ]
+            if errors:
+                raise FlywheelError(
+                    f"{INGEST_DAG} does not import: {errors[0]['stack_trace'].strip().splitlines()[-1]}"
+                )
+            return INGEST_DAG in client.dag_ids()
+
+        wait_until(parsed, 300, f"{INGEST_DAG} parsed by the dag-processor", group, interval=2)
+        client.set_paused(INGEST_DAG, False)
+        backfill = client.post(
+            "/backfills",
+            {
+                "dag_id": INGEST_DAG,
+                "from_date": dt.datetime.combine(start, dt.time(), dt.UTC).isoformat(),
+                "to_date": dt.datetime.combine(end, dt.time(), dt.UTC).isoformat(),
+                "max_active_runs": 1,
+                "reprocess_behavior": reprocess,
+            },
+        )
+        out(f"backfill {backfill['id']} created: {start} .. {end}")
+        days = {start + dt.timedelta(days=k) for k in range((end - start).days + 1)}
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while True:
+            runs = [
+                r
+                for r in client.dag_runs(INGEST_DAG)
+                if r.get("run_type") == "backfill" and day_of(r["data_interval_start"]) in days
+            ]
+            latest: dict[dt.date, dict] = {}
+            for r in runs:  # the newest run per day (a re-run creates another)
+                d = day_of(r["data_interval_start"])
+                if d not in latest or r["run_after"] > latest[d]["run_after"]:
+                    latest[d] = r
+            states = {d: r["state"] for d, r in latest.items()}
+            done = [d for d, s in states.items() if s in ("success", "failed")]
+            line = f"{len(done)}/{len(days)} days done, {sum(s == 'failed' for s in states.values())} failed"
+            if line != last:
+                out(line)
+                last = line
+            if len(done) == len(days):
+                break
+            if group is not None:
+                group.check_alive()
+            if time.monotonic() > deadline:
+                raise FlywheelError(f"backfill not finished after {timeout_s:.0f}s ({line})")
+            time.sleep(2)
+    finally:
+        if group is not None:
+            group.stop()
+    lake = get_lake()
+    failed = {}
+    for d in sorted(d for d, s in states.items() if s == "failed"):
+        key = _results_key(d, "events")
+        reasons = []
+        for t in TABLE_ORDER:
+            k = _results_key(d, t)
+            if lake.exists(k):
+                rec = json.loads(lake.read_text(k))
+                if rec.get("validation_id") and not rec["success"]:
+                    reasons += [
+                        f"{t}: {f['rule']} ({f['message']})" for f in rec["failed_expectations"]
+                    ]
+        failed[d.isoformat()] = "; ".join(reasons) or (
+            "see the task log" if lake.exists(key) else "no result"
+        )
+    return {
+        "days": len(days),
+        "succeeded": sorted(d.isoformat() for d, s in states.items() if s == "success"),
+        "failed": failed,
+    }

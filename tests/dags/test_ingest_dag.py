@@ -28,7 +28,7 @@ def dag(airflow_db):
 def test_shape(dag):
     assert dag.catchup is True
     assert dag.max_active_runs == 1
-    assert [t.task_id for t in dag.topological_sort()] == ["find_raw_files", "validate_and_publish"]
+    assert [t.task_id for t in dag.tasks] == ["validate_and_publish"]
     publish = dag.get_task("validate_and_publish")
     assert [o.uri for o in publish.outlets] == ["flywheel://validated/events"]
     assert all(t.retries >= 1 and t.retry_exponential_backoff for t in dag.tasks)

@@ -1,0 +1,104 @@
+"""Ingestion commands: ``import`` your own data, ``ingest`` one day, ``backfill`` a range."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import typer
+
+
+def _date(value: str, option: str) -> dt.date:
+    from flywheel.errors import FlywheelError
+
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise FlywheelError(f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("import")
+    def import_cmd(
+        file: Path = typer.Argument(..., help="ratings/events export (u.data, ratings.csv, *.csv)"),
+        fmt: str = typer.Option("movielens", "--format", help="movielens | csv"),
+        mapping: str = typer.Option(
+            "",
+            "--mapping",
+            help="rename columns for --format csv: src=dst,… (dst = contract names)",
+        ),
+        movies: Path | None = typer.Option(
+            None, "--movies", help="movies.csv or u.item: item categories (first genre)"
+        ),
+        country: str = typer.Option("US", "--country", help="ISO country given to imported users"),
+        age_bucket: str = typer.Option(
+            "25-34", "--age-bucket", help="age band given to imported users"
+        ),
+    ) -> None:
+        """Turn a ratings or events export into raw partitions (one per day) of the contract."""
+        from flywheel.importers import import_file
+        from flywheel.storage import get_lake
+
+        lake = get_lake()
+        res = import_file(lake, file, fmt, mapping, movies, country, age_bucket)
+        typer.echo(
+            f"imported {res['events']} events, {res['items']} items, {res['users']} users over "
+            f"{res['days']} days ({res['first_day']} .. {res['last_day']}) into {lake.url('raw/')}"
+        )
+        typer.echo(
+            f"next: flywheel backfill ingest_events --start {res['first_day']} --end {res['last_day']}"
+        )
+
+    @app.command("ingest")
+    def ingest_cmd(
+        day: str = typer.Argument(..., help="the day to ingest, YYYY-MM-DD"),
+    ) -> None:
+        """Validate and publish one day without Airflow (same code as the DAG's task)."""
+        from flywheel.ingest import ingest_day
+
+        summary = ingest_day(_date(day, "DAY"))
+        typer.echo(json.dumps(summary, indent=2))
+
+    @app.command("backfill")
+    def backfill_cmd(
+        dag_id: str = typer.Argument("ingest_events", help="only ingest_events is supported"),
+        start: str = typer.Option(..., "--start", help="first day, YYYY-MM-DD"),
+        end: str = typer.Option(..., "--end", help="last day, YYYY-MM-DD (inclusive)"),
+        reprocess: str = typer.Option(
+            "completed",
+            "--reprocess",
+            help="days that already ran: completed (all) | failed | none",
+        ),
+    ) -> None:
+        """Ingest a range of days through Airflow's own backfill (scheduler-driven)."""
+        from flywheel.errors import FlywheelError
+        from flywheel.ingest import INGEST_DAG, airflow_backfill
+
+        if dag_id != INGEST_DAG:
+            raise FlywheelError(f"backfill supports {INGEST_DAG} only (got {dag_id!r})")
+        if reprocess not in {"completed", "failed", "none"}:
+            raise FlywheelError(f"--reprocess {reprocess!r}: use completed, failed or none")
+        res = airflow_backfill(
+            _date(start, "--start"), _date(end, "--end"), out=typer.echo, reprocess=reprocess
+        )
+        typer.echo(f"{len(res['succeeded'])} of {res['days']} days validated")
+        for day, why in res["failed"].items():
+            typer.echo(f"  {day} quarantined: {why}")
+        if res["failed"]:
+            raise typer.Exit(1)
+
+    @app.command("quality")
+    def quality_cmd(
+        every_run: bool = typer.Option(
+            False, "--all", help="every run, not only the latest per day"
+        ),
+        limit: int = typer.Option(30, help="rows to show"),
+    ) -> None:
+        """List the validation history (newest first)."""
+        from flywheel.ingest import read_quality_history
+
+        for r in read_quality_history(every_run=every_run)[:limit]:
+            status = "pass" if r["success"] else "FAIL"
+            why = "; ".join(f"{f['rule']}" for f in r["failed_expectations"])
+            typer.echo(f"{r['date']}  {r['table']:<7} {status}  {r['rows']:>9} rows  {why}")
