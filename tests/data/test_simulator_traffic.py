@@ -64,12 +64,12 @@ def test_users_answer_by_their_true_tastes(lake):
         app, feedback = stand_in(lake, policy)
         with TestClient(app) as client:
             runs[policy] = (
-                play("http://sim", 2, lake=lake, seed=1, client=client, max_requests=80),
+                play("http://sim", 2, lake=lake, seed=1, client=client, max_requests=50),
                 feedback,
             )
     good, feedback = runs["oracle"]
     bad, _ = runs["worst"]
-    assert good.requests == 80 and good.errors == 0 and good.variants == {"oracle": 80}
+    assert good.requests == 50 and good.errors == 0 and good.variants == {"oracle": 50}
     assert good.days == ["2026-01-05", "2026-01-06"]  # the days after the offline simulation
     assert good.ctr > 3 * bad.ctr and good.feedback["purchase"] > bad.feedback["purchase"]
     assert good.served_relevance == pytest.approx(good.oracle_relevance, rel=1e-6)
