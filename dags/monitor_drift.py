@@ -56,9 +56,8 @@ def monitor_drift():
         days = set()
         for event in context["triggering_asset_events"].get(FEATURES, []):
             extra = event.extra or {}
-            day = extra.get("date") or extra.get("day")
-            if day:
-                days.add(str(day)[:10])
+            listed = extra.get("days") or [extra.get("date") or extra.get("day")]
+            days.update(str(d)[:10] for d in listed if d)
         if not days and context["params"].get("day"):
             days.add(str(context["params"]["day"])[:10])
         if not days:

@@ -117,46 +117,30 @@ def _report_key(lake, uri: str | None) -> str | None:
 
 
 def model_rows() -> list[dict[str, Any]]:
-    """Registered versions with metrics and aliases, best NDCG@10 first (champion marked)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """Registered versions (``training.registry.list_versions``), best NDCG@10 first."""
+    from training.registry import list_versions
 
-    from flywheel.settings import get_settings
-
-    s = get_settings()
-    client = mlflow.MlflowClient(
-        tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri
-    )
-    try:
-        versions = client.search_model_versions(f"name='{s.registered_model}'")
-    except MlflowException as exc:
-        log.info("no model registry yet: %s", exc)
-        return []
     rows = []
-    for mv in versions:
-        metrics: dict[str, float] = {}
-        tags: dict[str, str] = {}
-        if mv.run_id:
-            try:
-                run = client.get_run(mv.run_id)
-                metrics, tags = dict(run.data.metrics), dict(run.data.tags)
-            except MlflowException:
-                pass
+    for v in list_versions():
+        tags, created = v.get("tags", {}), v.get("created")
         rows.append(
             {
-                "version": int(mv.version),
-                "aliases": sorted(mv.aliases or []),
-                "champion": "champion" in (mv.aliases or []),
-                "created": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).strftime(
+                **v,
+                "champion": "champion" in v.get("aliases", []),
+                "created": dt.datetime.fromtimestamp(created / 1000, dt.UTC).strftime(
                     "%Y-%m-%d %H:%M"
-                ),
-                "metrics": {k: v for k, v in sorted(metrics.items()) if k.startswith("holdout_")},
-                "window": f"{tags.get('data_window_start', '?')[:10]} … {tags.get('data_window_end', '?')[:10]}",
-                "trigger": tags.get("trigger", tags.get("triggered_by", "")),
+                )
+                if created
+                else "",
+                "window": f"{tags.get('data_window_start', '?')[:10]} … "
+                f"{tags.get('data_window_end', '?')[:10]}",
+                "trigger": tags.get("trigger", ""),
                 "decision": tags.get("promotion_decision", ""),
             }
         )
-    rows.sort(key=lambda r: (-r["metrics"].get("holdout_ndcg_at_10", float("-inf")), -r["version"]))
+    rows.sort(
+        key=lambda r: (-r["metrics"].get("holdout_ndcg_at_10", float("-inf")), -int(r["version"]))
+    )
     return rows
 
 

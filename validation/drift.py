@@ -68,27 +68,24 @@ class DriftConfig:
     """
 
     # --- which columns -------------------------------------------------------------------------
-    #: Numeric columns compared. All are per-day quantities of active entities, so a young lake
+    #: Numeric columns compared. Per-day quantities of active entities only, so a young lake
     #: (days with less history) looks like an old one. Left out on purpose: 7/28-day counts and
-    #: 28-day rates (they move while the history fills up: rates of 2 events vs 200), tenure and
-    #: item age (they grow with the calendar), days since last event (≈0 for the active).
-    #: ``*_ctr_1d``/``*_rate_1d`` are derived here from the 1-day counts (:data:`DERIVED`).
-    numeric: tuple[str, ...] = (
-        "user_views_1d",
-        "user_ctr_1d",
-        "user_purchase_rate_1d",
-        "item_ctr_1d",
-        "item_price",
-    )
-    #: Categorical columns compared. ``traffic_category`` is the category of every item view of
-    #: the day (item rows repeated by their 1-day views): the category mix of the traffic, the
-    #: first thing to move when tastes shift (a user's 28-day top category lags by days).
+    #: 28-day rates (they move while the history fills up: rates of 2 events vs 200), per-entity
+    #: 1-day rates (ratios of 0–3 events: noise), tenure and item age (they grow with the
+    #: calendar), days since last event (≈0 for every active entity).
+    numeric: tuple[str, ...] = ("user_views_1d", "item_price")
+    #: Categorical columns compared. ``traffic_category``: the category of every item view of
+    #: the day (item rows repeated by their 1-day views) — the first thing to move when tastes
+    #: shift (a user's 28-day top category lags by days). ``traffic_event``: the type of every
+    #: event of the day (from the users' 1-day counts) — click-through and conversion of the
+    #: whole traffic, measured on thousands of events instead of per user.
     categorical: tuple[str, ...] = (
         "user_top_category",
         "user_country",
         "user_age_bucket",
         "item_category",
         "traffic_category",
+        "traffic_event",
     )
     #: A row counts as active on its day when this column is > 0 (per view).
     user_active: str = "user_views_1d"
@@ -102,22 +99,20 @@ class DriftConfig:
     cat_method: str = "jensenshannon"
     #: Jensen-Shannon distance ≥ 0.1 (Evidently's default); stable noise stays < 0.05.
     cat_threshold: float = 0.1
-    #: Overrides by column name (method, threshold), set ≥ 1.5× above the day-to-day noise
-    #: measured on the simulator's stable world (weekday seasonality moves volumes and small
-    #: per-entity rates more than Evidently's defaults allow for).
+    #: Overrides by column name (method, threshold), set well above the day-to-day noise
+    #: measured on the simulator's stable world (weekday seasonality moves volumes; a 28-day
+    #: top category of a user with few events flips easily).
     per_column: dict[str, tuple[str, float]] = field(
         default_factory=lambda: {
             "user_views_1d": ("wasserstein", 0.15),
-            "user_ctr_1d": ("wasserstein", 0.15),
-            "user_purchase_rate_1d": ("wasserstein", 0.15),
-            "item_ctr_1d": ("wasserstein", 0.2),
             "user_top_category": ("jensenshannon", 0.15),
         }
     )
 
     # --- the decision --------------------------------------------------------------------------
-    #: Share of compared columns that must drift. 0.1 = one of the ten: every threshold sits
-    #: well above stable noise, and a taste shift moves only the traffic's category mix at first.
+    #: Share of compared columns that must drift: 0.1 = any one of the eight. Every threshold
+    #: sits well above stable noise, and a taste shift moves only the traffic's category mix at
+    #: first; a larger share would decide it days late.
     drift_share: float = 0.1
     #: Relative drop of slate click-through vs the reference serving days that alone decides.
     quality_drop: float = 0.2
@@ -172,41 +167,47 @@ class DriftResult:
 # --- the data --------------------------------------------------------------------------------
 
 
-#: Derived per-day rates: name → (numerator, denominator) of 1-day counts (0 when no views).
-DERIVED: dict[str, tuple[str, str]] = {
-    "user_ctr_1d": ("user_clicks_1d", "user_views_1d"),
-    "user_purchase_rate_1d": ("user_purchases_1d", "user_views_1d"),
-    "item_ctr_1d": ("item_clicks_1d", "item_views_1d"),
-    "item_conversion_1d": ("item_purchases_1d", "item_views_1d"),
-}
-#: At most this many repeats of one item in ``traffic_category`` (bounds memory on hot items).
+#: At most this many repeats of one entity in the ``traffic_*`` columns (bounds memory).
 _TRAFFIC_CAP = 1_000
+#: ``traffic_event`` values and the 1-day user counts they come from.
+_EVENT_COUNTS: dict[str, str] = {
+    "view": "user_views_1d",
+    "click": "user_clicks_1d",
+    "add_to_cart": "user_carts_1d",
+    "purchase": "user_purchases_1d",
+    "rating": "user_ratings_1d",
+}
 
 
 def _active_rows(df: pd.DataFrame, column: str) -> pd.DataFrame:
     return df[df[column] > 0] if column in df.columns else df
 
 
-def _derive(df: pd.DataFrame) -> pd.DataFrame:
-    for name, (num, den) in DERIVED.items():
-        if num in df.columns and den in df.columns:
-            d = df[den].where(df[den] > 0)
-            df[name] = (df[num] / d).fillna(0.0).astype("float64")
-    return df
-
-
-def _traffic(items: pd.DataFrame) -> pd.DataFrame:
-    """One row per item view of the day, carrying the item's category."""
+def _repeat(values, counts, day) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    reps = items["item_views_1d"].clip(upper=_TRAFFIC_CAP).to_numpy(dtype="int64")
-    return pd.DataFrame(
-        {
-            "traffic_category": np.repeat(items["item_category"].to_numpy(), reps),
-            "day": np.repeat(items["day"].to_numpy(), reps),
-        }
+    reps = np.minimum(np.asarray(counts, dtype="int64"), _TRAFFIC_CAP)
+    return pd.DataFrame({"value": np.repeat(np.asarray(values), reps), "day": np.repeat(day, reps)})
+
+
+def _traffic(users: pd.DataFrame, items: pd.DataFrame) -> list[pd.DataFrame]:
+    """``traffic_category`` (one row per item view) and ``traffic_event`` (one row per event)."""
+    import pandas as pd
+
+    cats = _repeat(items["item_category"], items["item_views_1d"], items["day"])
+    events = pd.concat(
+        [
+            _repeat([etype] * len(users), users[col], users["day"])
+            for etype, col in _EVENT_COUNTS.items()
+            if col in users.columns
+        ],
+        ignore_index=True,
     )
+    return [
+        cats.rename(columns={"value": "traffic_category"}),
+        events.rename(columns={"value": "traffic_event"}),
+    ]
 
 
 def feature_frame(lake: Lake, start: dt.date, end: dt.date, config: DriftConfig) -> pd.DataFrame:
@@ -221,16 +222,15 @@ def feature_frame(lake: Lake, start: dt.date, end: dt.date, config: DriftConfig)
     from flywheel.features.compute import read_features
 
     wanted = set(config.numeric) | set(config.categorical)
-    frames = []
-    for view, active in ((USER_VIEW, config.user_active), (ITEM_VIEW, config.item_active)):
+    active = {}
+    for view, column in ((USER_VIEW, config.user_active), (ITEM_VIEW, config.item_active)):
         try:
             df = read_features(lake, view, start, end)
         except FeatureError as exc:
             raise DriftError(f"drift check needs features for {start}…{end}: {exc}") from None
-        df = _derive(_active_rows(df, active).copy())
-        frames.append(df[[c for c in df.columns if c in wanted] + ["day"]])
-        if view == ITEM_VIEW and "traffic_category" in wanted:
-            frames.append(_traffic(df))
+        active[view] = _active_rows(df, column)
+    frames = [df[[c for c in df.columns if c in wanted] + ["day"]] for df in active.values()]
+    frames += [t for t in _traffic(active[USER_VIEW], active[ITEM_VIEW]) if t.columns[0] in wanted]
     return pd.concat(frames, ignore_index=True, sort=False)
 
 
@@ -522,21 +522,16 @@ class Champion:
 
 
 def champion_window(settings=None) -> Champion | None:
-    """The champion's version and training window from MLflow (alias ``champion``), or None."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """The champion's version and training window (its run's ``data_window_*`` tags), or None."""
+    from training.registry import configure_mlflow, current_champion, model_name
 
-    from flywheel.settings import get_settings
-
-    s = settings or get_settings()
-    client = mlflow.MlflowClient(
-        tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri
-    )
-    try:
-        mv = client.get_model_version_by_alias(s.registered_model, "champion")
-    except MlflowException:
+    client = configure_mlflow(settings)
+    mv = current_champion(client, model_name(settings))
+    if mv is None:
         return None
-    tags = client.get_run(mv.run_id).data.tags if mv.run_id else {}
+    tags = dict(mv.tags or {})
+    if mv.run_id:
+        tags = {**client.get_run(mv.run_id).data.tags, **tags}
     try:
         window = (
             dt.date.fromisoformat(tags["data_window_start"][:10]),
@@ -544,7 +539,7 @@ def champion_window(settings=None) -> Champion | None:
         )
     except (KeyError, ValueError):
         raise DriftError(
-            f"champion {s.registered_model} v{mv.version} (run {mv.run_id}) has no "
+            f"champion {mv.name} v{mv.version} (run {mv.run_id}) has no "
             "data_window_start/data_window_end tags: cannot tell its training window"
         ) from None
     return Champion(version=str(mv.version), window=window, run_id=mv.run_id)
