@@ -343,6 +343,7 @@ def run_training(
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
+    log.info("rank %d/%d on %s", d.rank, d.world_size, device)
     ts = data if isinstance(data, TrainingSet) else load_training_set(data)
     run_key = run_key or f"manual-{ts.meta['window_end']}-{config_digest(cfg)}"
     train = ts.split("train")

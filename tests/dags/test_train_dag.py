@@ -1,0 +1,124 @@
+"""The ``train_recommender`` DAG: its shape, Params, trigger handling and one full ``dag.test`` run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pendulum
+import pytest
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS / "train_recommender.py"))
+    assert bag.import_errors == {}
+    return bag.get_dag("train_recommender")
+
+
+def test_shape_schedule_queue_pool_and_params(dag):
+    from training.config import TrainingConfig
+
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "build_training_set",
+        "train",
+        "evaluate",
+        "register",
+        "promote",
+    ]
+    assert {a.uri.rstrip("/") for a in dag.timetable.asset_condition.objects} == {
+        "flywheel://features",
+        "flywheel://drift",
+    }
+    assert type(dag.timetable.asset_condition).__name__ == "AssetAny"
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    train = dag.get_task("train")
+    assert (train.queue, train.pool) == ("gpu", "training")
+    assert all(
+        t.retries >= 1 and t.retry_exponential_backoff and t.owner == "flywheel" for t in dag.tasks
+    )
+    assert {"evaluate", "build_training_set"} <= {
+        t.task_id for t in dag.get_task("register").upstream_list
+    }
+    defaults = TrainingConfig()
+    params = {k: dag.params[k] for k in dag.params}
+    assert params["epochs"] == defaults.train.epochs
+    assert params["learning_rate"] == defaults.train.lr
+    assert params["embedding_dim"] == defaults.model.embedding_dim
+    assert params["window_days"] == defaults.data.window_days
+    assert params["promotion_margin"] == defaults.promotion.margin
+    assert params["feature_source"] == defaults.data.feature_source
+
+
+def test_trigger_summary_and_end_day():
+    from training.pipeline import config_from_params, resolve_end_day, summarise_events
+
+    events = {
+        "flywheel://features": [
+            {"extra": {"date": "2026-01-09"}, "timestamp": "2026-01-10T00:05:00+00:00"}
+        ],
+        "flywheel://drift": [
+            {
+                "extra": {"date": "2026-01-10", "drift_share": 0.6},
+                "timestamp": "2026-01-11T00:10:00+00:00",
+            }
+        ],
+    }
+    trigger, flat = summarise_events(events)
+    assert trigger.startswith("asset: flywheel://drift {") and '"drift_share": 0.6' in trigger
+    assert resolve_end_day(None, flat, None) == dt.date(2026, 1, 10)
+    assert resolve_end_day("2026-01-05", flat, None) == dt.date(2026, 1, 5)
+    assert summarise_events({}) == ("manual", [])
+    assert resolve_end_day(None, [], dt.date(2026, 1, 3)) == dt.date(2026, 1, 3)
+    cfg = config_from_params(
+        {
+            "epochs": 3,
+            "learning_rate": 0.01,
+            "embedding_dim": 8,
+            "window_days": 5,
+            "promotion_margin": 0.02,
+            "end_day": None,
+        }
+    )
+    assert (
+        cfg.train.epochs,
+        cfg.train.lr,
+        cfg.model.embedding_dim,
+        cfg.data.window_days,
+        cfg.promotion.margin,
+    ) == (3, 0.01, 8, 5, 0.02)
+
+
+def test_manual_run_trains_registers_and_promotes(dag, fw_home, lake, caplog):
+    from airflow.models.pool import Pool
+
+    from training.registry import configure_mlflow
+    from training.simdata import seed_tracking_db, simulated_validated
+
+    # the DAG's train task runs in pool "training": the demo setup creates it the same way
+    Pool.create_or_update_pool(
+        "training", slots=1, description="one training at a time", include_deferred=False
+    )
+    seed_tracking_db(fw_home)
+    end = simulated_validated(lake, days=8, users=300, items=120, seed=3)
+    conf = {"end_day": end.isoformat(), "epochs": 5, "window_days": 8, "feature_source": "contract"}
+    run = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf=conf)
+    assert run.state == "success", [(ti.task_id, ti.state) for ti in run.get_task_instances()]
+
+    client = configure_mlflow()
+    mv = client.get_model_version_by_alias("flywheel-recommender", "champion")
+    assert str(mv.version) == "1"
+    tags = client.get_run(mv.run_id).data.tags
+    assert tags["promotion_decision"] == "promoted" and tags["promotion_reason"].startswith(
+        "no champion yet"
+    )
+    assert tags["trigger"] == "manual" and tags["triggering_asset_events"] == "[]"
+    assert tags["data_window_end"] == end.isoformat() and tags["run_key"].startswith(
+        "train_recommender/"
+    )
+    assert lake.exists(f"training_sets/dt={end.isoformat()}/train.parquet")
+    assert "PROMOTED to champion" in caplog.text or "promoted" in caplog.text
