@@ -233,7 +233,8 @@ def test_ab_split_serves_the_challenger_to_a_stable_share(env, registry, monkeyp
         MlflowClient(s.mlflow_tracking_uri).delete_registered_model_alias(
             "ab-recommender", "challenger"
         )
-        assert svc.challenger.check() is True and svc.challenger.current is None
+        svc.challenger.check()  # (the background follower may have noticed first)
+        assert svc.challenger.current is None
         assert all(
             client.get(f"/recommendations/{u}").json()["variant"] == "champion" for u in users
         )
@@ -305,3 +306,40 @@ def test_real_http_then_shutdown_flush_then_ingest_gate_passes(env, registry, mo
     rows = {r["variant"]: r for r in report["variants"]}
     assert rows["champion"]["impressions"] == 2 and rows["champion"]["ctr"] == 1.0
     assert rows["fallback"]["impressions"] == 2
+
+
+def test_online_features_decide_model_or_fallback(registry, tmp_path, monkeypatch):
+    """With the real online store (Feast embedded: SQLite): users with materialised features
+    are served by the model, users without them get the fallback."""
+    from flywheel.features import USER_FEATURES, synthetic
+    from flywheel.features.store import apply_if_changed, compute_day, get_store, materialize_day
+    from flywheel.serving.app import feast_user_features
+
+    monkeypatch.setenv("FLYWHEEL_LAKE_URI", (tmp_path / "lake").as_uri())
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))  # its own Feast registry
+    monkeypatch.setenv("FLYWHEEL_FEAST_PROJECT", "serving_test")
+    monkeypatch.setenv("FLYWHEEL_REGISTERED_MODEL", "features-recommender")
+    lake = get_lake()
+    days = synthetic.write_validated(
+        lake, dt.date(2026, 1, 1), 2, n_users=30, n_items=15, events_per_day=400
+    )
+    compute_day(days[-1])
+    store = get_store()
+    apply_if_changed(store)
+    materialize_day(days[-1], store)
+    items = [synthetic.item_id(i) for i in range(15)]
+    version = register_toy({item: 15.0 - n for n, item in enumerate(items)}, None)
+
+    lookup = feast_user_features(get_settings())
+    feats = lookup(synthetic.user_id(3))
+    assert feats is not None and set(USER_FEATURES) <= set(feats)
+    assert lookup("p_" + "0" * 23 + "x") is None  # never materialised
+
+    svc = Service(get_settings())  # features="feast": the store of the active profile
+    with TestClient(create_app(service=svc)) as client:
+        assert client.get("/health").json()["features"] is True
+        known = client.get(f"/recommendations/{synthetic.user_id(3)}?k=5").json()
+        assert known["variant"] == "champion" and known["model_version"] == version
+        assert len(known["items"]) == 5
+        stranger = client.get("/recommendations/stranger-1?k=5").json()
+        assert stranger["variant"] == "fallback" and stranger["fallback"] == "popular_overall"
