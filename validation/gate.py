@@ -58,6 +58,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+_GATES: dict[GateConfig, Gate] = {}
+
+
 class Gate:
     """One ephemeral GX context with a checkpoint per (table, suite kind)."""
 
@@ -80,6 +83,15 @@ class Gate:
         )
         self._datasource = self.context.data_sources.add_pandas("flywheel_raw")
         self._checkpoints: dict[str, Any] = {}
+
+    @classmethod
+    def cached(cls, config: GateConfig | None = None) -> Gate:
+        """One gate per config and process: building GX checkpoints costs more than small runs."""
+        config = config or DEFAULT
+        gate = _GATES.get(config)
+        if gate is None:
+            gate = _GATES[config] = cls(config)
+        return gate
 
     def _checkpoint(self, table: str, kind: str):
         import great_expectations as gx

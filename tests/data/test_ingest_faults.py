@@ -1,0 +1,134 @@
+"""One test per fault kind through ``ingest_day``: the day fails, the broken raw file is in
+quarantine byte-identical with its result and report, the message names the rule, file and
+examples, and validated/ is untouched. Plus: a later day is unaffected, and the fixed day
+re-runs cleanly. The simulator breaks the batches (``inject_fault``), the same code the
+``faults`` scenario uses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from flywheel.ingest import ingest_day, read_quality_history
+from flywheel.simulator import inject_fault, repair_fault, simulate
+from flywheel.storage import Lake
+from validation.gate import GateFailure
+
+D0 = dt.date(2026, 1, 1)
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+FAULT_DAY = D0 + dt.timedelta(days=4)
+
+# kind -> (table it breaks, text the failure message must contain: the rule)
+EXPECTED = {
+    "empty_file": ("events", "file is empty"),
+    "zero_rows": ("events", "row volume within the band"),
+    "missing_column": ("events", "missing column(s)"),
+    "extra_column": ("events", "unexpected column(s)"),
+    "wrong_type": ("events", "contract says"),
+    "null_keys": ("events", "(not null)"),
+    "duplicate_event_id": ("events", "event_id unique in the batch"),
+    "duplicate_event_id_earlier": ("events", "event_id not already in validated data"),
+    "unknown_event_type": ("events", "allowed event_type"),
+    "rating_out_of_range": ("events", "rating value in 1-5"),
+    "future_timestamps": ("events", "event_ts not in the future"),
+    "unknown_items": ("events", "item_id known from items"),
+    "corrupt_parquet": ("items", "unreadable"),
+    "non_utf8_csv": ("users", "not valid UTF-8"),
+    "volume_collapse": ("events", "row volume within the band"),
+}
+
+
+@pytest.fixture(scope="module")
+def base_lake(tmp_path_factory):
+    """Six simulated days; the first four ingested (history for the cross-day rules)."""
+    root = tmp_path_factory.mktemp("ingest-base") / "lake"
+    lake = Lake.from_uri(str(root))
+    simulate(lake, days=6, users=120, items=40, seed=3)
+    for k in range(4):
+        ingest_day(D0 + dt.timedelta(days=k), lake=lake, now=NOW)
+    return root
+
+
+@pytest.fixture
+def fresh(base_lake, tmp_path):
+    root = tmp_path / "lake"
+    shutil.copytree(base_lake, root)
+    return Lake.from_uri(str(root))
+
+
+def _snapshot(lake: Lake, prefix: str) -> dict[str, str]:
+    return {k: hashlib.sha256(lake.read_bytes(k)).hexdigest() for k in lake.list(prefix)}
+
+
+def test_every_simulator_fault_kind_is_covered():
+    from flywheel.simulator import FAULT_KINDS
+
+    assert set(EXPECTED) == set(FAULT_KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_fault_fails_the_day_and_quarantines(fresh, kind):
+    table, rule = EXPECTED[kind]
+    record = inject_fault(fresh, FAULT_DAY, kind, seed=1)
+    assert record["table"] == table
+    broken = record["file"]
+    digest = hashlib.sha256(fresh.read_bytes(broken)).hexdigest()
+    validated_before = _snapshot(fresh, "validated/")
+
+    with pytest.raises(GateFailure) as err:
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+    msg = str(err.value)
+    assert rule in msg, msg
+    assert broken in msg  # names the file
+    assert f"[{table}]" in msg
+    for other in {"events", "items", "users"} - {table}:
+        assert f"[{other}]" not in msg  # only the broken table is blamed
+
+    name = broken.rsplit("/", 1)[-1]
+    qprefix = f"quarantine/{table}/dt={FAULT_DAY}/"
+    assert hashlib.sha256(fresh.read_bytes(qprefix + name)).hexdigest() == digest
+    assert not fresh.exists(broken)
+    result = json.loads(fresh.read_text(qprefix + "validation_result.json"))
+    assert result["outcome"]["success"] is False
+    assert "<html>" in fresh.read_text(qprefix + "validation_report.html")
+    # nothing of the day published, earlier days untouched
+    assert _snapshot(fresh, "validated/") == validated_before
+    latest = {(r["date"], r["table"]): r for r in read_quality_history(fresh)}
+    assert latest[(FAULT_DAY.isoformat(), table)]["success"] is False
+    assert latest[(FAULT_DAY.isoformat(), table)]["failed_expectations"]
+
+
+def test_examples_name_offending_values(fresh):
+    inject_fault(fresh, FAULT_DAY, "unknown_event_type", seed=1)
+    with pytest.raises(GateFailure) as err:
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+    msg = str(err.value)
+    assert "column 'event_type'" in msg and "expect_column_values_to_be_in_set" in msg
+    assert "e.g. [" in msg
+
+
+def test_later_day_unaffected_and_fixed_day_reruns(fresh):
+    inject_fault(fresh, FAULT_DAY, "rating_out_of_range", seed=1)
+    with pytest.raises(GateFailure):
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+    later = ingest_day(FAULT_DAY + dt.timedelta(days=1), lake=fresh, now=NOW)
+    assert later["rows"] > 0
+    # the producer re-delivers a valid batch: the day now passes, items/users of the day too
+    repair_fault(fresh, FAULT_DAY, "events")
+    fixed = ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+    assert fixed["rows"] > 0
+    assert fresh.partition_files("validated", "events", FAULT_DAY)
+    history = [
+        r for r in read_quality_history(fresh, every_run=True) if r["date"] == FAULT_DAY.isoformat()
+    ]
+    assert {r["success"] for r in history if r["table"] == "events"} == {True, False}
+
+
+def test_missing_events_fail_clearly(fresh):
+    fresh.delete_prefix(f"raw/events/dt={FAULT_DAY}/")
+    with pytest.raises(GateFailure, match=f"no raw events for {FAULT_DAY}"):
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
