@@ -215,6 +215,7 @@ class Service:
                 f._on_swap = self._after_swap
         self._features_spec = features
         self.features: FeatureSource | None = None
+        self._features_warned = float("-inf")
         self.data = data
         self._data_given = data is not None
         self.feedback = feedback or FeedbackLog(self.lake, s.serve_flush_rows, s.serve_flush_s)
@@ -299,7 +300,10 @@ class Service:
                 feats = self.features(pseudo)
                 return feats is not None, feats
             except Exception as exc:
-                log.warning("online features unavailable (%s); serving without them", exc)
+                now = time.monotonic()
+                if now - self._features_warned > 30:  # one line per 30 s, not per request
+                    self._features_warned = now
+                    log.warning("online features unavailable (%s); serving without them", exc)
         return pseudo in data.user_country or pseudo in data.purchased, None
 
     def recommend(self, user_id: str, k: int) -> dict[str, Any]:

@@ -99,6 +99,8 @@ def test_feature_store_decides_who_is_known(env):
     def features(pseudo):
         if pseudo == pseudonymise("bob"):
             return None  # the online store has no row for bob
+        if pseudo == pseudonymise("carol"):
+            raise ConnectionError("redis down")  # unreachable: judged by validated data
         seen[pseudo] = True
         return {"user_clicks_28d": 3.0}
 
@@ -106,6 +108,8 @@ def test_feature_store_decides_who_is_known(env):
         assert client.get("/recommendations/bob").json()["fallback"] == "popular_country"
         assert client.get("/recommendations/alice").json()["variant"] == "champion"
         assert pseudonymise("alice") in seen
+        assert client.get("/recommendations/carol").json()["variant"] == "champion"
+        assert client.get("/recommendations/zed").json()["fallback"] == "popular_overall"
 
 
 @pytest.mark.parametrize(
