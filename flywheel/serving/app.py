@@ -11,6 +11,10 @@ Endpoints (the simulated users and the UI code against these; keep them stable):
 * ``POST /feedback`` ``{"request_id", "item_id", "event_type", "value"}`` (``click``,
   ``add_to_cart``, ``purchase``: value 1.0 or omitted; ``rating``: 1-5) → 202 once buffered;
   404 for an unknown request id, 422 for an item not in that impression or a bad value.
+* Simulated clocks (optional, for replaying simulated days): ``?at=<ISO 8601 UTC>`` on
+  recommendations and ``"event_ts"`` in feedback set the impression's and the event's time (and
+  so the ``dt=`` partition they land in); by default both are the time of arrival. Times in the
+  future or without a time zone get a 422.
 * ``GET /health`` → model versions, buffered rows; ``GET /metrics`` → Prometheus text.
 
 A user is served by the model when the online feature store (Feast) has features for them -- or,
@@ -57,6 +61,9 @@ class FeedbackIn(BaseModel):
     item_id: str = Field(min_length=1, max_length=256)
     event_type: Literal["click", "add_to_cart", "purchase", "rating"]
     value: float | None = None
+    event_ts: dt.datetime | None = Field(
+        default=None, description="When it happened (simulated clocks); default: on arrival"
+    )
 
 
 def feast_user_features(settings: Settings | None = None) -> FeatureSource:
@@ -306,7 +313,7 @@ class Service:
                     log.warning("online features unavailable (%s); serving without them", exc)
         return pseudo in data.user_country or pseudo in data.purchased, None
 
-    def recommend(self, user_id: str, k: int) -> dict[str, Any]:
+    def recommend(self, user_id: str, k: int, at: dt.datetime | None = None) -> dict[str, Any]:
         data = self.data or ServingData()
         pseudo = self.pseudonym(user_id)
         purchased = data.purchased_by(pseudo)
@@ -354,7 +361,7 @@ class Service:
                 scores=tuple(scores),
                 model_version=model_version,
                 variant=variant,
-                served_ts=dt.datetime.now(dt.UTC),
+                served_ts=at or dt.datetime.now(dt.UTC),
             )
         )
         self.metrics.recommendations.labels(variant).inc()
@@ -371,8 +378,12 @@ class Service:
         }
 
     def record_feedback(self, body: FeedbackIn) -> dict[str, Any]:
+        try:
+            when = _clock(body.event_ts, "event_ts")
+        except ValueError as exc:
+            raise FeedbackError(str(exc)) from None
         event = self.feedback.record_feedback(
-            body.request_id, body.item_id, body.event_type, body.value
+            body.request_id, body.item_id, body.event_type, body.value, now=when
         )
         if body.event_type == "purchase" and self.data is not None:
             self.data.add_purchase(self.pseudonym(event["user_id"]), body.item_id)
@@ -395,6 +406,18 @@ class Service:
                 e for e in (self.champion.last_error, self.challenger.last_error) if e
             ],
         }
+
+
+def _clock(value: dt.datetime | None, name: str) -> dt.datetime | None:
+    """A client-given time (simulated clock): UTC, and not in the future."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"{name}={value.isoformat()} has no time zone: give UTC, e.g. ...Z")
+    value = value.astimezone(dt.UTC)
+    if value > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5):
+        raise ValueError(f"{name}={value.isoformat()} is in the future")
+    return value
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -429,13 +452,20 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     def recommendations(
         user_id: str = Path(..., description="Raw user id"),
         k: int = Query(10, ge=1, le=K_MAX, description="How many items (1-100)"),
+        at: dt.datetime | None = Query(
+            None, description="Serving time for simulated clocks (ISO 8601); default: now"
+        ),
     ):
         if not _USER_ID.match(user_id):
             return _error(
                 400,
                 f"malformed user_id {user_id[:40]!r}: 1-128 characters of letters, digits and _ . @ : -",
             )
-        return svc.recommend(user_id, k)
+        try:
+            when = _clock(at, "at")
+        except ValueError as exc:
+            return _error(422, str(exc))
+        return svc.recommend(user_id, k, when)
 
     @app.post("/feedback", status_code=202)
     def feedback(body: FeedbackIn):

@@ -167,6 +167,29 @@ def test_feedback_is_checked_and_purchases_are_excluded_at_once(env):
         assert "flywheel_fallbacks_total" in metrics or "flywheel_fallbacks_created" in metrics
 
 
+def test_simulated_clock_sets_the_partition(env):
+    with TestClient(_app()) as client:
+        at = "2026-02-03T10:00:00Z"
+        rec = client.get(f"/recommendations/alice?k=2&at={at}").json()
+        fb = {"request_id": rec["request_id"], "item_id": rec["items"][0]["item_id"]}
+        r = client.post(
+            "/feedback", json={**fb, "event_type": "click", "event_ts": "2026-02-03T10:00:05Z"}
+        )
+        assert r.status_code == 202
+        r = client.post(
+            "/feedback", json={**fb, "event_type": "click", "event_ts": "2999-01-01T00:00:00Z"}
+        )
+        assert r.status_code == 422 and "in the future" in r.json()["detail"]
+        r = client.get("/recommendations/alice?at=2026-02-03T10:00:00")
+        assert r.status_code == 422 and "time zone" in r.json()["detail"]
+    assert env.partitions("raw", "impressions") == [dt.date(2026, 2, 3)]
+    assert env.partitions("raw", "events") == [dt.date(2026, 2, 3)]
+    assert (
+        env.read_parquet("raw/events/").column("event_ts")[0].as_py().isoformat()
+        == "2026-02-03T10:00:05+00:00"
+    )
+
+
 def test_champion_swap_under_load_drops_nothing(env, registry, monkeypatch):
     monkeypatch.setenv("FLYWHEEL_REGISTERED_MODEL", "swap-recommender")
     v1 = register_toy(SCORES_V1, registry["known"])
