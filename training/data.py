@@ -241,6 +241,29 @@ def build_training_set(
             f"no validated events between {w['start']} and {w['end']} ({lake.url('validated/events/')}); "
             "ingest those days first"
         )
+    if cfg.feature_source == "feast":
+        # a row of day D reads the features of D-1: days without them cannot be joined
+        from flywheel.features import VIEWS
+        from flywheel.features.compute import feature_key
+
+        joinable = [
+            d
+            for d in days
+            if all(lake.exists(feature_key(v, d - dt.timedelta(days=1))) for v in VIEWS)
+        ]
+        if len(joinable) < len(days):
+            dropped = sorted(set(days) - set(joinable))
+            log.warning(
+                "no features of the previous day for %s: those days are left out",
+                [d.isoformat() for d in dropped],
+            )
+            missing += [d.isoformat() for d in dropped]
+            days = joinable
+        if not days:
+            raise TrainingDataError(
+                f"no day of {w['start']}..{w['end']} has the features of its previous day "
+                "(features/<view>/dt=D-1/): run the build_features DAG for those days first"
+            )
     events = _read_validated(lake, "events", days)
     pos = positives(events, cfg)
     span = f"{w['start']}..{w['end']}"

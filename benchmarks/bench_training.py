@@ -1,0 +1,211 @@
+"""Training benchmark: throughput and memory on CPU, quality against the oracle and implicit's ALS.
+
+One simulated lake (validated partitions written directly, contract features), one training set
+(temporal split), then in separate processes: the two-tower training (default config), implicit's
+ALS on the same train split, and a baseline process that only loads the set (for the memory
+overhead). All quality figures use the same holdout users, truth and exclusions.
+
+* mid-size (full): 21 days, 5 000 users, 1 000 items;  quick: 8 days, 300 users, 120 items.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import Row, run_isolated
+
+FULL = {"days": 21, "users": 5000, "items": 1000}
+QUICK = {"days": 8, "users": 300, "items": 120}
+ALS = {"factors": 64, "regularization": 0.05, "iterations": 15, "alpha": 2.0}
+
+
+def _env(home: str) -> None:
+    import os
+
+    os.environ["FLYWHEEL_HOME"] = home
+    os.environ.setdefault("FLYWHEEL_PSEUDONYM_KEY", "benchmark-key")
+    os.environ.pop("FLYWHEEL_LAKE_URI", None)
+
+
+def _overrides(days: int) -> list[str]:
+    return ["data.feature_source=contract", f"data.window_days={days}"]
+
+
+def prepare(home: str, sizes: dict) -> str:
+    """Simulate, write validated partitions, build the training set; returns its folder."""
+    _env(home)
+    from flywheel.storage import get_lake
+    from training.config import TrainingConfig
+    from training.data import build_training_set
+    from training.simdata import simulated_validated
+
+    lake = get_lake()
+    end = simulated_validated(
+        lake, days=sizes["days"], users=sizes["users"], items=sizes["items"], seed=11
+    )
+    cfg = TrainingConfig.load(None, _overrides(sizes["days"]))
+    return build_training_set(lake, end, cfg.data, Path(home) / "set")["location"]
+
+
+def load_only(home: str, location: str) -> int:
+    """Baseline process: imports and the loaded set, no model."""
+    _env(home)
+    import torch  # noqa: F401  (same imports as training)
+
+    from training.data import load_training_set
+
+    return len(load_training_set(location).train)
+
+
+def train_two_tower(home: str, location: str, days: int) -> dict:
+    _env(home)
+    from training.config import TrainingConfig
+    from training.train import run_training
+
+    cfg = TrainingConfig.load(None, _overrides(days))
+    t0 = time.perf_counter()
+    r = run_training(cfg, location, run_key="bench", log_mlflow=False)
+    return {**r.metrics, "epochs_run": r.epochs_run, "wall_s": time.perf_counter() - t0}
+
+
+def train_als(home: str, location: str, days: int) -> dict:
+    """implicit's ALS on the train split, evaluated like the two-tower model."""
+    _env(home)
+    import numpy as np
+    from implicit.als import AlternatingLeastSquares
+    from scipy.sparse import csr_matrix
+    from threadpoolctl import threadpool_limits
+
+    from training.config import TrainingConfig
+    from training.data import load_training_set
+    from training.metrics import evaluate
+    from training.registry import holdout_requests
+
+    cfg = TrainingConfig.load(None, _overrides(days))
+    ts = load_training_set(location)
+    train = ts.split("train")
+    users = {u: i for i, u in enumerate(sorted(train["user_id"].unique()))}
+    items = {v: i for i, v in enumerate(sorted(train["item_id"].unique()))}
+    rows = train["user_id"].map(users).to_numpy()
+    cols = train["item_id"].map(items).to_numpy()
+    mat = csr_matrix(
+        (np.full(len(rows), ALS["alpha"], dtype=np.float32), (rows, cols)),
+        shape=(len(users), len(items)),
+    )
+    mat.sum_duplicates()
+    model = AlternatingLeastSquares(
+        factors=ALS["factors"],
+        regularization=ALS["regularization"],
+        iterations=ALS["iterations"],
+        random_state=11,
+    )
+    t0 = time.perf_counter()
+    with threadpool_limits(1, "blas"):
+        model.fit(mat, show_progress=False)
+    fit_s = time.perf_counter() - t0
+    truth, exclude = holdout_requests(ts, cfg)
+    inv = np.array(sorted(items, key=items.get), dtype=object)
+    k = max(cfg.eval.ks)
+    recs = {}
+    for u in truth:
+        if u not in users:  # cold user: ALS has nothing; an empty list scores 0
+            recs[u] = []
+            continue
+        scores = model.user_factors[users[u]] @ model.item_factors.T
+        for item in exclude.get(u, ()):
+            if item in items:
+                scores[items[item]] = -np.inf
+        top = np.argsort(-scores)[:k]
+        recs[u] = [inv[j] for j in top if np.isfinite(scores[j])]
+    m = evaluate(recs, truth, cfg.eval.ks, len(ts.items))
+    return {**m, "fit_s": fit_s, "interactions_per_s": len(train) * ALS["iterations"] / fit_s}
+
+
+def run(quick: bool) -> list[Row]:
+    sizes = QUICK if quick else FULL
+    case = ("quick " if quick else "mid ") + f"{sizes['days']}d/{sizes['users']}u/{sizes['items']}i"
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as home:
+        location, prep_s, _ = run_isolated(prepare, home, sizes)
+        rows_loaded, _, base_mb = run_isolated(load_only, home, location)
+        tt, tt_s, tt_mb = run_isolated(train_two_tower, home, location, sizes["days"])
+        als, _, _ = run_isolated(train_als, home, location, sizes["days"])
+    ndcg = tt["holdout_ndcg_at_10"]
+    out = [
+        Row(
+            "training",
+            case,
+            "interactions/s (CPU, train steps)",
+            tt["interactions_per_s"],
+            "implicit ALS fit (interactions×iterations/s)",
+            tt["interactions_per_s"] / als["interactions_per_s"],
+        ),
+        Row(
+            "training",
+            case,
+            "peak RSS MiB (training process)",
+            tt_mb,
+            "process that only loads the set",
+            tt_mb / base_mb,
+        ),
+        Row(
+            "training",
+            case,
+            "wall s (train + eval, no MLflow)",
+            tt_s,
+            "data preparation",
+            tt_s / prep_s,
+        ),
+    ]
+    oracle = tt.get("oracle_ndcg_at_10")
+    if oracle:
+        r = ndcg / oracle
+        out.append(
+            Row(
+                "training",
+                case,
+                "NDCG@10",
+                ndcg,
+                f"oracle NDCG@10 {oracle:.4f}",
+                r,
+                "≥ 0.8",
+                r >= 0.8,
+            )
+        )
+    r = ndcg / als["ndcg_at_10"] if als["ndcg_at_10"] else float("inf")
+    out.append(
+        Row(
+            "training",
+            case,
+            "NDCG@10",
+            ndcg,
+            f"implicit ALS NDCG@10 {als['ndcg_at_10']:.4f}",
+            r,
+            "≥ 1.0",
+            r >= 1.0,
+        )
+    )
+    pop = tt["popularity_ndcg_at_10"]
+    out.append(
+        Row(
+            "training",
+            case,
+            "NDCG@10",
+            ndcg,
+            f"popularity NDCG@10 {pop:.4f}",
+            ndcg / pop if pop else None,
+        )
+    )
+    out.append(
+        Row(
+            "training",
+            case,
+            "Recall@20",
+            tt["holdout_recall_at_20"],
+            f"implicit ALS Recall@20 {als['recall_at_20']:.4f}",
+            tt["holdout_recall_at_20"] / als["recall_at_20"] if als["recall_at_20"] else None,
+        )
+    )
+    del rows_loaded
+    return out
