@@ -103,17 +103,20 @@ def quality_rows(lake) -> list[dict[str, Any]]:
 
 
 def _report_key(lake, uri: str | None) -> str | None:
-    """The lake key of a report URI, when it lies in the lake (else None: no link)."""
+    """The lake key of a report URI, when it lies in the lake's report folders (else no link)."""
+    from urllib.parse import unquote
+
     if not uri:
         return None
     base = lake.url("").rstrip("/") + "/"
     if uri.startswith(base):
         key = uri[len(base) :]
+        key = unquote(key) if base.startswith("file:") else key
     elif "://" not in uri:
         key = uri
     else:
         return None
-    return key if safe_report_key(key) else None
+    return safe_report_key(key)
 
 
 def model_rows() -> list[dict[str, Any]]:
