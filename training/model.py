@@ -231,6 +231,12 @@ class TwoTower(nn.Module):
         return F.cross_entropy(logits, labels)
 
 
+def _to(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Move encoded inputs to the model's device (CUDA during training, CPU when serving)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
 class Retriever:
     """Serving wrapper: catalog embeddings computed once, users scored with one matmul."""
 
@@ -246,7 +252,7 @@ class Retriever:
         self.item_ids = items["item_id"].astype(str).to_numpy()
         self._item_pos = {v: i for i, v in enumerate(self.item_ids)}
         with torch.no_grad():
-            enc = encoder.item.encode(self.item_ids, items)
+            enc = _to(encoder.item.encode(self.item_ids, items), model)
             self.item_embeddings = model.item_tower(**enc).cpu()
         self.users = (
             users.drop_duplicates("user_id", keep="last").set_index("user_id")
@@ -287,7 +293,7 @@ class Retriever:
                 ].reset_index(drop=True)
         with torch.no_grad():
             enc = self.encoder.user.encode(user_ids, features)
-            return self.model.user_tower(**enc).cpu()
+            return self.model.user_tower(**_to(enc, self.model)).cpu()
 
     def recommend(
         self,

@@ -536,6 +536,8 @@ def run_training(
             metrics = holdout_metrics(retriever, ts, cfg)
             metrics["interactions_per_s"] = result.interactions_per_s
             metrics["best_epoch"] = float(best_epoch)
+            if device.type == "cuda":
+                metrics["gpu_max_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             result.metrics, result.best_epoch = metrics, best_epoch
             log.info("holdout: %s", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
             if use_mlflow:
