@@ -502,6 +502,7 @@ def ui_help(settings, running: bool) -> tuple[dict[str, str], list[str]]:
     pw_file = settings.airflow_home / "simple_auth_manager_passwords.json"
     urls = {
         "Airflow": f"{settings.airflow_url}  (login admin, password in {pw_file})",
+        "Flywheel": f"{settings.airflow_url}/flywheel/  (drift, data quality, leaderboard in Airflow)",
         "MLflow": f"http://127.0.0.1:{settings.mlflow_port}",
         "Evidently": f"http://127.0.0.1:{settings.evidently_port}",
     }
@@ -509,8 +510,8 @@ def ui_help(settings, running: bool) -> tuple[dict[str, str], list[str]]:
         return urls, ["(running until Ctrl-C)"]
     return urls, [
         "The demo stopped its background processes. Start the UIs again on this state with:",
-        "  .venv/bin/flywheel ui                    # Airflow, MLflow and Evidently UIs",
-        "  .venv/bin/flywheel airflow standalone    # Airflow alone (scheduler + UI)",
+        "  .venv/bin/flywheel ui                    # MLflow and Evidently UIs (prints every URL)",
+        "  .venv/bin/flywheel airflow standalone    # Airflow: scheduler + UI",
         "or run `flywheel demo --keep-running` to leave them up.",
     ]
 
