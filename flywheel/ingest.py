@@ -184,14 +184,20 @@ def schema_frame(tbl: pa.Table) -> pd.DataFrame:
     return pd.DataFrame({"column": tbl.column_names, "type": [str(f.type) for f in tbl.schema]})
 
 
-def gx_frame(tbl: pa.Table) -> pd.DataFrame:
-    """The batch as pandas for GX, strings dictionary-encoded (categoricals copy cheaply)."""
+def gx_frame(tbl: pa.Table, unique: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The batch as pandas for GX.
+
+    Repetitive string columns are dictionary-encoded (pandas categoricals: GX copies them per
+    metric for the price of their integer codes); the ``unique`` key columns stay plain strings,
+    since a dictionary as long as the column saves nothing.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     cols = []
-    for arr in tbl.columns:
-        cols.append(pc.dictionary_encode(arr) if pa.types.is_string(arr.type) else arr)
+    for name, arr in zip(tbl.column_names, tbl.columns, strict=True):
+        encode = pa.types.is_string(arr.type) and name not in unique
+        cols.append(pc.dictionary_encode(arr) if encode else arr)
     return pa.table(cols, names=tbl.column_names).to_pandas()
 
 
@@ -253,15 +259,25 @@ def volume_bounds(lake: Lake, day: dt.date, config: GateConfig) -> tuple[int, in
 
 
 # --- privacy ------------------------------------------------------------------------------------
-def pseudonymise_column(tbl: pa.Table, column: str, key: bytes | None = None) -> pa.Table:
-    """Replace ``column`` by its pseudonyms, hashing each distinct id once."""
+def pseudonymise_column(
+    tbl: pa.Table, column: str, key: bytes | None = None, memo: dict[str, str] | None = None
+) -> pa.Table:
+    """Replace ``column`` by its pseudonyms, hashing each distinct id once.
+
+    ``memo`` (raw id → pseudonym) is shared between the tables of a day, so a user present in
+    both ``users`` and ``events`` is hashed once.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from flywheel.privacy import pseudonymise_many
 
+    memo = {} if memo is None else memo
     enc = pc.dictionary_encode(tbl.column(column).combine_chunks())
-    mapped = pa.array(pseudonymise_many(enc.dictionary.to_pylist(), key), pa.string())
+    distinct = enc.dictionary.to_pylist()
+    todo = [u for u in distinct if u not in memo]
+    memo.update(zip(todo, pseudonymise_many(todo, key), strict=True))
+    mapped = pa.array([memo[u] for u in distinct], pa.string())
     i = tbl.column_names.index(column)
     return tbl.set_column(i, tbl.schema.field(i), pc.take(mapped, enc.indices))
 
@@ -374,7 +390,7 @@ def _check_table(gate, lake: Lake, day: dt.date, table: str, params_for) -> Tabl
     names = TABLES[table].column_names
     data = pa.concat_tables([f.table.select(names) for f in check.files])
     check.data = data
-    found, res = gate.run(table, "data", gx_frame(data), params_for(data))
+    found, res = gate.run(table, "data", gx_frame(data, TABLES[table].unique), params_for(data))
     for f in found:
         _attribute(f, check.files)
     check.findings += found
@@ -469,12 +485,13 @@ def ingest_day(
                 outcomes[table]["report_uri"] = lake.url(where[table] + "validation_report.html")
                 outcomes[table]["quarantined"] = [where[table] + r.name for r in c.files]
     else:
+        memo: dict[str, str] = {}
         for table in TABLE_ORDER:
             data = checks[table].data
             files = {}
             if data is not None:
                 if "user_id" in data.column_names:
-                    data = pseudonymise_column(data, "user_id", key)
+                    data = pseudonymise_column(data, "user_id", key, memo)
                 files[PART_NAME] = _parquet_bytes(data.cast(TABLES[table].arrow_schema()))
             lake.replace_partition(partition_prefix("validated", table, day), files)
 

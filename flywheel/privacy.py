@@ -74,9 +74,14 @@ def pseudonymise_many(user_ids, key: bytes | None = None) -> list[str]:
     k = key if key is not None else pseudonym_key()
     cache: dict[str, str] = {}
     out = []
+    digest = hmac.digest  # one-shot C HMAC: same bytes as hmac.new(...), ~5x faster per id
     for u in user_ids:
         p = cache.get(u)
         if p is None:
-            p = cache[u] = pseudonymise(u, k)
+            if is_pseudonym(u):
+                p = cache[u] = u
+            else:
+                h = digest(k, u.encode("utf-8"), "sha256").hex()
+                p = cache[u] = PREFIX + h[:_DIGEST_CHARS]
         out.append(p)
     return out
