@@ -123,6 +123,7 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     from training.registry import CHAMPION, configure_mlflow, infra_validate, list_versions
 
     lake, end = sim_lake
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # short runs: sample every second
     cfg = _cfg()
     first = pipeline.run_pipeline(end, cfg, run_key="first")
     d1 = first["decision"]
@@ -150,11 +151,7 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     assert [m.step for m in history] == list(range(1, len(history) + 1))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"training_curve.png", "checkpoints"} <= artifacts
-    assert (
-        any(k.startswith("system/") for k in metrics)
-        or client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
-        is not None
-    )
+    assert any(k.startswith("system/") for k in metrics), sorted(metrics)  # system metrics sampled
 
     # pyfunc round trip, loaded as serving loads it
     ts = load_training_set(first["training_set"]["location"])
