@@ -234,3 +234,32 @@ def test_retriever_cold_start_exclusions_and_features(sim_set):
     feats = pd.DataFrame({"user_country": ["DE", "FR"], "user_age_bucket": ["18-24", "65+"]})
     emb = retriever.user_embeddings(["cold-a", "cold-b"], feats)
     assert not torch.allclose(emb[0], emb[1])
+
+
+def test_training_set_through_feast_is_point_in_time(lake, fw_home):
+    """End to end with the real feature store: recommender_v1 joined, first day left out."""
+    from flywheel.features import FEATURE_SERVICE, ITEM_FEATURES, USER_FEATURES
+    from flywheel.features.store import apply_if_changed, compute_day
+    from training.simdata import simulated_validated
+    from training.train import run_training
+
+    end = simulated_validated(lake, days=5, users=120, items=60, seed=7)
+    for i in range(5):
+        compute_day(START + dt.timedelta(days=i))
+    apply_if_changed()
+    cfg = TrainingConfig.load(None, ["data.window_days=5", "train.epochs=2"])
+    summary = build_training_set(lake, end, cfg.data, fw_home / "set")
+    ts = load_training_set(summary["location"])
+    assert summary["feature_service"] == FEATURE_SERVICE
+    assert ts.meta["missing_days"] == ["2026-01-01"]  # no features of the day before the first day
+    assert set(USER_FEATURES + ITEM_FEATURES) <= set(ts.train.columns)
+    # point in time: a row of day D sees the features computed for D-1 (known at D 00:00)
+    row = ts.train.iloc[0]
+    day_before = (row["event_timestamp"] - pd.Timedelta(days=1)).date()
+    feats = lake.read_parquet(
+        f"features/user_stats/dt={day_before.isoformat()}/part-00000.parquet"
+    ).to_pandas()
+    expected = feats.set_index("user_id").loc[row["user_id"], "user_clicks_28d"]
+    assert row["user_clicks_28d"] == expected
+    result = run_training(cfg, ts, run_key="feast", log_mlflow=False)
+    assert result.metrics["holdout_ndcg_at_10"] > 0

@@ -123,7 +123,9 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     from training.registry import CHAMPION, configure_mlflow, infra_validate, list_versions
 
     lake, end = sim_lake
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # short runs: sample every second
+    monkeypatch.setenv(
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1"
+    )  # short runs: sample every second
     cfg = _cfg()
     first = pipeline.run_pipeline(end, cfg, run_key="first")
     d1 = first["decision"]
