@@ -8,9 +8,12 @@ features of the users and items active that day with those of the champion's tra
 quality drift when the serving API left impressions and feedback), stores the Evidently snapshot
 in the workspace (project `flywheel`), `reports/drift/dt=D/report.html` and `summary.json`.
 
-On a drift decision outside the cooldown (no `train_recommender` running or queued, and
-`cooldown_days` since the last trigger) it emits Asset `flywheel://drift` with the summary as
-metadata, which starts `train_recommender`. Thresholds: `validation.drift.DriftConfig`.
+On a drift decision outside the cooldown it emits Asset `flywheel://drift` with the summary as
+metadata, which starts `train_recommender`. Cooldown: no trigger while a `train_recommender`
+run is queued (it has not started: it will train on the newest data anyway), nor within
+`cooldown_days` after the last trigger. A run already *running* started before this drift was
+known, so the trigger still goes out and its training queues behind it.
+Thresholds: `validation.drift.DriftConfig`.
 
 Manual run: `flywheel dag test monitor_drift --date 2026-01-10 --conf '{"day": "2026-01-10"}'`.
 """
@@ -78,9 +81,7 @@ def monitor_drift():
         summary: dict = {}
         triggered: dict | None = None
         for day in days:
-            in_flight = context["ti"].get_dr_count(
-                dag_id=TRAIN_DAG_ID, states=["queued", "running"]
-            )
+            in_flight = context["ti"].get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued"])
             summary = monitor_day(dt.date.fromisoformat(day), trainings_in_flight=in_flight)
             if summary["drift_detected"]:
                 triggered = summary

@@ -18,8 +18,10 @@ drift* (the category mix and the popularity of what was recommended) and the sum
 by the same user that day) against the reference serving days, as a relative drop.
 
 The decision: drift when the share of drifted columns reaches ``drift_share`` or the quality drop
-reaches ``quality_drop``; a detected drift only *triggers* retraining outside the cooldown
-(no training running or queued, and ``cooldown_days`` since the last trigger). Everything is
+reaches ``quality_drop``; a detected drift only *triggers* retraining outside the cooldown:
+no training queued (one that has not started trains on the newest data anyway; one already
+running started before the drift was known, so the trigger still goes out and queues behind
+it), and ``cooldown_days`` since the last trigger. Everything is
 computed with Evidently 0.7's ``Report`` (``ValueDrift`` per column, ``DriftedColumnsCount``),
 whose snapshot goes to the Evidently workspace (project ``flywheel``) and whose HTML goes to
 ``reports/drift/dt=D/report.html`` beside ``summary.json``.
@@ -555,13 +557,13 @@ def apply_cooldown(
     config: DriftConfig,
     trainings_in_flight: int = 0,
 ) -> DriftResult:
-    """Turn a drift candidate into a trigger unless a training runs or the last one is recent."""
+    """Turn a drift candidate into a trigger unless a training is queued or the last is recent."""
     if not result.candidate:
         return result
     day = dt.date.fromisoformat(result.date)
     last = read_trigger_state(lake).get("last_trigger")
     if trainings_in_flight:
-        result.suppressed_by = f"{trainings_in_flight} train_recommender run(s) running or queued"
+        result.suppressed_by = f"{trainings_in_flight} train_recommender run(s) queued"
     elif (
         last
         and day > dt.date.fromisoformat(last)
