@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import sys
 from pathlib import Path
 
 import pendulum
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from conftest import DAY0, events_table, put, write_day  # noqa: E402  (tests/data helpers)
+from tests.data.conftest import DAY0, events_table, put, write_day
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
