@@ -112,3 +112,14 @@ def test_s3_lake_over_http(monkeypatch, fw_home):
         assert lake.read_bytes(f"quarantine/events/dt={day}/{name}") == broken
         assert lake.partitions("validated", "events") == [D0]
         assert lake.url("validated/").startswith("s3://flywheel-ingest/lake/")
+
+
+def test_production_refuses_to_ingest_without_a_key(lake, monkeypatch):
+    from flywheel.errors import ConfigError
+
+    simulate(lake, days=1, users=20, items=10, seed=1)
+    monkeypatch.setenv("FLYWHEEL_PROFILE", "production")
+    monkeypatch.delenv("FLYWHEEL_PSEUDONYM_KEY")
+    with pytest.raises(ConfigError, match="pseudonymisation key"):
+        ingest_day(D0, lake=lake, now=NOW)
+    assert lake.list("validated/") == [] and lake.list("quality/") == []
