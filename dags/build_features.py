@@ -15,8 +15,10 @@ run may carry several events, and every day is built, oldest first. A manual run
    plan against the registry shows a change** (a no-op otherwise).
 4. **`materialize`**: per day, Feast `materialize` of exactly that day's rows: event timestamps
    in (D 00:00, D+1 00:00], i.e. the data interval [D, D+1) whose values become known at its end.
+   If the lake already holds a newer computed day (re-running an old day), that day is
+   materialized again last, so the online store never rolls back.
 5. **`check_freshness`**: reads the online timestamps of sampled users and items; if any is
-   missing or older than the newest day's D+1 00:00, the task **fails** with a message naming
+   missing or older than the newest materialized day's D+1 00:00, the task **fails** with a message naming
    the view, the counts and the oldest timestamp (no retry: materialize again).
 6. **`publish`**: emits **`flywheel://features`** with metadata `date` (newest day), `days`,
    `rows` (per view, newest day), `rows_total`, `interval` and `freshness`.
@@ -94,9 +96,9 @@ def build_features():
     def materialize(days: list[str]) -> list[dict]:
         import datetime as dt
 
-        from flywheel.features.store import materialize_day
+        from flywheel.features.store import materialize_days
 
-        return [materialize_day(dt.date.fromisoformat(d)) for d in days]
+        return materialize_days([dt.date.fromisoformat(d) for d in days])
 
     @task(retries=0, doc_md="Fail when online features are missing or older than the newest day.")
     def check_freshness(materialized: list[dict]) -> dict:

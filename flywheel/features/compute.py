@@ -294,6 +294,12 @@ def require_partition(lake: Lake, view: str, day: dt.date) -> str:
     return key
 
 
+def latest_day(lake: Lake) -> dt.date | None:
+    """The newest day whose partitions exist for every view (None before the first)."""
+    common = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
+    return max(common) if common else None
+
+
 def read_features(lake: Lake, view: str, start_day: dt.date, end_day: dt.date) -> pd.DataFrame:
     """Offline feature rows of ``view`` for every day in [start_day, end_day] (both included).
 

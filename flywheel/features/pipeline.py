@@ -31,13 +31,19 @@ def _iso_day(value: Any) -> str:
 
 
 def asset_metadata(materialized: list[dict], freshness: dict) -> dict[str, Any]:
-    """Metadata of the ``flywheel://features`` event: newest ``date`` first, then the details."""
-    newest = max(materialized, key=lambda m: m["day"])
+    """Metadata of the ``flywheel://features`` event.
+
+    ``date`` is the newest day this run built (what downstream DAGs act on), ``days`` all of
+    them; a newer day only re-materialized to keep the online store current is ``restored``.
+    """
+    built = [m for m in materialized if not m.get("restored")]
+    newest = max(built, key=lambda m: m["day"])
     return {
         "date": newest["day"],
-        "days": [m["day"] for m in materialized],
+        "days": [m["day"] for m in built],
         "rows": newest["rows"],
-        "rows_total": sum(sum(m["rows"].values()) for m in materialized),
+        "rows_total": sum(sum(m["rows"].values()) for m in built),
         "interval": newest["interval"],
+        "restored": [m["day"] for m in materialized if m.get("restored")],
         "freshness": freshness,
     }

@@ -331,6 +331,27 @@ def materialize_day(day: dt.date, store: FeatureStore | None = None) -> dict[str
     }
 
 
+def materialize_days(
+    days: list[dt.date], store: FeatureStore | None = None
+) -> list[dict[str, Any]]:
+    """Materialize each day, oldest first; then keep the online store on the newest day.
+
+    Re-running an old day (a backfill, a cleared task) would roll the SQLite online store back
+    to that day's values (it overwrites unconditionally; Redis keeps the newer timestamp). When
+    the lake holds a newer computed day than those given, it is materialized again last, so the
+    online store always ends on the newest day. Its summary is marked ``"restored": True``.
+    """
+    from flywheel.features.compute import latest_day
+    from flywheel.storage import get_lake
+
+    store = get_store() if store is None else store
+    out = [materialize_day(d, store=store) for d in sorted(days)]
+    newest = latest_day(get_lake())
+    if newest is not None and newest > max(days):
+        out.append({**materialize_day(newest, store=store), "restored": True})
+    return out
+
+
 def materialize_day_fast(day: dt.date, store: FeatureStore | None = None) -> dict[str, Any]:
     """Same result as :func:`materialize_day`, reading only day D's partition.
 

@@ -199,3 +199,16 @@ def test_cli_features_get_prints_online_features(repo):
     res = runner.invoke(app, ["features", "get", "--user", "alice"])
     assert res.exit_code != 0
     assert pseudonymise("alice") in str(res.exception)
+
+
+def test_rerunning_an_old_day_does_not_roll_the_online_store_back(repo):
+    fstore.materialize_day(DAYS[3])
+    fstore.materialize_day(DAYS[1])  # plain re-run of an old day: SQLite overwrites
+    with pytest.raises(FeatureError, match="stale online features"):
+        fstore.check_freshness(DAYS[3])
+    out = fstore.materialize_days([DAYS[1]])
+    assert [(o["day"], o.get("restored", False)) for o in out] == [
+        (DAYS[1].isoformat(), False),
+        (DAYS[3].isoformat(), True),
+    ]
+    fstore.check_freshness(DAYS[3])

@@ -204,4 +204,13 @@ def test_asset_metadata_reports_newest_day():
     ]
     meta = asset_metadata(mat, {"day": "2026-03-02"})
     assert meta["date"] == "2026-03-02" and meta["days"] == ["2026-03-01", "2026-03-02"]
-    assert meta["rows_total"] == 9 and meta["interval"] == ["c", "d"]
+    assert meta["rows_total"] == 9 and meta["interval"] == ["c", "d"] and meta["restored"] == []
+    # re-running 03-01 when 03-02 exists: 03-02 is re-materialized, but the run built 03-01
+    rerun = [mat[0], {**mat[1], "restored": True}]
+    meta = asset_metadata(rerun, {})
+    assert (meta["date"], meta["days"], meta["restored"]) == (
+        "2026-03-01",
+        ["2026-03-01"],
+        ["2026-03-02"],
+    )
+    assert meta["rows_total"] == 4
