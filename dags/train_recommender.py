@@ -10,7 +10,7 @@ Runs when new features land (Asset `flywheel://features`) or drift is decided (A
    end day is the `end_day` Param, else the newest triggering event's `date`, else the newest
    validated day. Frames go to the lake (`training_sets/dt=<end day>/`); XCom carries the path.
 2. **train** — queue `gpu`, pool `training` (create it: `airflow pools set training 1 "one
-   training at a time"`; `flywheel airflow init` / the twin do), `max_active_runs=1`. Two-tower
+   training at a time"`; the twin creates it from `deploy/topology.py`), `max_active_runs=1`. Two-tower
    model, checkpoint every epoch; a retry resumes from the last checkpoint of this DAG run.
 3. **evaluate** — the candidate (loaded as serving loads it) and the current champion on the
    same holdout, with the popularity baseline.

@@ -110,11 +110,7 @@ def evaluate_model(model, ts: TrainingSet, cfg: TrainingConfig) -> dict[str, flo
         frame["exclude_item_ids"] = [sorted(exclude.get(u, ())) for u in users]
     out = model.predict(frame)
     recs = dict(zip(out["user_id"], out["item_ids"], strict=True))
-    pop = (
-        popularity_counts(ts.split("train")["item_id"])
-        if len(ts.split("train"))
-        else popularity_counts(ts.train["item_id"])
-    )
+    pop = popularity_counts(ts.train["item_id"])  # as in training's holdout metrics (novelty)
     return evaluate(recs, truth, cfg.eval.ks, catalog_size=len(ts.items), popularity=pop)
 
 
