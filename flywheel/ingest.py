@@ -184,20 +184,17 @@ def schema_frame(tbl: pa.Table) -> pd.DataFrame:
     return pd.DataFrame({"column": tbl.column_names, "type": [str(f.type) for f in tbl.schema]})
 
 
-def gx_frame(tbl: pa.Table, unique: tuple[str, ...] = ()) -> pd.DataFrame:
-    """The batch as pandas for GX.
+def gx_frame(tbl: pa.Table) -> pd.DataFrame:
+    """The batch as pandas for GX, every string column dictionary-encoded.
 
-    Repetitive string columns are dictionary-encoded (pandas categoricals: GX copies them per
-    metric for the price of their integer codes); the ``unique`` key columns stay plain strings,
-    since a dictionary as long as the column saves nothing.
+    GX copies and null-checks the frame per metric; pandas categoricals make that the price of
+    their integer codes. Measured on a 1M-event day: even the all-distinct ``event_id`` is
+    cheaper as a categorical (encode ≈ +1 s, GX run ≈ -6 s).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    cols = []
-    for name, arr in zip(tbl.column_names, tbl.columns, strict=True):
-        encode = pa.types.is_string(arr.type) and name not in unique
-        cols.append(pc.dictionary_encode(arr) if encode else arr)
+    cols = [pc.dictionary_encode(a) if pa.types.is_string(a.type) else a for a in tbl.columns]
     return pa.table(cols, names=tbl.column_names).to_pandas()
 
 
@@ -390,7 +387,7 @@ def _check_table(gate, lake: Lake, day: dt.date, table: str, params_for) -> Tabl
     names = TABLES[table].column_names
     data = pa.concat_tables([f.table.select(names) for f in check.files])
     check.data = data
-    found, res = gate.run(table, "data", gx_frame(data, TABLES[table].unique), params_for(data))
+    found, res = gate.run(table, "data", gx_frame(data), params_for(data))
     for f in found:
         _attribute(f, check.files)
     check.findings += found
