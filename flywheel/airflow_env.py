@@ -88,14 +88,19 @@ def run_airflow(args: list[str], settings: Settings | None = None, check: bool =
     return proc.returncode
 
 
+#: Airflow pools the DAGs use (name → slots, description); created by :func:`ensure_db`.
+POOLS = {"training": (1, "one training run at a time (train_recommender.train)")}
+
+
 def ensure_db(settings: Settings | None = None) -> None:
-    """Create or upgrade the embedded metadata database (idempotent, quiet)."""
+    """Create or upgrade the embedded metadata database and its pools (idempotent, quiet)."""
     s = settings or get_settings()
     s.ensure_home()
     s.airflow_home.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [airflow_executable(), "db", "migrate"],
-        env=airflow_env(s),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    env = airflow_env(s)
+    quiet = {"env": env, "check": True, "stdout": subprocess.DEVNULL}
+    subprocess.run([airflow_executable(), "db", "migrate"], **quiet)
+    for name, (slots, description) in POOLS.items():
+        subprocess.run(
+            [airflow_executable(), "pools", "set", name, str(slots), description], **quiet
+        )

@@ -18,8 +18,10 @@ def register(app: typer.Typer) -> None:
     )
     def airflow_cmd(ctx: typer.Context) -> None:
         """Run the airflow CLI with Flywheel's embedded configuration (e.g. `flywheel airflow standalone`)."""
-        from flywheel.airflow_env import run_airflow
+        from flywheel.airflow_env import ensure_db, run_airflow
 
+        if ctx.args[:1] == ["standalone"]:
+            ensure_db()  # the pools our DAGs need exist before the scheduler starts
         raise typer.Exit(run_airflow(list(ctx.args)))
 
     dag_app = typer.Typer(help="Run DAGs without a scheduler.", no_args_is_help=True)
