@@ -75,10 +75,11 @@ def register(app: typer.Typer) -> None:
     @features.command("materialize")
     def materialize_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
         """Apply if needed, materialize a day into the online store, check freshness."""
-        from flywheel.features.store import apply_if_changed, check_freshness, materialize_day
+        from flywheel.features.store import apply_if_changed, check_freshness, materialize_days
 
         apply_if_changed()
-        d = _day(day)
-        out = materialize_day(d)
-        out["freshness"] = check_freshness(d)
-        typer.echo(json.dumps(out, indent=2))
+        done = materialize_days([_day(day)])
+        newest = max(dt.date.fromisoformat(m["day"]) for m in done)
+        typer.echo(
+            json.dumps({"materialized": done, "freshness": check_freshness(newest)}, indent=2)
+        )
