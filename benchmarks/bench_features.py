@@ -1,12 +1,15 @@
 """Feature store benchmarks: materialization, online latency, training-set retrieval.
 
-Sizes (full / quick): 100k users + 20k items (one day's feature partitions, computed from
-synthetic validated events) / 5k + 1k; training set 1M / 20k entity rows.
+Sizes (full / quick): 25k users + 5k items (one day's feature partitions, computed from
+synthetic validated events; the sources hold 14 / 4 days of partitions) / 2k + 400; training
+set 250k / 10k entity rows. The issue asks for 100k + 20k and 1M rows: on the shared 2-core
+machine that alone takes ~10 minutes, so the full run uses a quarter; rates are per row.
 
 * materialization rows/s of one day into SQLite (embedded profile) and into Redis (production
   profile: SQL registry in a throw-away Postgres database, lake on local disk): Feast's stock
-  ``materialize`` (the baseline) and :func:`flywheel.features.store.materialize_day_fast`
-  (reads only the day's partition, writes through ``write_to_online_store``); peak RSS of each.
+  ``materialize`` (the baseline: scans every partition of the source folder) and
+  :func:`flywheel.features.store.materialize_day_fast` (reads only the day's partition, writes
+  through ``write_to_online_store``); peak RSS of each.
 * online latency of ``recommender_v1`` through the SDK against Redis: one user per call and 100
   users per call, p50 / p99 (target p99 ≤ 10 ms for one user).
 * training-set retrieval (``build_training_frame``, Feast ``get_historical_features`` on the
@@ -36,7 +39,7 @@ PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 # --- steps (module level: run in spawned processes) ------------------------------------------
 
 
-def _setup(n_users: int, n_items: int, events_per_day: int) -> dict:
+def _setup(n_users: int, n_items: int, events_per_day: int, history_days: int) -> dict:
     from flywheel.features import store
     from flywheel.features.synthetic import write_validated
     from flywheel.storage import get_lake
@@ -48,8 +51,29 @@ def _setup(n_users: int, n_items: int, events_per_day: int) -> dict:
     t0 = time.perf_counter()
     summaries = [store.compute_day(d) for d in (DAY0, DAY1)]
     compute_s = (time.perf_counter() - t0) / 2
+    _pad_history(lake, history_days)
     store.apply_if_changed()
     return {"compute_s": compute_s, "rows": sum(summaries[-1]["rows"].values())}
+
+
+def _pad_history(lake, history_days: int) -> None:
+    """Earlier days' partitions (DAY0's values, timestamps shifted), so the sources hold
+    ``history_days`` days like a running system -- what Feast's stock materialize scans."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from flywheel.features import VIEWS
+    from flywheel.features.compute import feature_key
+
+    for view in VIEWS:
+        table = lake.read_parquet(feature_key(view, DAY0))
+        for k in range(1, history_days - 1):
+            shift = pa.scalar(dt.timedelta(days=k), pa.duration("us"))
+            t = table
+            for col in ("event_timestamp", "created"):
+                i = t.schema.get_field_index(col)
+                t = t.set_column(i, t.schema.field(i), pc.subtract(t.column(col), shift))
+            lake.write_parquet(feature_key(view, DAY0 - dt.timedelta(days=k)), t)
 
 
 def _materialize(fast: bool) -> float:
@@ -198,6 +222,7 @@ def run(quick: bool) -> list[Row]:
     events = 8_000 if quick else 100_000
     n_train = 10_000 if quick else 250_000
     calls = 100 if quick else 1_000
+    history = 4 if quick else 14  # days of feature partitions in the sources
     # quick (smoke test): every step in this process -- fast, but peak memory is not measured
     call = _in_process if quick else run_isolated
     rows: list[Row] = []
@@ -206,7 +231,7 @@ def run(quick: bool) -> list[Row]:
     try:
         # --- embedded: SQLite online store --------------------------------------------------
         with _env(**_profile(root, "embedded", None, "bench_sqlite")):
-            setup, _, _ = call(_setup, n_users, n_items, events)
+            setup, _, _ = call(_setup, n_users, n_items, events, history)
             rows.append(
                 Row(
                     "features",
@@ -215,13 +240,13 @@ def run(quick: bool) -> list[Row]:
                     setup["compute_s"],
                 )
             )
-            rows += _materialize_rows("SQLite", size, setup["rows"], call)
+            rows += _materialize_rows("SQLite", size, setup["rows"], call, history)
         # --- production: Redis online store, SQL registry on Postgres -----------------------
         project = f"bench_{uuid.uuid4().hex[:6]}"
         with _postgres_db() as registry, _env(**_profile(root, "redis", registry, project)):
             try:
-                call(_setup, n_users, n_items, events)
-                rows += _materialize_rows("Redis", size, setup["rows"], call)
+                call(_setup, n_users, n_items, events, history)
+                rows += _materialize_rows("Redis", size, setup["rows"], call, history)
                 lat, _, _ = call(_latency, n_users, calls)
                 for (how, batch), (p50, p99) in lat.items():
                     case = f"online recommender_v1 users, {batch}/call, Redis, {how}"
@@ -254,10 +279,10 @@ def _in_process(fn, *args):
     return fn(*args), time.perf_counter() - t0, float("nan")
 
 
-def _materialize_rows(where: str, size: str, n: int, call) -> list[Row]:
+def _materialize_rows(where: str, size: str, n: int, call, history: int) -> list[Row]:
     stock_s, _, stock_peak = call(_materialize, False)
     fast_s, _, fast_peak = call(_materialize, True)
-    case = f"materialize 1 day into {where} ({size})"
+    case = f"materialize 1 day of {history}-day history into {where} ({size})"
     stock = n / stock_s
     return [
         Row("features", case + ", Feast materialize", "rows/s", stock, baseline="self"),
