@@ -170,6 +170,8 @@ def get_store(settings: Settings | None = None) -> FeatureStore:
     from feast import FeatureStore
 
     s = settings or get_settings()
+    if (s.lake_uri or "").startswith("s3://"):
+        _ensure_s3_filesystem()  # any process reading the offline store, not only `apply`
     key = s.model_dump_json()
     if key not in _STORES:
         _STORES[key] = FeatureStore(config=repo_config(s))
