@@ -279,6 +279,17 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, int | float) else "-"
 
 
+def _trigger(value: str | None) -> str:
+    """``asset: flywheel://features/ {…}`` → ``features``; several assets joined with ``+``."""
+    if not value:
+        return "-"
+    tokens = str(value).replace(",", " ").split()
+    names = [
+        t.removeprefix("flywheel://").strip("/") for t in tokens if t.startswith("flywheel://")
+    ]
+    return ("+".join(dict.fromkeys(names)) or str(value).split()[0])[:14]
+
+
 def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]) -> str:
     lines = ["", "=" * 78, "Flywheel demo: summary", "=" * 78]
     ing, rej = summary["days_ingested"], summary["days_rejected"]
@@ -305,7 +316,7 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
         t, met = m.get("tags", {}), m.get("metrics", {})
         window = f"{t.get('data_window_start', '?')}..{t.get('data_window_end', '?')}"[:23]
         lines.append(
-            f"  {m['version']:<4} {window:<23} {str(t.get('trigger', '-'))[:14]:<14} "
+            f"  {m['version']:<4} {window:<23} {_trigger(t.get('trigger')):<14} "
             f"{_fmt(met.get('holdout_ndcg_at_10')):>8} {_fmt(met.get('holdout_recall_at_20')):>9} "
             f"{_fmt(met.get('popularity_ndcg_at_10')):>8}  {t.get('promotion_decision', '-')}"
             + (f" [{', '.join(m['aliases'])}]" if m.get("aliases") else "")
