@@ -41,7 +41,8 @@ def _run(dag, day: dt.date):
     return run
 
 
-def _asset_events(day: dt.date) -> list[dict]:
+def _asset_events(run) -> list[dict]:
+    """Extras of the asset events this run emitted (other tests share the Airflow DB)."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -52,7 +53,7 @@ def _asset_events(day: dt.date) -> list[dict]:
             .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
             .where(AssetModel.uri == "flywheel://validated/events")
         ).all()
-        return [r.extra for r in rows if r.extra.get("date") == day.isoformat()]
+        return [r.extra for r in rows if r.source_run_id == run.run_id]
 
 
 def test_pass_emits_asset_then_fail_quarantines(dag, lake):
@@ -60,7 +61,7 @@ def test_pass_emits_asset_then_fail_quarantines(dag, lake):
     run = _run(dag, DAY0)
     assert run.state == "success"
     assert lake.exists("validated/events/dt=2026-01-01/part-00000.parquet")
-    (extra,) = _asset_events(DAY0)
+    (extra,) = _asset_events(run)
     assert extra["rows"] == 40 and extra["distinct_users"] == 7 and extra["distinct_items"] == 10
     assert extra["validation_id"].startswith("2026-01-01")
 
@@ -81,4 +82,4 @@ def test_pass_emits_asset_then_fail_quarantines(dag, lake):
     assert hashlib.sha256(lake.read_bytes(q)).hexdigest() == digest
     assert not lake.exists(key)
     assert lake.partition_files("validated", "events", day) == []
-    assert _asset_events(day) == []
+    assert _asset_events(run) == []
