@@ -40,7 +40,8 @@ def test_shape(dag):
     assert dag.max_active_runs == 1
 
 
-def _feature_events() -> list[dict]:
+def _feature_events(run_id: str) -> list[dict]:
+    """Extras of the ``flywheel://features`` events of one run (the session's DB is shared)."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -49,7 +50,7 @@ def _feature_events() -> list[dict]:
         rows = session.scalars(
             select(AssetEvent)
             .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetModel.uri == FEATURES.uri)
+            .where(AssetModel.uri == FEATURES.uri, AssetEvent.source_run_id == run_id)
         ).all()
         return [dict(r.extra) for r in rows]
 
@@ -63,7 +64,8 @@ def test_manual_run_builds_the_day_and_emits_features(dag, lake, monkeypatch):
     )
     assert run.state == "success", [(t.task_id, t.state) for t in run.get_task_instances()]
     assert lake.exists("features/user_stats/dt=2026-05-02/part-00000.parquet")
-    (extra,) = [e for e in _feature_events() if e.get("date") == "2026-05-02"]
+    (extra,) = _feature_events(run.run_id)
+    assert extra["date"] == "2026-05-02"
     assert extra["days"] == ["2026-05-02"]
     assert extra["rows"] == {"user_stats": 15, "item_stats": 6}
     assert extra["interval"] == ["2026-05-02T00:00:00.000001+00:00", "2026-05-03T00:00:00+00:00"]
