@@ -55,7 +55,7 @@ def scheduler_overhead(client, dag_ids: list[str]) -> tuple[list[float], list[fl
                 ends = [_ts(tis[u].get("end_date")) for u in upstream.get(task_id, []) if u in tis]
                 ends = [e for e in ends if e]
                 ready = max(ends) if ends else _ts(run.get("start_date"))
-                if ready and start >= ready:
+                if ready and start >= ready and ti.get("try_number", 1) <= 1:  # not retry delays
                     overheads.append((start - ready).total_seconds())
     return overheads, durations, per_dag
 
@@ -104,6 +104,7 @@ def _measure(
         "durations": durations,
         "per_dag": per_dag,
         "ingested": len(status["ingested"]),
+        "ingest_s": status.get("ingest_s") or t_loop,
     }
 
 
@@ -125,25 +126,17 @@ def run(quick: bool) -> list[Row]:
     m, _, _ = run_isolated(_measure, **size)
     case = f"{size['days']} days, {size['users']} users, {size['items']} items"
     loop = m["loop_s"]
+    per_day = m["ingest_s"] / size["days"]  # the catch-up: one day after another
+    tail = loop - m["ingest_s"]  # what is left once the last day is in (features, training, drift)
+    month = m["simulate_s"] * 30 / size["days"] + m["airflow_start_s"] + per_day * 30 + tail
     rows = [
         Row("loop", case, "days ingested", m["ingested"]),
         Row("loop", case, "simulate s", m["simulate_s"]),
         Row("loop", case, "airflow start-up s", m["airflow_start_s"]),
-        Row("loop", case, "loop wall s (ingest → settle)", loop),
-        Row("loop", case, "loop s per simulated day", loop / size["days"]),
-        Row(
-            "loop",
-            "30 days (projected)",
-            "demo total s",
-            m["simulate_s"] * 30 / size["days"] + m["airflow_start_s"] + loop * 30 / size["days"],
-            target="< 900 s",
-            ok=(
-                m["simulate_s"] * 30 / size["days"]
-                + m["airflow_start_s"]
-                + loop * 30 / size["days"]
-            )
-            < 900,
-        ),
+        Row("loop", case, "loop wall s (unpause → settled)", loop),
+        Row("loop", case, "catch-up s per simulated day", per_day),
+        Row("loop", case, "tail s (last day in → settled)", tail),
+        Row("loop", "30 days (projected)", "demo total s", month, target="< 900 s", ok=month < 900),
     ]
     for dag_id, d in sorted(m["per_dag"].items()):
         rows.append(
@@ -159,9 +152,5 @@ def run(quick: bool) -> list[Row]:
             baseline="median task duration", ratio=med_over / med_task if med_task else None,
         ),
         Row("loop", case, "scheduler overhead p90 s", _p(m["overheads"], 0.9)),
-        Row(
-            "loop", case, "scheduler overhead share of loop",
-            sum(m["overheads"]) / loop if loop else float("nan"),
-        ),
     ]  # fmt: skip
     return rows

@@ -177,8 +177,10 @@ def drive_loop(
         if dag_id != INGEST_DAG:
             client.set_paused(dag_id, False)
     client.set_paused(INGEST_DAG, False)
-    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    deadline = t0 + timeout
     ingest_done = False
+    ingest_s = None
     quiet_since: float | None = None
     while True:
         if group is not None:
@@ -196,13 +198,16 @@ def drive_loop(
                             client.patch(f"/dags/{INGEST_DAG}/dagRuns/{run}", {"state": "failed"})
                         client._request("DELETE", f"/api/v2/dags/{INGEST_DAG}/dagRuns/{run}")
                 ingest_done = True
+                ingest_s = time.monotonic() - t0
                 progress(
                     f"ingest_events caught up to {end}; paused; waiting for the loop to settle"
                 )
         elif status["active"] == 0:
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= settle_s:
-                return loop_status(client, start, end)
+                final = loop_status(client, start, end)
+                final["ingest_s"] = ingest_s  # until the last simulated day was ingested
+                return final
         else:
             quiet_since = None
         if time.monotonic() > deadline:
