@@ -41,16 +41,20 @@ def test_twin_runs_the_loop_on_the_production_topology(tmp_path):
         env = twin.run_env()
         sim = subprocess.run(
             [
-                venv_bin("flywheel"), "simulate", "--days", str(DAYS), "--users", "300",
-                "--items", "80", "--scenario", "taste_shift", "--shift-day", str(SHIFT_DAY),
+                venv_bin("flywheel"), "simulate", "--days", str(DAYS), "--users", "500",
+                "--items", "100", "--scenario", "taste_shift", "--shift-day", str(SHIFT_DAY),
                 "--start", START.isoformat(), "--seed", "3", "--no-progress",
             ],
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert sim.returncode == 0, sim.stderr[-2000:]
 
+        # phase 1: the days before the shift, until the loop settles (a champion exists)
+        progress = Progress()
+        drive_loop(twin.client, START, SHIFT_DAY, progress, twin.group, timeout=600, settle_s=15)
+        # phase 2: the catch-up resumes with the shifted days: drift → retraining
         status = drive_loop(
-            twin.client, START, DAYS, Progress(), twin.group, timeout=900, settle_s=15
+            twin.client, START, DAYS, progress, twin.group, timeout=600, settle_s=15
         )
 
         # every simulated day went through the gate; the loop ran every stage
