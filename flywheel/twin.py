@@ -434,6 +434,8 @@ class Twin:
             }
         )
         env.update({k: v for k, v in self.secrets.items() if not k.startswith("AIRFLOW_ADMIN")})
+        env["FLYWHEEL_FEAST_PROJECT"] = self.key_prefix  # Feast keys of this twin only
+        env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] = f"{self.key_prefix}:"
         if not airflow:
             for key in [k for k in env if k.startswith("AIRFLOW__")]:
                 del env[key]
@@ -672,11 +674,24 @@ class Twin:
         ]
         return all(w in out for w in wanted)
 
+    @property
+    def key_prefix(self) -> str:
+        """Celery's Redis keys and the Feast project are the twin's own: several twins (and
+        other tests) can share one Redis and its DB indexes without taking each other's tasks."""
+        return f"flywheel_twin_{self.suffix}"
+
     def _flush_redis(self) -> None:
+        """Delete the twin's keys only (Celery: prefixed; Feast: keys naming its project)."""
         import redis
 
-        for db in (self.redis_db, self.redis_db + 1):
-            redis.Redis(host=self.redis_host, port=self.redis_port, db=db).flushdb()
+        for db, pattern in (
+            (self.redis_db, f"{self.key_prefix}*"),
+            (self.redis_db + 1, f"*{self.key_prefix}*"),
+        ):
+            r = redis.Redis(host=self.redis_host, port=self.redis_port, db=db)
+            keys = list(r.scan_iter(match=pattern, count=1000))
+            for i in range(0, len(keys), 500):
+                r.delete(*keys[i : i + 500])
 
     def stop(self) -> None:
         """Stop every process, flush the twin's Redis DBs, drop its Postgres databases."""
