@@ -790,9 +790,13 @@ def _set(table: pa.Table, name: str, values, nullable: bool = False, type_=None)
 
 
 def _earlier_event_ids(lake: Lake, day: dt.date) -> list[str]:
-    """Event ids of the latest earlier day whose batch is valid (not one recorded as broken)."""
+    """Event ids of the latest earlier day that the gate will publish.
+
+    A fault in any table rejects the whole day, so its events never reach validated/ and their
+    ids would not be duplicates there: skip every day with a recorded fault.
+    """
     records = json.loads(lake.read_text(FAULTS)) if lake.exists(FAULTS) else []
-    broken = {r["date"] for r in records if r["table"] == "events"}
+    broken = {r["date"] for r in records}
     for earlier in reversed([p for p in lake.partitions("raw", "events") if p < day]):
         if earlier.isoformat() in broken:
             continue
