@@ -27,10 +27,11 @@ demo: $(STAMP)
 	$(BIN)/flywheel demo
 
 test: $(STAMP) system-deps
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests -m "not twin"
 
+# The production twin (CeleryExecutor on Postgres + Redis, MLflow server, S3) running the loop.
 test-integration: $(STAMP) system-deps
-	$(BIN)/pytest tests -m slow
+	$(BIN)/pytest tests -m twin
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
