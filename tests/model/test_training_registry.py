@@ -124,8 +124,8 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
 
     lake, end = sim_lake
     monkeypatch.setenv(
-        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1"
-    )  # short runs: sample every second
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1"
+    )  # short runs: sample ten times a second so even a 1-s training logs some
     cfg = _cfg()
     first = pipeline.run_pipeline(end, cfg, run_key="first")
     d1 = first["decision"]
