@@ -54,7 +54,12 @@ def airflow_env(
             "FLYWHEEL_HOME": str(s.home),
         }
     )
-    env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}")
+    if s.profile == "embedded":
+        # always the home's own database: an inherited connection (another home's, a test
+        # session's) would mix runs of two Airflows
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home / 'airflow.db'}"
+    else:
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}")
     # the venv's bin must be on PATH: `airflow standalone` spawns `airflow` sub-commands
     bindir = str(Path(sys.executable).parent)
     if bindir not in env.get("PATH", "").split(os.pathsep):
