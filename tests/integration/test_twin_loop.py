@@ -19,7 +19,13 @@ import pytest
 from flywheel.demo import Progress, drive_loop
 from flywheel.twin import Twin, venv_bin
 
-pytestmark = [pytest.mark.twin, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(1500)]
+pytestmark = [
+    pytest.mark.twin,
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.timeout(1500),
+]
 
 START = dt.date(2026, 1, 1)
 DAYS = 8
