@@ -290,10 +290,15 @@ def infra_validate(
         out = model.predict(requests)
         feature_cols = [c for c in ts.users.columns if c != "user_id"]
         if feature_cols and len(ts.users):
-            with_features = ts.users.head(1).copy()
-            with_features["k"] = k
-            out = pd.concat([out, model.predict(with_features)], ignore_index=True)
-            requests = pd.concat([requests, with_features[["user_id", "k"]]], ignore_index=True)
+            from flywheel.serving.model import one_row_request
+
+            row = ts.users.head(1).to_dict("records")[0]
+            user = row.pop("user_id")
+            served = model.predict(one_row_request(user, k, (), row))  # as serving sends it
+            out = pd.concat([out, served], ignore_index=True)
+            requests = pd.concat(
+                [requests, pd.DataFrame({"user_id": [user], "k": [k]})], ignore_index=True
+            )
     except Exception as exc:
         raise InfraValidationError(
             f"candidate {model_uri} failed to answer requests: {type(exc).__name__}: {exc}"

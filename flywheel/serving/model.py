@@ -41,7 +41,7 @@ class LoadedModel:
         features: Mapping[str, Any] | None = None,
     ) -> tuple[list[str], list[float]]:
         """Top-``k`` (item ids, scores) for one pseudonymised user; empty if the model has none."""
-        out = self.pyfunc.predict(_one_row(user_id, k, exclude, features))
+        out = self.pyfunc.predict(one_row_request(user_id, k, exclude, features))
         if len(out) == 0:
             return [], []
         first = out.iloc[0]
@@ -52,8 +52,15 @@ class LoadedModel:
         return [str(i) for i in items], [float(s) for s in scores]
 
 
-def _one_row(user_id: str, k: int, exclude: Iterable[str], features: Mapping[str, Any] | None):
-    """The pyfunc input for one user, built from 1-element arrays (half the cost of lists)."""
+def one_row_request(
+    user_id: str, k: int, exclude: Iterable[str], features: Mapping[str, Any] | None
+):
+    """The pyfunc input for one user, built from 1-element arrays (half the cost of lists).
+
+    Numeric features are sent as float64 (a missing one as NaN): the model's signature declares
+    them double, and MLflow refuses to convert the online store's int64 counts to float64.
+    The promotion smoke test (``training.registry.infra_validate``) builds its requests here too.
+    """
     import numpy as np
     import pandas as pd
 
@@ -68,7 +75,10 @@ def _one_row(user_id: str, k: int, exclude: Iterable[str], features: Mapping[str
         "exclude_item_ids": obj(sorted(exclude)),
     }
     for name, value in (features or {}).items():
-        cols[name] = obj(value) if isinstance(value, str) else np.array([value])
+        if isinstance(value, str):
+            cols[name] = obj(value)
+        else:
+            cols[name] = np.array([np.nan if value is None else value], dtype=np.float64)
     return pd.DataFrame(cols, copy=False)
 
 
