@@ -19,6 +19,7 @@ from feast.value_type import ValueType
 
 from flywheel.features import (
     FEATURE_SERVICE,
+    FEATURE_TTL_DAYS,
     ITEM_CATEGORICAL,
     ITEM_FEATURES,
     ITEM_VIEW,
@@ -126,7 +127,7 @@ item_stats_source = FileSource(
 user_stats_fv = FeatureView(
     name="user_stats_fv",
     entities=[user],
-    ttl=timedelta(days=2),
+    ttl=timedelta(days=FEATURE_TTL_DAYS),
     schema=_fields(USER_FEATURES, USER_CATEGORICAL),
     online=True,
     source=user_stats_source,
@@ -138,7 +139,7 @@ user_stats_fv = FeatureView(
 item_stats_fv = FeatureView(
     name="item_stats_fv",
     entities=[item],
-    ttl=timedelta(days=2),
+    ttl=timedelta(days=FEATURE_TTL_DAYS),
     schema=_fields(ITEM_FEATURES, ITEM_CATEGORICAL),
     online=True,
     source=item_stats_source,

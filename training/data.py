@@ -203,9 +203,14 @@ def snapshots(
     """(users, items) as serving would see them on ``cutoff_day``: features of the day before."""
     if source == "feast":
         from flywheel.features import ITEM_VIEW, USER_VIEW
-        from flywheel.features.compute import read_features
+        from flywheel.features.compute import read_features, serving_day
 
-        day = cutoff_day - dt.timedelta(days=1)
+        day = serving_day(lake, cutoff_day)  # what serving reads on the cutoff day
+        if day is None:
+            raise TrainingDataError(
+                f"no features within the TTL before {cutoff_day} (features/<view>/dt=…/): "
+                "run the build_features DAG for those days first"
+            )
         users = read_features(lake, USER_VIEW, day, day).drop(
             columns=["event_timestamp", "created", "day"], errors="ignore"
         )
@@ -243,14 +248,12 @@ def build_training_set(
         )
     if cfg.feature_source == "feast":
         # a row of day D reads the features of D-1: days without them cannot be joined
-        from flywheel.features import VIEWS
-        from flywheel.features.compute import feature_key
+        from flywheel.features import FEATURE_TTL_DAYS
+        from flywheel.features.compute import serving_day
 
-        joinable = [
-            d
-            for d in days
-            if all(lake.exists(feature_key(v, d - dt.timedelta(days=1))) for v in VIEWS)
-        ]
+        # a row of day D joins the newest features within the views' TTL (D-1, else D-2 when
+        # D-1's batch was quarantined); holdout rows are scored with the cutoff snapshot instead
+        joinable = [d for d in days if d >= w["holdout_start"] or serving_day(lake, d) is not None]
         if len(joinable) < len(days):
             dropped = sorted(set(days) - set(joinable))
             log.warning(
@@ -261,8 +264,8 @@ def build_training_set(
             days = joinable
         if not days:
             raise TrainingDataError(
-                f"no day of {w['start']}..{w['end']} has the features of its previous day "
-                "(features/<view>/dt=D-1/): run the build_features DAG for those days first"
+                f"no day of {w['start']}..{w['end']} has features of the {FEATURE_TTL_DAYS} days "
+                "before it (features/<view>/dt=D-1/): run the build_features DAG for those days first"
             )
     events = _read_validated(lake, "events", days)
     pos = positives(events, cfg)

@@ -212,8 +212,13 @@ def _traffic(users: pd.DataFrame, items: pd.DataFrame) -> list[pd.DataFrame]:
     ]
 
 
-def feature_frame(lake: Lake, start: dt.date, end: dt.date, config: DriftConfig) -> pd.DataFrame:
+def feature_frame(
+    lake: Lake, start: dt.date, end: dt.date, config: DriftConfig, skip_missing: bool = False
+) -> pd.DataFrame:
     """Active users' and items' feature rows of [start, end], stacked into one frame.
+
+    ``skip_missing`` (the reference window) leaves out days without features: quarantined
+    batches and, for a champion trained on the first weeks, days before the first data.
 
     User rows carry NaN in item columns and the reverse (Evidently drops NaN per column), so one
     report covers both views.
@@ -227,7 +232,7 @@ def feature_frame(lake: Lake, start: dt.date, end: dt.date, config: DriftConfig)
     active = {}
     for view, column in ((USER_VIEW, config.user_active), (ITEM_VIEW, config.item_active)):
         try:
-            df = read_features(lake, view, start, end)
+            df = read_features(lake, view, start, end, skip_missing=skip_missing)
         except FeatureError as exc:
             raise DriftError(f"drift check needs features for {start}…{end}: {exc}") from None
         active[view] = _active_rows(df, column)
@@ -420,7 +425,7 @@ def check_drift(
     start, end = reference_window
     if end < start:
         raise DriftError(f"reference window is empty: {start} is after {end}")
-    reference = feature_frame(lake, start, end, config)
+    reference = feature_frame(lake, start, end, config, skip_missing=True)
     current = feature_frame(lake, day, day, config)
     ref_days = [start + k * _DAY for k in range((end - start).days + 1)]
 

@@ -27,6 +27,10 @@ USER_VIEW = "user_stats"
 ITEM_VIEW = "item_stats"
 VIEWS: tuple[str, ...] = (USER_VIEW, ITEM_VIEW)
 
+#: How long a day's values serve (the views' Feast ``ttl``): a row of day D reads the features
+#: of D-1, or of D-2 when D-1's batch was quarantined; a longer gap means missing features.
+FEATURE_TTL_DAYS = 2
+
 #: Rolling windows in days, each ending at the end of day D.
 WINDOWS: tuple[int, ...] = (1, 7, 28)
 

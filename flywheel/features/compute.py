@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from flywheel.features import (
     COUNTED,
+    FEATURE_TTL_DAYS,
     ITEM_CATEGORICAL,
     ITEM_FEATURES,
     ITEM_VIEW,
@@ -294,17 +295,34 @@ def require_partition(lake: Lake, view: str, day: dt.date) -> str:
     return key
 
 
+def serving_day(lake: Lake, day: dt.date, views: tuple[str, ...] = VIEWS) -> dt.date | None:
+    """The feature day whose values rows of ``day`` read (point in time, within the TTL).
+
+    D-1 when its partitions exist, else the newest earlier day still inside the views' TTL
+    (a quarantined day has no features); None when every view has nothing that recent.
+    """
+    for back in range(1, FEATURE_TTL_DAYS + 1):
+        d = day - dt.timedelta(days=back)
+        if all(lake.exists(feature_key(v, d)) for v in views):
+            return d
+    return None
+
+
 def latest_day(lake: Lake) -> dt.date | None:
     """The newest day whose partitions exist for every view (None before the first)."""
     common = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
     return max(common) if common else None
 
 
-def read_features(lake: Lake, view: str, start_day: dt.date, end_day: dt.date) -> pd.DataFrame:
+def read_features(
+    lake: Lake, view: str, start_day: dt.date, end_day: dt.date, skip_missing: bool = False
+) -> pd.DataFrame:
     """Offline feature rows of ``view`` for every day in [start_day, end_day] (both included).
 
     One row per entity per day, with a ``day`` column (``datetime.date``) added. Every day of the
     window must have its partition: a gap is a :class:`FeatureError` naming the view and day.
+    With ``skip_missing`` (a reference window that spans quarantined days or days before the
+    first data) absent days are left out; a window with no day at all is still an error.
     """
     import pandas as pd
     import pyarrow as pa
@@ -317,10 +335,18 @@ def read_features(lake: Lake, view: str, start_day: dt.date, end_day: dt.date) -
     tables, days = [], []
     day = start_day
     while day <= end_day:
+        if skip_missing and not lake.exists(feature_key(view, day)):
+            day += _DAY
+            continue
         t = lake.read_parquet(require_partition(lake, view, day))
         tables.append(t.select(schema.names).cast(schema))
         days.append(pd.Series([day] * t.num_rows, dtype="object"))
         day += _DAY
+    if not tables:
+        raise FeatureError(
+            f"no feature partition of {view!r} between {start_day} and {end_day} "
+            f"({lake.url(f'features/{view}/')})"
+        )
     df = pa.concat_tables(tables).to_pandas()
     df["day"] = pd.concat(days, ignore_index=True).to_numpy()
     return df

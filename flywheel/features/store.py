@@ -267,8 +267,34 @@ def plan_changes(store: FeatureStore | None = None) -> list[str]:
     return [
         f"{d.feast_object_type.name.lower()} {d.name}: {d.transition_type.name.lower()}"
         for d in registry_diff.feast_object_diffs
-        if d.transition_type != TransitionType.UNCHANGED and d.name != DUMMY_ENTITY_NAME
+        if d.transition_type != TransitionType.UNCHANGED
+        and d.name != DUMMY_ENTITY_NAME
+        and (
+            d.transition_type != TransitionType.UPDATE
+            or any(_really_differs(p) for p in d.feast_object_property_diffs)
+        )
     ]
+
+
+def _really_differs(prop) -> bool:
+    """A property diff that is more than bookkeeping.
+
+    Feast stamps a freshly loaded data source with new ``meta`` timestamps, so its plan reports
+    every view's ``batch_source`` as updated on every run; timestamps are not a change.
+    """
+    old, new = prop.val_existing, prop.val_declared
+    if (
+        type(old) is type(new)
+        and hasattr(old, "DESCRIPTOR")
+        and "meta" in old.DESCRIPTOR.fields_by_name
+    ):
+        old, new = (
+            type(old).FromString(old.SerializeToString()),
+            type(new).FromString(new.SerializeToString()),
+        )
+        old.ClearField("meta")
+        new.ClearField("meta")
+    return old != new
 
 
 def apply_if_changed(store: FeatureStore | None = None) -> dict[str, Any]:
@@ -449,13 +475,13 @@ def build_training_frame(
     values of the last day whose end is ≤ t (Feast ``get_historical_features`` on the file
     offline store, TTL 2 days). Features use their plain names (see :mod:`flywheel.features`).
 
-    The feature partitions of every day that rows can read (the day before each row's day) must
-    exist: a gap is a :class:`FeatureError` naming the view and day, never rows of nulls. An
-    entity unknown at that time (a user who signed up that day) gets nulls.
+    Every row's day must have features within the TTL (the day before, or the one before that
+    when that day was quarantined): a longer gap is a :class:`FeatureError` naming the view and
+    day, never rows of nulls. An entity unknown at that time (a signup that day) gets nulls.
     """
     import pandas as pd
 
-    from flywheel.features.compute import require_partition
+    from flywheel.features.compute import require_partition, serving_day
     from flywheel.storage import get_lake
 
     missing_cols = {"user_id", "item_id", "event_timestamp"} - set(entity_df.columns)
@@ -467,10 +493,11 @@ def build_training_frame(
     ts = pd.to_datetime(df["event_timestamp"], utc=True)
     df["event_timestamp"] = ts
     lake = get_lake()
-    needed = sorted({(t - _DAY).date() for t in ts.dt.floor("D").unique()})
+    row_days = sorted({t.date() for t in ts.dt.floor("D").unique()})
     for view in VIEWS:
-        for day in needed:
-            require_partition(lake, view, day)
+        for day in row_days:
+            if serving_day(lake, day, (view,)) is None:
+                require_partition(lake, view, day - _DAY)  # raises, naming view and day
     store = get_store() if store is None else store
     job = store.get_historical_features(
         entity_df=df,

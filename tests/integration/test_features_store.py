@@ -160,15 +160,35 @@ def test_training_frame_is_point_in_time_correct(repo):
     )
 
 
-def test_training_frame_without_feature_partition_is_an_error(repo):
+def test_training_frame_reads_through_a_one_day_gap_within_the_ttl(repo):
+    # features exist up to DAYS[3]; a row two days later (its previous day quarantined, say)
+    # still reads DAYS[3]'s values: the views' TTL is 2 days
+    row_day = DAYS[3] + dt.timedelta(days=2)
     entity = pd.DataFrame(
         {
             "user_id": [user_id(0)],
             "item_id": [item_id(0)],
-            "event_timestamp": [pd.Timestamp("2026-02-06 10:00", tz="UTC")],
+            "event_timestamp": [pd.Timestamp(f"{row_day} 10:00", tz="UTC")],
         }
     )
-    with pytest.raises(FeatureError, match=r"view 'user_stats', day 2026-02-05"):
+    frame = fstore.build_training_frame(entity)
+    users = read_features(repo["lake"], "user_stats", DAYS[3], DAYS[3])
+    expected = users.set_index("user_id").loc[user_id(0)]
+    for col in USER_FEATURES:
+        assert frame.loc[0, col] == expected[col], col
+
+
+def test_training_frame_without_feature_partition_is_an_error(repo):
+    row_day = DAYS[3] + dt.timedelta(days=3)  # beyond the TTL: no features to read
+    entity = pd.DataFrame(
+        {
+            "user_id": [user_id(0)],
+            "item_id": [item_id(0)],
+            "event_timestamp": [pd.Timestamp(f"{row_day} 10:00", tz="UTC")],
+        }
+    )
+    missing = row_day - dt.timedelta(days=1)
+    with pytest.raises(FeatureError, match=rf"view 'user_stats', day {missing}"):
         fstore.build_training_frame(entity)
     with pytest.raises(FeatureError, match="lack column"):
         fstore.build_training_frame(entity.drop(columns=["item_id"]))
