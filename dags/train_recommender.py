@@ -9,6 +9,8 @@ Runs when new features land (Asset `flywheel://features`) or drift is decided (A
    through Feast, temporal split: train days, one validation day, the last day as holdout. The
    end day is the `end_day` Param, else the newest triggering event's `date`, else the newest
    validated day. Frames go to the lake (`training_sets/dt=<end day>/`); XCom carries the path.
+   When the window cannot train a model (too little history yet, no positives, empty holdout)
+   an asset-triggered run is **skipped** with the reason; a manual run fails (no retry).
 2. **train** — queue `gpu`, pool `training` (create it: `airflow pools set training 1 "one
    training at a time"`; the twin creates it from `deploy/topology.py`), `max_active_runs=1`. Two-tower
    model, checkpoint every epoch; a retry resumes from the last checkpoint of this DAG run.
@@ -93,7 +95,10 @@ def train_recommender():
     @task
     def build_training_set(**context) -> dict:
         """Temporal split of the window; the frames go to the lake, the path to XCom."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
         from training import pipeline
+        from training.data import TrainingDataError
 
         events = {
             asset.uri: [
@@ -113,7 +118,13 @@ def train_recommender():
         end_day = pipeline.resolve_end_day(
             params.get("end_day"), flat, pipeline.latest_validated_day()
         )
-        summary = pipeline.build(end_day, cfg)
+        try:
+            summary = pipeline.build(end_day, cfg)
+        except TrainingDataError as exc:
+            # retrying cannot add data; an asset-triggered run before enough history is a skip
+            if params.get("end_day") or trigger == "manual":
+                raise AirflowFailException(str(exc)) from None
+            raise AirflowSkipException(f"not trained yet: {exc}") from None
         return {
             **summary,
             "config": cfg.to_dict(),

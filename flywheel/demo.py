@@ -217,6 +217,66 @@ def drive_loop(
         time.sleep(3)
 
 
+def ensure_champion(
+    client: AirflowClient,
+    end_day: dt.date,
+    has_champion: Callable[[], bool],
+    progress: Callable[[str], None],
+    group: ProcessGroup | None = None,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """The first full training, when the asset-triggered ones have not produced a champion.
+
+    Early asset-triggered runs of ``train_recommender`` come before enough history and are
+    skipped; a team would then run it by hand over the whole window. This does that through the
+    REST API (``conf`` ``end_day``) and waits; the promotion gate still decides (a candidate
+    that does not beat popularity does not become champion).
+    """
+    if has_champion():
+        return {"triggered": False}
+    progress(f"no champion yet: triggering train_recommender for the window ending {end_day}")
+    run_id = client.trigger("train_recommender", conf={"end_day": end_day.isoformat()})
+    state = client.wait_run("train_recommender", run_id, timeout, group)
+    champion = has_champion()
+    progress(f"train_recommender {run_id}: {state}; champion: {'yes' if champion else 'none'}")
+    return {"triggered": True, "run_id": run_id, "state": state, "champion": champion}
+
+
+def run_loop(
+    client: AirflowClient,
+    start: dt.date,
+    days: int,
+    shift_day: int | None,
+    progress: Callable[[str], None],
+    has_champion: Callable[[], bool],
+    group: ProcessGroup | None = None,
+    timeout: float = 840.0,
+    settle_s: float = 20.0,
+) -> dict[str, Any]:
+    """The loop in two phases around the shift, as time would pass in production.
+
+    Phase 1 ingests the days before the shift (day index ``shift_day``) until the loop settles
+    and makes sure a champion exists (:func:`ensure_champion`); phase 2 resumes the catch-up with
+    the shifted days, so drift is judged against a champion trained on the world before it.
+    Without a shift inside the range it is one :func:`drive_loop`.
+    """
+    deadline = time.monotonic() + timeout
+    first = None
+    if shift_day is not None and 1 < shift_day < days:
+        progress(f"phase 1: the {shift_day} days before the shift")
+        drive_loop(client, start, shift_day, progress, group, timeout, settle_s)
+        last = start + dt.timedelta(days=shift_day - 1)
+        first = ensure_champion(
+            client, last, has_champion, progress, group, max(60.0, deadline - time.monotonic())
+        )
+        progress(f"phase 2: the shifted days from {last + dt.timedelta(days=1)}")
+    status = drive_loop(
+        client, start, days, progress, group, max(60.0, deadline - time.monotonic()), settle_s
+    )
+    status["first_training"] = first
+    return status
+
+
 # --- the summary ------------------------------------------------------------------------------
 def _read_json(lake, key: str) -> dict | None:
     try:
@@ -417,6 +477,12 @@ def start_embedded_airflow(
     return client
 
 
+def _has_champion(settings) -> bool:
+    from training.registry import configure_mlflow, current_champion, model_name
+
+    return current_champion(configure_mlflow(settings), model_name(settings)) is not None
+
+
 def _port_free(port: int) -> bool:
     import socket
 
@@ -491,7 +557,16 @@ def run_demo(cfg: DemoConfig, out: Callable[[str], None] | None = None) -> dict[
     summary: dict[str, Any] = {}
     try:
         client = start_embedded_airflow(settings, group, progress)
-        status = drive_loop(client, cfg.start, cfg.days, progress, group, timeout=cfg.timeout_s)
+        status = run_loop(
+            client,
+            cfg.start,
+            cfg.days,
+            sim_info.get("shift_day"),
+            progress,
+            lambda: _has_champion(settings),
+            group,
+            timeout=cfg.timeout_s,
+        )
         summary = collect_summary(lake, status)
         if cfg.serve:
             try:

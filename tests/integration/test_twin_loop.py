@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from flywheel.demo import Progress, drive_loop
+from flywheel.demo import Progress, run_loop
 from flywheel.twin import Twin, venv_bin
 
 pytestmark = [
@@ -55,13 +55,23 @@ def test_twin_runs_the_loop_on_the_production_topology(tmp_path):
         )  # fmt: skip
         assert sim.returncode == 0, sim.stderr[-2000:]
 
-        # phase 1: the days before the shift, until the loop settles (a champion exists)
-        progress = Progress()
-        drive_loop(twin.client, START, SHIFT_DAY, progress, twin.group, timeout=600, settle_s=15)
-        # phase 2: the catch-up resumes with the shifted days: drift → retraining
-        status = drive_loop(
-            twin.client, START, DAYS, progress, twin.group, timeout=600, settle_s=15
-        )
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=twin.endpoints.mlflow_url)
+        name = "flywheel-recommender"
+
+        def has_champion() -> bool:
+            return any(v.aliases and "champion" in v.aliases for v in
+                       client.search_model_versions(f"name='{name}'"))  # fmt: skip
+
+        # phase 1: the days before the shift until the loop settles, then a champion (the
+        # asset-triggered trainings, else one manual run); phase 2: the shifted days → drift →
+        # retraining
+        status = run_loop(
+            twin.client, START, DAYS, SHIFT_DAY, Progress(), has_champion, twin.group,
+            timeout=1200, settle_s=15,
+        )  # fmt: skip
+        assert status["first_training"] is not None and has_champion(), status
 
         # every simulated day went through the gate; the loop ran every stage
         assert len(status["ingested"]) == DAYS, status
@@ -104,14 +114,14 @@ def test_twin_runs_the_loop_on_the_production_topology(tmp_path):
         assert retrain and any(r["state"] == "success" for r in retrain), "drift did not retrain"
 
         # final state: versions in the MLflow server (Postgres + S3 artifacts), a champion
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=twin.endpoints.mlflow_url)
-        name = "flywheel-recommender"
         versions = client.search_model_versions(f"name='{name}'")
         assert len(versions) >= 2
         champion = client.get_model_version_by_alias(name, "champion")
         assert champion.source or champion.run_id
+        # promotion after the shift: the champion now was trained on shifted days
+        shift_date = (START + dt.timedelta(days=SHIFT_DAY)).isoformat()
+        assert champion.tags["data_window_end"] >= shift_date, (champion.version, champion.tags)
+        assert champion.tags.get("promotion_decision") == "promoted", champion.tags
         keys = [
             o["Key"]
             for o in twin.s3_client().list_objects_v2(Bucket="flywheel").get("Contents", [])
