@@ -165,6 +165,18 @@ class DriftResult:
     def summary(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def no_decision(cls, day: dt.date, reason: str) -> DriftResult:
+        """A day that could not be judged (no champion yet, inside its window): no drift."""
+        return cls(
+            date=day.isoformat(),
+            drift_detected=False,
+            drift_share=None,
+            drifted_columns=[],
+            quality_drop=None,
+            reason=reason,
+        )
+
 
 # --- the data --------------------------------------------------------------------------------
 
@@ -668,26 +680,16 @@ def monitor_day(
     if reference_window is None:
         champion = champion_window(settings)
         if champion is None:
-            result = DriftResult(
-                date=day.isoformat(),
-                drift_detected=False,
-                drift_share=None,
-                drifted_columns=[],
-                quality_drop=None,
-                reason="no champion model yet: no training window to compare against",
+            result = DriftResult.no_decision(
+                day, "no champion model yet: no training window to compare against"
             )
             return store(lake, day, result, None, settings).summary()
         reference_window = champion.window
     if reference_window[1] >= day:  # never compare a day with itself
         reference_window = (reference_window[0], day - _DAY)
         if reference_window[1] < reference_window[0]:
-            result = DriftResult(
-                date=day.isoformat(),
-                drift_detected=False,
-                drift_share=None,
-                drifted_columns=[],
-                quality_drop=None,
-                reason=f"{day} lies inside the champion's training window: nothing to compare",
+            result = DriftResult.no_decision(
+                day, f"{day} lies inside the champion's training window: nothing to compare"
             )
             return store(lake, day, result, None, settings).summary()
     result, snapshot = check_drift(lake, day, reference_window, config)

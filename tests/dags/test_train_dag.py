@@ -122,3 +122,17 @@ def test_manual_run_trains_registers_and_promotes(dag, fw_home, lake, caplog):
     )
     assert lake.exists(f"training_sets/dt={end.isoformat()}/train.parquet")
     assert "PROMOTED to champion" in caplog.text or "promoted" in caplog.text
+
+
+def test_manual_run_without_data_fails_with_the_reason(dag, fw_home, lake):
+    from training.simdata import seed_tracking_db
+
+    seed_tracking_db(fw_home)
+    conf = {"end_day": "2026-03-01", "feature_source": "contract"}
+    run = dag.test(logical_date=pendulum.datetime(2026, 3, 2, tz="UTC"), run_conf=conf)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states["build_training_set"] == "failed", states
+    ti = next(t for t in run.get_task_instances() if t.task_id == "build_training_set")
+    assert ti.try_number == 1  # no retry: more tries cannot add data
+    assert all(states[t] in ("upstream_failed", None) for t in states if t != "build_training_set")
