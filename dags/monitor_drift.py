@@ -55,7 +55,8 @@ TRAIN_DAG_ID = "train_recommender"
 def monitor_drift():
     @task
     def days_to_check(**context) -> list[str]:
-        """The days of the triggering `features` events (several after a catch-up), else the param."""
+        """The days of the triggering `features` events (several after a catch-up), else the
+        param, plus featurised days not checked yet (events folded into a pending trigger)."""
         days = set()
         for event in context["triggering_asset_events"].get(FEATURES, []):
             extra = event.extra or {}
@@ -63,6 +64,10 @@ def monitor_drift():
             days.update(str(d)[:10] for d in listed if d)
         if not days and context["params"].get("day"):
             days.add(str(context["params"]["day"])[:10])
+        from flywheel.storage import get_lake
+        from validation.drift import unchecked_days
+
+        days.update(unchecked_days(get_lake()))
         if not days:
             from flywheel.errors import FlywheelError
 

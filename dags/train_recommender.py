@@ -7,8 +7,10 @@ Runs when new features land (Asset `flywheel://features`) or drift is decided (A
 1. **build_training_set** — positives (click, add-to-cart, purchase, rating ≥ 4) of the
    `window_days` days ending on the end day, features of `recommender_v1` joined point-in-time
    through Feast, temporal split: train days, one validation day, the last day as holdout. The
-   end day is the `end_day` Param, else the newest triggering event's `date`, else the newest
-   validated day. Frames go to the lake (`training_sets/dt=<end day>/`); XCom carries the path.
+   end day is the `end_day` Param, else the newest of the triggering events' `date` and the
+   newest featurised day (events that arrive while a trigger is pending are folded into it and
+   never reach the run). Frames go to the lake (`training_sets/dt=<end day>/`); XCom carries
+   the path.
    When the window cannot train a model (too little history yet, no positives, empty holdout)
    an asset-triggered run is **skipped** with the reason; a manual run fails (no retry).
 2. **train** — queue `gpu`, pool `training` (create it: `airflow pools set training 1 "one
@@ -116,7 +118,7 @@ def train_recommender():
         params = context["params"]
         cfg = pipeline.config_from_params(params)
         end_day = pipeline.resolve_end_day(
-            params.get("end_day"), flat, pipeline.latest_validated_day()
+            params.get("end_day"), flat, pipeline.latest_data_day(cfg)
         )
         try:
             summary = pipeline.build(end_day, cfg)

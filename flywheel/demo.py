@@ -119,11 +119,17 @@ def loop_status(client: AirflowClient, start: dt.date, end: dt.date) -> dict[str
     status: dict[str, Any] = {"dags": {}, "ingested": [], "failed_days": [], "active": 0}
     for dag_id in client.dag_ids():
         runs = client.dag_runs(dag_id)
+        if dag_id == INGEST_DAG:  # the simulated days only (not a run stopped past the data)
+            runs = [r for r in runs if start <= (_day(r) or start) <= end]
         counts: dict[str, int] = {}
         for r in runs:
             counts[r["state"]] = counts.get(r["state"], 0) + 1
         status["dags"][dag_id] = counts
         status["active"] += sum(counts.get(s, 0) for s in ACTIVE)
+        if dag_id != INGEST_DAG:
+            # asset events waiting for a run the scheduler has not created yet (e.g. while the
+            # DAG's previous run was still active): the loop has not settled
+            status["active"] += client.get(f"/dags/{dag_id}/assets/queuedEvents")["total_entries"]
         if dag_id == INGEST_DAG:
             for r in runs:
                 day = _day(r)
@@ -162,14 +168,16 @@ def drive_loop(
     group: ProcessGroup | None = None,
     timeout: float = 840.0,
     settle_s: float = 20.0,
+    final: bool = True,
 ) -> dict[str, Any]:
     """Run the loop through the scheduler and wait until it settles.
 
     The asset-driven DAGs are unpaused first, then ``ingest_events``, whose catch-up (one run at
     a time, oldest first) walks the simulated days from its ``start_date``. When the run for the
-    last simulated day has finished, ``ingest_events`` is paused again (and runs past the
-    simulated days are deleted) so the catch-up stops at the data; then the function waits until
-    no DAG has a queued or running run for ``settle_s``. Returns the final :func:`loop_status`.
+    last day has finished, ``ingest_events`` is paused again so the catch-up stops there (with
+    ``final``, the end of the data: a run already started past it is marked failed; otherwise a
+    run already started for the next day just finishes); then the function waits until no DAG
+    has a queued or running run for ``settle_s``. Returns the final :func:`loop_status`.
     """
     end = start + dt.timedelta(days=days - 1)
     dag_ids = wait_for_dags(client, group)
@@ -191,12 +199,13 @@ def drive_loop(
             last = [r for r in client.dag_runs(INGEST_DAG) if _day(r) == end]
             if last and last[0]["state"] in ("success", "failed"):
                 client.set_paused(INGEST_DAG, True)
-                for r in client.dag_runs(INGEST_DAG):
-                    if (_day(r) or end) > end:  # past the data: stop it, then forget it
-                        run = urllib.parse.quote(r["dag_run_id"], safe="")
-                        if r["state"] not in ("success", "failed"):
+                if final:
+                    # a run past the data would wait for raw files that never come: mark it
+                    # failed (never delete a run under the scheduler's feet)
+                    for r in client.dag_runs(INGEST_DAG):
+                        if (_day(r) or end) > end and r["state"] in ACTIVE:
+                            run = urllib.parse.quote(r["dag_run_id"], safe="")
                             client.patch(f"/dags/{INGEST_DAG}/dagRuns/{run}", {"state": "failed"})
-                        client._request("DELETE", f"/api/v2/dags/{INGEST_DAG}/dagRuns/{run}")
                 ingest_done = True
                 ingest_s = time.monotonic() - t0
                 progress(
@@ -264,7 +273,7 @@ def run_loop(
     first = None
     if shift_day is not None and 1 < shift_day < days:
         progress(f"phase 1: the {shift_day} days before the shift")
-        drive_loop(client, start, shift_day, progress, group, timeout, settle_s)
+        drive_loop(client, start, shift_day, progress, group, timeout, settle_s, final=False)
         last = start + dt.timedelta(days=shift_day - 1)
         first = ensure_champion(
             client, last, has_champion, progress, group, max(60.0, deadline - time.monotonic())

@@ -57,20 +57,26 @@ def summarise_events(events: dict[str, list[dict[str, Any]]]) -> tuple[str, list
 
 
 def resolve_end_day(
-    param_day: str | None, events: list[dict[str, Any]], fallback: dt.date | None
+    param_day: str | None, events: list[dict[str, Any]], newest: dt.date | None
 ) -> dt.date:
-    """Last day of the training window: the Param, else the newest event's ``date``, else ``fallback``."""
+    """Last day of the training window: the Param, else the newest of the events' ``date`` and
+    ``newest`` (the newest day the data allows).
+
+    ``newest`` matters because Airflow folds events that arrive while a trigger is already
+    pending into it without handing them to the run: the run may see an older event than the
+    data it can train on.
+    """
     if param_day:
         return dt.date.fromisoformat(str(param_day)[:10])
     days = [
         str((e.get("extra") or {}).get("date") or (e.get("extra") or {}).get("day") or "")[:10]
         for e in events
     ]
-    days = [d for d in days if d]
-    if days:
-        return dt.date.fromisoformat(max(days))
-    if fallback is not None:
-        return fallback
+    candidates = [dt.date.fromisoformat(d) for d in days if d]
+    if newest is not None:
+        candidates.append(newest)
+    if candidates:
+        return max(candidates)
     raise FlywheelError(
         "train_recommender: no end day (no 'end_day' param, no event with a 'date', no validated events)"
     )
@@ -81,6 +87,16 @@ def latest_validated_day() -> dt.date | None:
 
     days = get_lake().partitions("validated", "events")
     return max(days) if days else None
+
+
+def latest_data_day(cfg: TrainingConfig) -> dt.date | None:
+    """The newest day a window can end on: with Feast features, the newest featurised day."""
+    if cfg.data.feature_source != "feast":
+        return latest_validated_day()
+    from flywheel.features.compute import latest_day
+    from flywheel.storage import get_lake
+
+    return latest_day(get_lake())
 
 
 # --- steps ----------------------------------------------------------------------------------

@@ -603,6 +603,20 @@ def record_trigger(lake: Lake, result: DriftResult) -> None:
     )
 
 
+def unchecked_days(lake: Lake) -> list[str]:
+    """Days with features in every view but no drift summary yet, oldest first.
+
+    Features events that arrive while a trigger is already pending are not handed to the run
+    it creates; checking every featurised day without a summary leaves no day unchecked.
+    """
+    from flywheel.features import VIEWS
+
+    featurised = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
+    return sorted(
+        d.isoformat() for d in featurised if not lake.exists(report_prefix(d) + "summary.json")
+    )
+
+
 def report_prefix(day: dt.date) -> str:
     return f"reports/drift/dt={day.isoformat()}/"
 

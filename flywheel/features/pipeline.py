@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flywheel.features import FeatureError
+
+if TYPE_CHECKING:
+    from flywheel.storage import Lake
 
 
 def days_from_events(
@@ -21,6 +24,21 @@ def days_from_events(
     if not days and param_day:
         days.add(_iso_day(param_day))
     return sorted(days)
+
+
+def unbuilt_days(lake: Lake) -> list[str]:
+    """Validated event days that lack a feature partition in some view, oldest first.
+
+    Airflow folds asset events that arrive while a queued trigger is pending into that trigger
+    without handing them to the run it creates (they reach only a later run, if another event
+    comes). Building every validated day that has no features yet, besides the triggering days,
+    means no day is left behind by that.
+    """
+    from flywheel.features import VIEWS
+
+    validated = set(lake.partitions("validated", "events"))
+    built = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
+    return sorted(d.isoformat() for d in validated - built)
 
 
 def _iso_day(value: Any) -> str:

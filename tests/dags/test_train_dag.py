@@ -71,6 +71,9 @@ def test_trigger_summary_and_end_day():
     trigger, flat = summarise_events(events)
     assert trigger.startswith("asset: flywheel://drift {") and '"drift_share": 0.6' in trigger
     assert resolve_end_day(None, flat, None) == dt.date(2026, 1, 10)
+    # a newer featurised day than the events (events folded into a pending trigger): train on it
+    assert resolve_end_day(None, flat, dt.date(2026, 1, 12)) == dt.date(2026, 1, 12)
+    assert resolve_end_day(None, flat, dt.date(2026, 1, 8)) == dt.date(2026, 1, 10)
     assert resolve_end_day("2026-01-05", flat, None) == dt.date(2026, 1, 5)
     assert summarise_events({}) == ("manual", [])
     assert resolve_end_day(None, [], dt.date(2026, 1, 3)) == dt.date(2026, 1, 3)

@@ -118,3 +118,19 @@ def test_shift_decided_within_two_days(stable_lake, tmp_path, scenario, signal):
     assert signal in result.drifted_columns, result.drifted_columns
     assert result.drift_share >= config.drift_share
     assert result.reason.startswith("drift:") and signal in result.reason
+
+
+def test_unchecked_days_are_featurised_days_without_a_summary(lake):
+    # what a monitor_drift run checks besides its triggering days
+    from flywheel.features import VIEWS
+    from flywheel.features.compute import feature_key
+    from validation.drift import report_prefix, unchecked_days
+
+    d1, d2, d3 = (dt.date(2026, 4, k) for k in (1, 2, 3))
+    for d in (d1, d2):
+        for view in VIEWS:
+            lake.write_bytes(feature_key(view, d), b"x")
+    lake.write_bytes(feature_key(VIEWS[0], d3), b"x")  # one view only: not featurised yet
+    assert unchecked_days(lake) == [d1.isoformat(), d2.isoformat()]
+    lake.write_bytes(report_prefix(d1) + "summary.json", b"{}")
+    assert unchecked_days(lake) == [d2.isoformat()]

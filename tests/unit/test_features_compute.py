@@ -9,7 +9,7 @@ import pytest
 
 from flywheel.features import ITEM_FEATURES, USER_FEATURES, FeatureError
 from flywheel.features.compute import compute_features, feature_key, read_features
-from flywheel.features.pipeline import asset_metadata, days_from_events
+from flywheel.features.pipeline import asset_metadata, days_from_events, unbuilt_days
 from flywheel.features.synthetic import write_table
 
 D1, D2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
@@ -174,6 +174,23 @@ def test_missing_feature_partition_names_view_and_day(hand_lake):
         read_features(hand_lake, "user_stats", D1, D2)
     with pytest.raises(FeatureError, match="unknown feature view"):
         read_features(hand_lake, "nope", D1, D2)
+
+
+def test_a_gap_is_skipped_only_when_asked(hand_lake):
+    compute_features(hand_lake, D2)  # D1 missing, as for a quarantined day
+    df = read_features(hand_lake, "user_stats", D1, D2, skip_missing=True)
+    assert set(df["day"]) == {D2}
+    with pytest.raises(FeatureError, match="no feature partition of 'user_stats'"):
+        read_features(hand_lake, "user_stats", D1, D1, skip_missing=True)
+
+
+def test_unbuilt_days_are_validated_days_without_features(hand_lake):
+    # what a build_features run catches up besides its triggering days
+    assert unbuilt_days(hand_lake) == [D1.isoformat(), D2.isoformat()]
+    compute_features(hand_lake, D1)
+    assert unbuilt_days(hand_lake) == [D2.isoformat()]
+    compute_features(hand_lake, D2)
+    assert unbuilt_days(hand_lake) == []
 
 
 def test_window_read_adds_day_column(hand_lake):
