@@ -9,7 +9,8 @@
 4. validate all three tables with Great Expectations (:mod:`validation.gate`): the schema suite
    per file, then the data suite on the day's batch;
 5. if every table passed: pseudonymise ``user_id``, write ``validated/<table>/dt=D/`` (items and
-   users first, events last), each partition replaced atomically;
+   users first, events last), each partition replaced atomically (the Parquet bytes are made in
+   a thread while GX checks the events, and written only once the whole day has passed);
    if any failed: move the failing tables' raw files to ``quarantine/`` with the result and an
    HTML report, publish nothing of ``D`` (passing tables stay in ``raw/`` for the re-run), and
    raise :class:`validation.gate.GateFailure`;
@@ -28,6 +29,7 @@ import datetime as dt
 import io
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,8 @@ from flywheel.contract import ISO_COUNTRIES, TABLES
 from flywheel.storage import Lake, LocalLake, get_lake, partition_prefix
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import pandas as pd
     import pyarrow as pa
 
@@ -184,47 +188,124 @@ def schema_frame(tbl: pa.Table) -> pd.DataFrame:
     return pd.DataFrame({"column": tbl.column_names, "type": [str(f.type) for f in tbl.schema]})
 
 
-def gx_frame(tbl: pa.Table) -> pd.DataFrame:
-    """The batch as pandas for GX, every string column dictionary-encoded.
+def encode_strings(tbl: pa.Table, skip: Collection[str] = ()) -> pa.Table:
+    """``tbl`` with every string column (but ``skip``) dictionary-encoded as one chunk.
 
-    GX copies and null-checks the frame per metric; pandas categoricals make that the price of
-    their integer codes. Measured on a 1M-event day: even the all-distinct ``event_id`` is
-    cheaper as a categorical (encode ≈ +1 s, GX run ≈ -6 s).
+    A column's dictionary is then its distinct non-null values (in order of appearance): the
+    cross-day checks and the pseudonyms use it instead of hashing the column again. Pure Arrow,
+    which releases the GIL: :func:`ingest_day` runs it in a thread while GX checks other tables.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    cols = [pc.dictionary_encode(a) if pa.types.is_string(a.type) else a for a in tbl.columns]
-    return pa.table(cols, names=tbl.column_names).to_pandas()
+    cols = []
+    for name, a in zip(tbl.column_names, tbl.columns, strict=True):
+        if pa.types.is_string(a.type) and name not in skip:
+            a = pc.dictionary_encode(_one_chunk(a))
+        cols.append(a)
+    return pa.table(cols, names=tbl.column_names)
+
+
+def _one_chunk(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    import pyarrow as pa
+
+    if isinstance(col, pa.Array):
+        return col
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+def _categorical_per_row(col: pa.ChunkedArray) -> pd.Categorical | None:
+    """A string column whose values are distinct as a categorical with one category per row
+    (what dictionary encoding gives for it), or ``None`` if its values are not distinct.
+
+    pandas validates that a categorical's categories are unique, hashing them, and GX needs
+    that hash table anyway (``isin`` on the column). Letting that validation be the check
+    skips the Arrow dictionary encoding, a second hash of every value.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if col.null_count:
+        return None
+    cats = pd.Index(col.to_numpy(), dtype=object, copy=False)
+    try:
+        dtype = pd.CategoricalDtype(cats, ordered=False)
+    except ValueError:  # "Categorical categories must be unique": encode it instead
+        return None
+    codes = np.arange(len(cats), dtype=np.int32)
+    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
+
+
+def gx_frame(tbl: pa.Table, distinct: Collection[str] = ()) -> pd.DataFrame:
+    """The batch as pandas for GX, every string column dictionary-encoded.
+
+    GX copies and null-checks the frame per metric; pandas categoricals make that the price of
+    their integer codes. Measured on a 1M-event day: even the all-distinct ``event_id`` is
+    cheaper as a categorical (encode ≈ +1 s, GX run ≈ -6 s); Arrow-backed pandas columns
+    (``pd.ArrowDtype``) are free to convert but make the GX run ~8x slower.
+
+    ``distinct``: string columns expected to hold distinct values (the table's unique keys):
+    built as one category per row when they do (:func:`_categorical_per_row`), encoded like the
+    others when not. Columns already dictionary-encoded (:func:`encode_strings`) are taken as
+    they are. ``deduplicate_objects=False``: the categories are distinct already; pyarrow's
+    default would hash every one of them again.
+    """
+    import pyarrow as pa
+
+    per_row = {}
+    for name in distinct:
+        if name in tbl.column_names and pa.types.is_string(tbl.schema.field(name).type):
+            cat = _categorical_per_row(tbl.column(name))
+            if cat is not None:
+                per_row[name] = cat
+    frame = encode_strings(tbl.drop_columns(list(per_row))).to_pandas(deduplicate_objects=False)
+    for name, cat in per_row.items():
+        frame.insert(tbl.column_names.index(name), name, cat)
+    return frame
 
 
 # --- cross-day state ----------------------------------------------------------------------------
-def seen_event_ids(lake: Lake, day: dt.date, batch_ids: pa.ChunkedArray) -> list[str]:
-    """Batch event ids already present in validated events of OTHER days (not ``day`` itself)."""
+def seen_event_ids(
+    lake: Lake, day: dt.date, batch_ids: pa.ChunkedArray | pa.Array, distinct: bool = False
+) -> list[str]:
+    """Batch event ids already present in validated events of OTHER days (not ``day`` itself).
+
+    ``distinct``: ``batch_ids`` are already the batch's distinct non-null ids.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     found: list[pa.Array] = []
-    batch = pc.unique(batch_ids.drop_null())
+    batch = None
     for other in lake.partitions("validated", "events"):
         if other == day:
             continue  # a re-run replaces its own partition: its ids are not duplicates
         for key in lake.partition_files("validated", "events", other):
+            if batch is None:  # only when there is history to compare with
+                batch = batch_ids if distinct else pc.unique(batch_ids.drop_null())
             ids = _read_table(lake, key, ["event_id"]).column("event_id")
-            found.append(pc.filter(batch, pc.is_in(batch, value_set=ids)))
+            hit = pc.filter(batch, pc.is_in(batch, value_set=ids))
+            found += hit.chunks if isinstance(hit, pa.ChunkedArray) else [hit]
     if not found:
         return []
     return pc.unique(pa.chunked_array(found, type=pa.string())).to_pylist()
 
 
 def unknown_item_ids(
-    lake: Lake, day: dt.date, batch_items: pa.ChunkedArray, same_day: pa.ChunkedArray | None
+    lake: Lake,
+    day: dt.date,
+    batch_items: pa.ChunkedArray | pa.Array,
+    same_day: pa.ChunkedArray | None,
+    distinct: bool = False,
 ) -> list[str]:
-    """Distinct batch item ids absent from validated items before ``day`` and the day's items."""
+    """Distinct batch item ids absent from validated items before ``day`` and the day's items.
+
+    ``distinct``: ``batch_items`` are already the batch's distinct non-null ids.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    missing = pc.unique(batch_items.drop_null())
+    missing = batch_items if distinct else pc.unique(batch_items.drop_null())
     sources = [same_day] if same_day is not None else []
     for other in lake.partitions("validated", "items"):
         if other < day:
@@ -256,27 +337,48 @@ def volume_bounds(lake: Lake, day: dt.date, config: GateConfig) -> tuple[int, in
 
 
 # --- privacy ------------------------------------------------------------------------------------
-def pseudonymise_column(
-    tbl: pa.Table, column: str, key: bytes | None = None, memo: dict[str, str] | None = None
-) -> pa.Table:
-    """Replace ``column`` by its pseudonyms, hashing each distinct id once.
+class Pseudonyms:
+    """The pseudonyms of a day's distinct user ids, each id hashed once for all its tables.
 
-    ``memo`` (raw id → pseudonym) is shared between the tables of a day, so a user present in
-    both ``users`` and ``events`` is hashed once.
+    ``Pseudonyms(ids, key)`` hashes the distinct values of the arrays ``ids``; :meth:`extended`
+    returns a copy that also covers more ids (hashing only the new ones); :meth:`apply` replaces
+    a table's column by the pseudonyms of its values. Immutable: safe to share with a thread.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from flywheel.privacy import pseudonymise_many
+    def __init__(self, ids: list[pa.Array | pa.ChunkedArray], key: bytes | None = None):
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    memo = {} if memo is None else memo
-    enc = pc.dictionary_encode(tbl.column(column).combine_chunks())
-    distinct = enc.dictionary.to_pylist()
-    todo = [u for u in distinct if u not in memo]
-    memo.update(zip(todo, pseudonymise_many(todo, key), strict=True))
-    mapped = pa.array([memo[u] for u in distinct], pa.string())
-    i = tbl.column_names.index(column)
-    return tbl.set_column(i, tbl.schema.field(i), pc.take(mapped, enc.indices))
+        from flywheel.privacy import pseudonym_key, pseudonymise_array
+
+        self.key = key if key is not None else pseudonym_key()
+        parts = [c for a in ids for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
+        self.ids = pc.unique(pa.chunked_array(parts, pa.string()))
+        self.values = pseudonymise_array(self.ids, self.key)
+
+    def extended(self, ids: pa.Array | pa.ChunkedArray) -> Pseudonyms:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        new = Pseudonyms([pc.filter(ids, pc.invert(pc.is_in(ids, value_set=self.ids)))], self.key)
+        out = object.__new__(Pseudonyms)
+        out.key = self.key
+        out.ids = pa.concat_arrays([self.ids, new.ids])
+        out.values = pa.concat_arrays([self.values, new.values])
+        return out
+
+    def apply(self, tbl: pa.Table, column: str, encoded: pa.DictionaryArray | None = None):
+        """``tbl`` with ``column`` replaced by its pseudonyms (``encoded``: the column's
+        dictionary encoding when already at hand)."""
+        import pyarrow.compute as pc
+
+        if encoded is None:
+            new = pc.take(self.values, pc.index_in(_one_chunk(tbl[column]), value_set=self.ids))
+        else:
+            mapped = pc.take(self.values, pc.index_in(encoded.dictionary, value_set=self.ids))
+            new = pc.take(mapped, encoded.indices)
+        i = tbl.column_names.index(column)
+        return tbl.set_column(i, tbl.schema.field(i), new)
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -349,14 +451,38 @@ def _attribute(finding: Finding, files: list[RawFile]) -> None:
     finding.files = hits or [f.key for f in files]
 
 
-def _check_table(gate, lake: Lake, day: dt.date, table: str, params_for) -> TableCheck:
+def _read_files(lake: Lake, day: dt.date, table: str) -> list[RawFile]:
+    return [read_raw(lake, key, table) for key in lake.partition_files("raw", table, day)]
+
+
+def _batch(table: str, files: list[RawFile]) -> pa.Table:
     import pyarrow as pa
 
+    names = TABLES[table].column_names
+    return pa.concat_tables([f.table.select(names) for f in files])
+
+
+def _read_and_encode(lake: Lake, day: dt.date, table: str):
+    """``(files, encoded)``: the raw files of ``table`` and, if they are exactly the contract,
+    their batch through :func:`encode_strings` (else ``None``). Arrow only: for a thread."""
+    files = _read_files(lake, day, table)
+    if files and all(f.table is not None and _matches_contract(f.table, table) for f in files):
+        return files, encode_strings(_batch(table, files), TABLES[table].unique)
+    return files, None
+
+
+def _read_table_files(
+    gate, lake: Lake, day: dt.date, table: str, files: list[RawFile] | None = None
+) -> TableCheck:
+    """Read the day's raw files of ``table`` (unless given) and run the schema suite on each.
+
+    ``check.data`` is the concatenated batch when every file was readable and passed.
+    """
     from validation.gate import Finding
 
     check = TableCheck(table)
-    keys = lake.partition_files("raw", table, day)
-    if not keys:
+    raws = files if files is not None else _read_files(lake, day, table)
+    if not raws:
         if table == "events":
             check.findings.append(
                 Finding(
@@ -367,8 +493,8 @@ def _check_table(gate, lake: Lake, day: dt.date, table: str, params_for) -> Tabl
                 )
             )
         return check
-    for key in keys:
-        raw = read_raw(lake, key, table)
+    for raw in raws:
+        key = raw.key
         check.files.append(raw)
         if raw.error:
             check.findings.append(Finding("file_readable", READ_RULE, None, raw.error, files=[key]))
@@ -382,17 +508,36 @@ def _check_table(gate, lake: Lake, day: dt.date, table: str, params_for) -> Tabl
                 f.message += " (" + "; ".join(raw.notes) + ")"
         check.findings += found
         check.gx_results.append(res)
-    if check.findings:
-        return check
-    names = TABLES[table].column_names
-    data = pa.concat_tables([f.table.select(names) for f in check.files])
-    check.data = data
-    found, res = gate.run(table, "data", gx_frame(data), params_for(data))
+    if not check.findings:
+        check.data = _batch(table, check.files)
+    return check
+
+
+def _run_data_suite(gate, check: TableCheck, frame: pd.DataFrame, parameters: dict) -> None:
+    """The data suite on the batch (``frame``: :func:`gx_frame` of ``check.data``)."""
+    found, res = gate.run(check.table, "data", frame, parameters)
     for f in found:
         _attribute(f, check.files)
     check.findings += found
     check.gx_results.append(res)
-    return check
+
+
+def _partition_files(
+    table: str,
+    data: pa.Table | None,
+    pseudonyms: Pseudonyms,
+    user_ids: pa.DictionaryArray | None = None,
+) -> dict[str, bytes]:
+    """The validated partition of ``table`` (file name → Parquet bytes), ``user_id``
+    pseudonymised (``user_ids``: that column dictionary-encoded, when at hand).
+
+    Computes only: nothing is written here (the caller publishes once the gate has passed).
+    """
+    if data is None:
+        return {}
+    if "user_id" in data.column_names:
+        data = pseudonyms.apply(data, "user_id", user_ids)
+    return {PART_NAME: _parquet_bytes(data.cast(TABLES[table].arrow_schema()))}
 
 
 def ingest_day(
@@ -407,6 +552,7 @@ def ingest_day(
     Raises :class:`validation.gate.GateFailure` (nothing published) when any table fails.
     ``now`` bounds "not in the future" (the wall clock by default; tests pin it).
     """
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from flywheel.privacy import pseudonym_key
@@ -426,36 +572,76 @@ def ingest_day(
     gate = Gate.cached(config)
     checks: dict[str, TableCheck] = {}
 
-    def params(table: str):
-        def compute(data) -> dict:
-            if table == "users":
-                present = pc.unique(data.column("country").drop_null()).to_pylist()
-                return {"ts_max": end + tol, "iso_countries": sorted(set(present) & ISO_COUNTRIES)}
-            if table != "events":
-                return {"ts_max": end + tol}
-            items = checks.get("items")
-            same_day = (
-                items.data.column("item_id")
-                if items is not None and items.data is not None
-                else None
-            )
-            low, high = volume_bounds(lake, day, config)
-            return {
-                "event_ids_seen": seen_event_ids(lake, day, data.column("event_id")),
-                "unknown_item_ids": unknown_item_ids(lake, day, data.column("item_id"), same_day),
-                "ts_min": start - tol,
-                "ts_max": end + tol,
-                "now": now,
-                "min_rows": low,
-                "max_rows": high,
-            }
+    def params(table: str, data: pa.Table, frame: pd.DataFrame) -> dict:
+        if table == "users":
+            present = pc.unique(data.column("country").drop_null()).to_pylist()
+            return {"ts_max": end + tol, "iso_countries": sorted(set(present) & ISO_COUNTRIES)}
+        if table != "events":
+            return {"ts_max": end + tol}
+        items = checks["items"]
+        same_day = items.data.column("item_id") if items.data is not None else None
+        low, high = volume_bounds(lake, day, config)
+        event_ids = data["event_id"]  # distinct already if GX got one category per value
+        if pa.types.is_dictionary(event_ids.type):
+            event_ids = _one_chunk(event_ids).dictionary
+        ids_distinct = not event_ids.null_count and len(event_ids) == len(
+            frame["event_id"].cat.categories
+        )
+        item_ids = _one_chunk(data["item_id"]).dictionary
+        return {
+            "event_ids_seen": seen_event_ids(lake, day, event_ids, distinct=ids_distinct),
+            "unknown_item_ids": unknown_item_ids(lake, day, item_ids, same_day, distinct=True),
+            "ts_min": start - tol,
+            "ts_max": end + tol,
+            "now": now,
+            "min_rows": low,
+            "max_rows": high,
+        }
 
-        return compute
+    # GX is pure Python (it holds the GIL); Arrow encoding and Parquet writing release it. So
+    # one worker thread does the Arrow work while GX checks data: the events' dictionary
+    # encoding during the items and users suites, the pseudonymised Parquet bytes of each table
+    # once its own suite and every earlier one passed. Those bytes are published only if the
+    # whole day passed; until then nothing is written.
+    files: dict[str, Any] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as worker:
+        raw = {t: _read_files(lake, day, t) for t in ("items", "users")}  # small: read first
+        reading = worker.submit(_read_and_encode, lake, day, "events")  # (Arrow's pool is shared)
+        for table in ("items", "users"):
+            c = checks[table] = _read_table_files(gate, lake, day, table, raw[table])
+            if c.data is not None:
+                frame = gx_frame(c.data, TABLES[table].unique)
+                _run_data_suite(gate, c, frame, params(table, c.data, frame))
+        may_pass = not any(c.findings for c in checks.values())
+        if may_pass:  # hash the users' ids while the worker reads and encodes the events
+            users = checks["users"].data
+            pseudonyms = Pseudonyms([users["user_id"]] if users is not None else [], key)
+            for table in ("items", "users"):
+                data = checks[table].data
+                files[table] = worker.submit(_partition_files, table, data, pseudonyms)
+        raw_events, encoded = reading.result()
+        events = checks["events"] = _read_table_files(gate, lake, day, "events", raw_events)
+        may_pass = may_pass and not events.findings
+        if events.data is not None:
+            if encoded is None:
+                encoded = encode_strings(events.data, TABLES["events"].unique)
+            frame = gx_frame(encoded, TABLES["events"].unique)
+            parameters = params("events", encoded, frame)
+            if may_pass:
+                user_ids = _one_chunk(encoded.column("user_id"))
+                pseudonyms = pseudonyms.extended(user_ids.dictionary)
+                files["events"] = worker.submit(
+                    _partition_files, "events", events.data, pseudonyms, user_ids
+                )
+            _run_data_suite(gate, events, frame, parameters)
+            del frame
+        failed = {t: c for t, c in checks.items() if c.findings}
+        for future in files.values():
+            if failed:
+                future.cancel()
+        if not failed:
+            files = {t: files[t].result() for t in TABLE_ORDER}
 
-    for table in TABLE_ORDER:
-        checks[table] = _check_table(gate, lake, day, table, params(table))
-
-    failed = {t: c for t, c in checks.items() if c.findings}
     where: dict[str, str] = {}
     outcomes = {}
     for table, c in checks.items():
@@ -482,15 +668,8 @@ def ingest_day(
                 outcomes[table]["report_uri"] = lake.url(where[table] + "validation_report.html")
                 outcomes[table]["quarantined"] = [where[table] + r.name for r in c.files]
     else:
-        memo: dict[str, str] = {}
-        for table in TABLE_ORDER:
-            data = checks[table].data
-            files = {}
-            if data is not None:
-                if "user_id" in data.column_names:
-                    data = pseudonymise_column(data, "user_id", key, memo)
-                files[PART_NAME] = _parquet_bytes(data.cast(TABLES[table].arrow_schema()))
-            lake.replace_partition(partition_prefix("validated", table, day), files)
+        for table in TABLE_ORDER:  # items and users before the events that use them
+            lake.replace_partition(partition_prefix("validated", table, day), files[table])
 
     for table, outcome in outcomes.items():
         if outcome["report_uri"] is None:
@@ -507,12 +686,11 @@ def ingest_day(
                 day.isoformat(), validation_id, {t: c.findings for t, c in failed.items()}, where
             )
         )
-    events = checks["events"].data
     return {
         "date": day.isoformat(),
-        "rows": events.num_rows,
-        "distinct_users": pc.count_distinct(events.column("user_id")).as_py(),
-        "distinct_items": pc.count_distinct(events.column("item_id")).as_py(),
+        "rows": encoded.num_rows,
+        "distinct_users": len(_one_chunk(encoded.column("user_id")).dictionary),
+        "distinct_items": len(_one_chunk(encoded.column("item_id")).dictionary),
         "validation_id": validation_id,
         "items": checks["items"].rows,
         "users": checks["users"].rows,

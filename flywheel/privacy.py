@@ -71,17 +71,71 @@ def pseudonymise(user_id: str, key: bytes | None = None) -> str:
 
 def pseudonymise_many(user_ids, key: bytes | None = None) -> list[str]:
     """Vectorised over an iterable; computes each distinct id once."""
-    k = key if key is not None else pseudonym_key()
+    mac = _hmac_sha256(key if key is not None else pseudonym_key())
     cache: dict[str, str] = {}
     out = []
-    digest = hmac.digest  # one-shot C HMAC: same bytes as hmac.new(...), ~5x faster per id
     for u in user_ids:
         p = cache.get(u)
         if p is None:
             if is_pseudonym(u):
                 p = cache[u] = u
             else:
-                h = digest(k, u.encode("utf-8"), "sha256").hex()
-                p = cache[u] = PREFIX + h[:_DIGEST_CHARS]
+                p = cache[u] = PREFIX + mac(u.encode("utf-8")).hex()[:_DIGEST_CHARS]
         out.append(p)
     return out
+
+
+def _hmac_sha256(key: bytes):
+    """``msg -> hmac.digest(key, msg, "sha256")``, from precomputed keyed states (RFC 2104).
+
+    The one-shot ``hmac.digest`` looks the digest up and re-keys for every message; copying the
+    inner and outer states hashed over the padded key gives the same bytes at a quarter of the
+    cost, and (below hashlib's 2 KiB threshold) without releasing the GIL per id.
+    """
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def mac(msg: bytes) -> bytes:
+        h = inner.copy()
+        h.update(msg)
+        o = outer.copy()
+        o.update(h.digest())
+        return o.digest()
+
+    return mac
+
+
+def pseudonymise_array(user_ids, key: bytes | None = None):
+    """Pseudonyms of an Arrow string array, element for element (nulls stay null).
+
+    The same strings as :func:`pseudonymise` per id (ids that already are pseudonyms are kept),
+    vectorised: the HMAC runs from precomputed keyed states, and hex encoding, truncation and the
+    ``p_`` prefix are done with numpy over all digests at once, straight into an Arrow buffer.
+    Pass distinct ids: each element is hashed.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    k = key if key is not None else pseudonym_key()
+    arr = user_ids.combine_chunks() if isinstance(user_ids, pa.ChunkedArray) else user_ids
+    arr = arr.cast(pa.string())
+    n = len(arr)
+    mac = _hmac_sha256(k)
+    raw = arr.cast(pa.binary()).fill_null(b"").to_pylist()  # UTF-8 bytes: no decode/encode
+    digests = np.frombuffer(b"".join([mac(u) for u in raw]), np.uint8).reshape(n, 32)
+    hex_pairs = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), np.uint8).reshape(256, 2)
+    width = len(PREFIX) + _DIGEST_CHARS
+    chars = np.empty((n, width), np.uint8)
+    chars[:, : len(PREFIX)] = np.frombuffer(PREFIX.encode(), np.uint8)
+    chars[:, len(PREFIX) :] = hex_pairs[digests[:, : _DIGEST_CHARS // 2]].reshape(n, _DIGEST_CHARS)
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    hashed = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars))
+    already = pc.and_(
+        pc.starts_with(arr, PREFIX), pc.equal(pc.utf8_length(arr), len(PREFIX) + _DIGEST_CHARS)
+    )
+    return pc.if_else(already, arr, hashed)  # null where the id is null
