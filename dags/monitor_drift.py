@@ -62,12 +62,15 @@ def monitor_drift():
             extra = event.extra or {}
             listed = extra.get("days") or [extra.get("date") or extra.get("day")]
             days.update(str(d)[:10] for d in listed if d)
-        if not days and context["params"].get("day"):
-            days.add(str(context["params"]["day"])[:10])
-        from flywheel.storage import get_lake
-        from validation.drift import unchecked_days
+        if days:  # + days whose events were folded into a pending trigger (see unchecked_days)
+            import datetime as dt
 
-        days.update(unchecked_days(get_lake()))
+            from flywheel.storage import get_lake
+            from validation.drift import unchecked_days
+
+            days.update(unchecked_days(get_lake(), dt.date.fromisoformat(max(days))))
+        elif context["params"].get("day"):
+            days.add(str(context["params"]["day"])[:10])
         if not days:
             from flywheel.errors import FlywheelError
 

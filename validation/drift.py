@@ -603,17 +603,20 @@ def record_trigger(lake: Lake, result: DriftResult) -> None:
     )
 
 
-def unchecked_days(lake: Lake) -> list[str]:
-    """Days with features in every view but no drift summary yet, oldest first.
+def unchecked_days(lake: Lake, after: dt.date) -> list[str]:
+    """Days after ``after`` with features in every view but no drift summary yet, oldest first.
 
-    Features events that arrive while a trigger is already pending are not handed to the run
-    it creates; checking every featurised day without a summary leaves no day unchecked.
+    Features events that arrive while a trigger is already pending are folded into it and not
+    handed to the run it creates: those days come after the run's newest event day. Older
+    unchecked days are left alone: judging them now would use a champion they never met.
     """
     from flywheel.features import VIEWS
 
     featurised = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
     return sorted(
-        d.isoformat() for d in featurised if not lake.exists(report_prefix(d) + "summary.json")
+        d.isoformat()
+        for d in featurised
+        if d > after and not lake.exists(report_prefix(d) + "summary.json")
     )
 
 

@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 
+from flywheel.assets import DRIFT
 from flywheel.demo import Progress, run_loop
 from flywheel.twin import Twin, venv_bin
 
@@ -61,8 +62,9 @@ def test_twin_runs_the_loop_on_the_production_topology(tmp_path):
         name = "flywheel-recommender"
 
         def has_champion() -> bool:
-            return any(v.aliases and "champion" in v.aliases for v in
-                       client.search_model_versions(f"name='{name}'"))  # fmt: skip
+            from training.registry import current_champion
+
+            return current_champion(client, name) is not None
 
         # phase 1: the days before the shift until the loop settles, then a champion (the
         # asset-triggered trainings, else one manual run); phase 2: the shifted days → drift →
@@ -108,8 +110,7 @@ def test_twin_runs_the_loop_on_the_production_topology(tmp_path):
         retrain = [
             r
             for r in twin.client.dag_runs("train_recommender")
-            if "flywheel://drift"
-            in _upstream_assets(twin.client, "train_recommender", r["dag_run_id"])
+            if DRIFT.uri in _upstream_assets(twin.client, "train_recommender", r["dag_run_id"])
         ]
         assert retrain and any(r["state"] == "success" for r in retrain), "drift did not retrain"
 

@@ -131,6 +131,8 @@ def test_unchecked_days_are_featurised_days_without_a_summary(lake):
         for view in VIEWS:
             lake.write_bytes(feature_key(view, d), b"x")
     lake.write_bytes(feature_key(VIEWS[0], d3), b"x")  # one view only: not featurised yet
-    assert unchecked_days(lake) == [d1.isoformat(), d2.isoformat()]
+    before = d1 - dt.timedelta(days=1)
+    assert unchecked_days(lake, before) == [d1.isoformat(), d2.isoformat()]
     lake.write_bytes(report_prefix(d1) + "summary.json", b"{}")
-    assert unchecked_days(lake) == [d2.isoformat()]
+    assert unchecked_days(lake, before) == [d2.isoformat()]
+    assert unchecked_days(lake, d2) == []  # never older days: their champion is gone
