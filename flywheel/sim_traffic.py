@@ -56,6 +56,7 @@ class TrafficSummary:
 
     @property
     def ctr(self) -> float:
+        """Clicks per served slate (a slate has several items: it can exceed 1)."""
         shown = self.requests - self.errors
         return self.feedback["click"] / shown if shown else 0.0
 

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(7, "--seed", help="Random seed"),
         timeout: float = typer.Option(
-            840.0, "--timeout", help="Seconds the loop may take to settle before the demo fails"
+            1800.0, "--timeout", help="Seconds the loop may take to settle before the demo fails"
         ),
         fresh: bool = typer.Option(
             True,
