@@ -7,9 +7,9 @@ run may carry several events, and every day is built, oldest first. A manual run
 `day` param (`YYYY-MM-DD`) instead.
 
 #### Tasks
-1. **`resolve_days`**: the days of the triggering events (else the `day` param), plus every
-   validated day that has no features yet (events that arrive while a trigger is already
-   pending are not handed to the run it creates; this way no day is left behind).
+1. **`resolve_days`**: the days of the triggering events (else the `day` param), plus the
+   validated days after them that have no features yet (events that arrive while a trigger is
+   already pending are not handed to the run it creates; this way no day is left behind).
 2. **`compute`**: `flywheel.features.store.compute_day(D)` per day: the 1/7/28-day user and
    item statistics from `validated/` into `features/<view>/dt=D/part-00000.parquet`, stamped
    `event_timestamp` = D+1 00:00 UTC. Overwrites the day's partition (idempotent).
@@ -68,6 +68,8 @@ def build_features():
         doc_md="The days to build: the triggering events' `date`s (else the `day` param) and unbuilt days."
     )
     def resolve_days() -> list[str]:
+        import datetime as dt
+
         from airflow.sdk.exceptions import AirflowFailException
 
         from flywheel.features.pipeline import days_from_events, unbuilt_days
@@ -76,7 +78,9 @@ def build_features():
         ctx = get_current_context()
         events = ctx["triggering_asset_events"].get(VALIDATED_EVENTS, [])
         days = days_from_events([e.extra for e in events], ctx["params"].get("day"))
-        days = sorted(set(days) | set(unbuilt_days(get_lake())))
+        if events and days:  # + days whose events were folded into a pending trigger
+            newest = dt.date.fromisoformat(days[-1])
+            days = sorted(set(days) | set(unbuilt_days(get_lake(), newest)))
         if not days:
             raise AirflowFailException(
                 "no day to build: trigger through flywheel://validated/events (metadata 'date') "

@@ -26,19 +26,19 @@ def days_from_events(
     return sorted(days)
 
 
-def unbuilt_days(lake: Lake) -> list[str]:
-    """Validated event days that lack a feature partition in some view, oldest first.
+def unbuilt_days(lake: Lake, after: dt.date) -> list[str]:
+    """Validated event days after ``after`` that lack a feature partition in some view.
 
     Airflow folds asset events that arrive while a queued trigger is pending into that trigger
     without handing them to the run it creates (they reach only a later run, if another event
-    comes). Building every validated day that has no features yet, besides the triggering days,
+    comes); those days come after the run's newest event day. Building them too, oldest first,
     means no day is left behind by that.
     """
     from flywheel.features import VIEWS
 
     validated = set(lake.partitions("validated", "events"))
     built = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
-    return sorted(d.isoformat() for d in validated - built)
+    return sorted(d.isoformat() for d in validated - built if d > after)
 
 
 def _iso_day(value: Any) -> str:

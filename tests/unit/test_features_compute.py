@@ -186,11 +186,13 @@ def test_a_gap_is_skipped_only_when_asked(hand_lake):
 
 def test_unbuilt_days_are_validated_days_without_features(hand_lake):
     # what a build_features run catches up besides its triggering days
-    assert unbuilt_days(hand_lake) == [D1.isoformat(), D2.isoformat()]
+    before = D1 - dt.timedelta(days=1)
+    assert unbuilt_days(hand_lake, before) == [D1.isoformat(), D2.isoformat()]
+    assert unbuilt_days(hand_lake, D1) == [D2.isoformat()]  # only after the newest event
     compute_features(hand_lake, D1)
-    assert unbuilt_days(hand_lake) == [D2.isoformat()]
+    assert unbuilt_days(hand_lake, before) == [D2.isoformat()]
     compute_features(hand_lake, D2)
-    assert unbuilt_days(hand_lake) == []
+    assert unbuilt_days(hand_lake, before) == []
 
 
 def test_window_read_adds_day_column(hand_lake):
