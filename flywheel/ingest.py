@@ -459,7 +459,8 @@ def _batch(table: str, files: list[RawFile]) -> pa.Table:
     import pyarrow as pa
 
     names = TABLES[table].column_names
-    return pa.concat_tables([f.table.select(names) for f in files])
+    # files of one day may differ in nullability only (Parquet "not null" vs CSV): unify it
+    return pa.concat_tables([f.table.select(names) for f in files], promote_options="default")
 
 
 def _read_and_encode(lake: Lake, day: dt.date, table: str):

@@ -86,6 +86,27 @@ def test_csv_input_is_parsed_and_validated(lake):
     assert summary["rows"] == lake.read_parquet("validated/events/dt=2026-01-01/").num_rows > 0
 
 
+def test_a_day_split_over_parquet_and_csv_files_is_one_batch(lake):
+    import io
+
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    simulate(lake, days=1, users=50, items=20, seed=2)
+    (key,) = lake.partition_files("raw", "events", D0)
+    whole = pq.read_table(io.BytesIO(lake.read_bytes(key)))
+    half = whole.num_rows // 2
+    buf = io.BytesIO()
+    pq.write_table(whole.slice(0, half), buf)  # Parquet keeps the contract's "not null"
+    lake.write_bytes(key, buf.getvalue())
+    buf = io.BytesIO()
+    pcsv.write_csv(whole.slice(half), buf)  # CSV columns come back nullable
+    lake.write_bytes(key.replace("part-00000.parquet", "part-00001.csv"), buf.getvalue())
+    summary = ingest_day(D0, lake=lake, now=NOW)
+    assert summary["rows"] == whole.num_rows
+    assert lake.read_parquet("validated/events/dt=2026-01-01/").num_rows == whole.num_rows
+
+
 def test_s3_lake_over_http(monkeypatch, fw_home):
     from tests.s3_server import moto_s3
 
