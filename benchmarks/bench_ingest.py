@@ -4,13 +4,15 @@ The baseline reads the same raw Parquet file and writes it back (zstd) with pyar
 least any ingestion must do. The platform figure is ``ingest_day`` (read, conform, GX schema and
 data suites, cross-day checks, pseudonymisation, validated write, history). Both run in fresh
 spawned processes; the ingest figure is given with the imports (what an Airflow task pays) and
-without (the work itself). Target: overhead ≤ 3x, peak memory < 2 GiB.
+without (the work itself). Five alternating pairs, medians reported (peak memory: the
+highest). Target: overhead ≤ 3x, peak memory < 2 GiB.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 from benchmarks.common import Row, run_isolated
 
 DAY = dt.date(2026, 1, 1)
+REPEATS = 5  # alternating bare/ingest pairs; medians are reported
 
 
 def make_day(root: str, events: int, users: int, items: int) -> None:
@@ -96,10 +99,20 @@ def run(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = str(Path(tmp) / "lake")
         run_isolated(make_day, root, events, users, items)
-        base, _, base_mb = run_isolated(bare, root)
-        res, _, peak_mb = run_isolated(ingest, root)
-    assert res["rows"] == events
-    work, total = res["work"], res["work"] + res["imports"]
+        # alternate fresh processes and take medians: one sample of each swings by ±20% on a
+        # shared 2-core machine; re-ingesting the day is idempotent (same partition replaced)
+        bases, results, base_mbs, peak_mbs = [], [], [], []
+        for _ in range(1 if quick else REPEATS):
+            base, _, base_mb = run_isolated(bare, root)
+            res, _, peak_mb = run_isolated(ingest, root)
+            bases.append(base)
+            results.append(res)
+            base_mbs.append(base_mb)
+            peak_mbs.append(peak_mb)
+    assert all(r["rows"] == events for r in results)
+    base, base_mb, peak_mb = statistics.median(bases), max(base_mbs), max(peak_mbs)
+    work = statistics.median(r["work"] for r in results)
+    total = statistics.median(r["work"] + r["imports"] for r in results)
     return [
         Row("ingest", case, "bare pyarrow read+write s", base, target="baseline"),
         Row("ingest", case, "validated events/s", events / work, "bare read+write"),
