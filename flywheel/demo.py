@@ -121,15 +121,15 @@ def loop_status(client: AirflowClient, start: dt.date, end: dt.date) -> dict[str
         runs = client.dag_runs(dag_id)
         if dag_id == INGEST_DAG:  # the simulated days only (not a run stopped past the data)
             runs = [r for r in runs if start <= (_day(r) or start) <= end]
+        else:
+            # asset events waiting for a run the scheduler has not created yet (e.g. while the
+            # DAG's previous run was still active): the loop has not settled
+            status["active"] += client.get(f"/dags/{dag_id}/assets/queuedEvents")["total_entries"]
         counts: dict[str, int] = {}
         for r in runs:
             counts[r["state"]] = counts.get(r["state"], 0) + 1
         status["dags"][dag_id] = counts
         status["active"] += sum(counts.get(s, 0) for s in ACTIVE)
-        if dag_id != INGEST_DAG:
-            # asset events waiting for a run the scheduler has not created yet (e.g. while the
-            # DAG's previous run was still active): the loop has not settled
-            status["active"] += client.get(f"/dags/{dag_id}/assets/queuedEvents")["total_entries"]
         if dag_id == INGEST_DAG:
             for r in runs:
                 day = _day(r)
@@ -531,7 +531,7 @@ def serve_and_play(settings, group: ProcessGroup, cfg: DemoConfig, progress) -> 
     return {
         "url": url,
         "requests": t.requests,
-        "clicks_per_slate": round(t.ctr, 4),  # a slate shows several items
+        "clicks_per_slate": round(t.clicks_per_slate, 4),
         "feedback": t.feedback,
         "errors": t.errors,
         "served_relevance": round(t.served_relevance, 4),

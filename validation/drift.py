@@ -610,12 +610,11 @@ def unchecked_days(lake: Lake, after: dt.date) -> list[str]:
     handed to the run it creates: those days come after the run's newest event day. Older
     unchecked days are left alone: judging them now would use a champion they never met.
     """
-    from flywheel.features import VIEWS
+    from flywheel.features.compute import featurised_days
 
-    featurised = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
     return sorted(
         d.isoformat()
-        for d in featurised
+        for d in featurised_days(lake)
         if d > after and not lake.exists(report_prefix(d) + "summary.json")
     )
 

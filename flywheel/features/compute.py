@@ -308,9 +308,14 @@ def serving_day(lake: Lake, day: dt.date, views: tuple[str, ...] = VIEWS) -> dt.
     return None
 
 
+def featurised_days(lake: Lake) -> set[dt.date]:
+    """Days whose partitions exist for every view."""
+    return set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
+
+
 def latest_day(lake: Lake) -> dt.date | None:
     """The newest day whose partitions exist for every view (None before the first)."""
-    common = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
+    common = featurised_days(lake)
     return max(common) if common else None
 
 

@@ -34,11 +34,10 @@ def unbuilt_days(lake: Lake, after: dt.date) -> list[str]:
     comes); those days come after the run's newest event day. Building them too, oldest first,
     means no day is left behind by that.
     """
-    from flywheel.features import VIEWS
+    from flywheel.features.compute import featurised_days
 
     validated = set(lake.partitions("validated", "events"))
-    built = set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
-    return sorted(d.isoformat() for d in validated - built if d > after)
+    return sorted(d.isoformat() for d in validated - featurised_days(lake) if d > after)
 
 
 def _iso_day(value: Any) -> str:
