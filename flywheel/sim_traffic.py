@@ -55,13 +55,13 @@ class TrafficSummary:
     stopped: str = ""  # why traffic stopped early, if it did
 
     @property
-    def ctr(self) -> float:
-        """Clicks per served slate (a slate has several items: it can exceed 1)."""
+    def clicks_per_slate(self) -> float:
+        """Clicks per served slate (a slate has several items: it can exceed 1; not a CTR)."""
         shown = self.requests - self.errors
         return self.feedback["click"] / shown if shown else 0.0
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"ctr": self.ctr}
+        return asdict(self) | {"clicks_per_slate": self.clicks_per_slate}
 
 
 def check_loopback(url: str) -> str:

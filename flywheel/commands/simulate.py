@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
             else:
                 typer.echo(
                     f"{t.requests} requests over {len(t.days)} day(s) to {t.url}: "
-                    f"CTR {t.ctr:.3f}, feedback {t.feedback}, errors {t.errors}, "
+                    f"{t.clicks_per_slate:.2f} clicks per slate, feedback {t.feedback}, errors {t.errors}, "
                     f"served relevance {t.served_relevance:.3f} (oracle {t.oracle_relevance:.3f})"
                     + (f"; stopped: {t.stopped}" if t.stopped else "")
                 )

@@ -71,7 +71,10 @@ def test_users_answer_by_their_true_tastes(lake):
     bad, _ = runs["worst"]
     assert good.requests == 50 and good.errors == 0 and good.variants == {"oracle": 50}
     assert good.days == ["2026-01-05", "2026-01-06"]  # the days after the offline simulation
-    assert good.ctr > 3 * bad.ctr and good.feedback["purchase"] > bad.feedback["purchase"]
+    assert (
+        good.clicks_per_slate > 3 * bad.clicks_per_slate
+        and good.feedback["purchase"] > bad.feedback["purchase"]
+    )
     assert good.served_relevance == pytest.approx(good.oracle_relevance, rel=1e-6)
     assert bad.served_relevance < 0.3 * bad.oracle_relevance
     kinds = {f["event_type"] for f in feedback}
@@ -120,7 +123,10 @@ def test_cli_plays_users_over_real_http(lake):
         server.should_exit = True
         thread.join(timeout=10)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"20 requests over 1 day(s) to http://127.0.0.1:{port}: CTR ")
+    assert (
+        r.stdout.startswith(f"20 requests over 1 day(s) to http://127.0.0.1:{port}: ")
+        and " clicks per slate, " in r.stdout
+    )
     assert len(feedback) > 0
 
 
