@@ -34,6 +34,18 @@ def airflow_db() -> Path:
     return Path(os.environ["AIRFLOW_HOME"])
 
 
+DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
+
+
+def load_dag(dag_id: str, filename: str | None = None):
+    """One DAG parsed from ``dags/<filename or dag_id>.py`` by Airflow's DagBag, no import errors."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER / f"{filename or dag_id}.py"))
+    assert bag.import_errors == {}
+    return bag.get_dag(dag_id)
+
+
 @pytest.fixture
 def fw_home(tmp_path, monkeypatch) -> Path:
     """A fresh ``FLYWHEEL_HOME`` (and so a fresh local lake) for one test."""

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from pathlib import Path
 
 import pendulum
 import pytest
 
+from tests.conftest import load_dag
 from tests.data.conftest import DAY0, events_table, put, write_day
-
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 @pytest.fixture(scope="module")
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS / "ingest_events.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("ingest_events")
+    return load_dag("ingest_events")
 
 
 def test_shape(dag):

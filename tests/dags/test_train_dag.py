@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pendulum
 import pytest
 
-DAGS = Path(__file__).resolve().parents[2] / "dags"
+from tests.conftest import load_dag
 
 
 @pytest.fixture(scope="module")
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS / "train_recommender.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("train_recommender")
+    return load_dag("train_recommender")
 
 
 def test_shape_schedule_queue_pool_and_params(dag):

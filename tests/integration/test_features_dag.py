@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pendulum
 import pytest
 
 from flywheel.assets import FEATURES
 from flywheel.features.synthetic import write_validated
+from tests.conftest import load_dag
 
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 START = dt.date(2026, 5, 1)
 
 
 @pytest.fixture(scope="module")
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS / "build_features.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("build_features")
+    return load_dag("build_features")
 
 
 def test_shape(dag):
