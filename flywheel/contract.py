@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
 AGE_BUCKETS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 RATING_MIN, RATING_MAX = 1.0, 5.0
+IMPLICIT_VALUE = 1.0  # the value of every non-rating event
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ Bloom filter next to each partition and bound the look-back window.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -78,11 +77,12 @@ class RawFile:
 
 
 def _read_table(lake: Lake, key: str, columns: list[str] | None = None) -> pa.Table:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if isinstance(lake, LocalLake):
         return pq.read_table(lake.path(key), columns=columns)
-    return pq.read_table(io.BytesIO(lake.read_bytes(key)), columns=columns)
+    return pq.read_table(pa.BufferReader(lake.read_bytes(key)), columns=columns)
 
 
 def read_raw(lake: Lake, key: str, table: str) -> RawFile:
@@ -99,11 +99,11 @@ def read_raw(lake: Lake, key: str, table: str) -> RawFile:
         elif lower.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            out.table = pq.read_table(io.BytesIO(data))
+            out.table = pq.read_table(pa.BufferReader(data))
         elif lower.endswith(".csv"):
             names = TABLES[table].column_names
             out.table = pacsv.read_csv(
-                io.BytesIO(data),
+                pa.BufferReader(data),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in names}, strings_can_be_null=True
                 ),
@@ -412,7 +412,7 @@ class TableCheck:
     table: str
     files: list[RawFile] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    gx_results: list[dict] = field(default_factory=list)
+    gx_results: list[Any] = field(default_factory=list)  # GX validation results (objects)
     data: pa.Table | None = None
 
     @property
@@ -626,14 +626,14 @@ def ingest_day(
         if events.data is not None:
             if encoded is None:
                 encoded = encode_strings(events.data, TABLES["events"].unique)
-            frame = gx_frame(encoded, TABLES["events"].unique)
-            parameters = params("events", encoded, frame)
-            if may_pass:
+            if may_pass:  # the events' Parquet bytes are made while GX checks them
                 user_ids = _one_chunk(encoded.column("user_id"))
                 pseudonyms = pseudonyms.extended(user_ids.dictionary)
                 files["events"] = worker.submit(
                     _partition_files, "events", events.data, pseudonyms, user_ids
                 )
+            frame = gx_frame(encoded, TABLES["events"].unique)
+            parameters = params("events", encoded, frame)
             _run_data_suite(gate, events, frame, parameters)
             del frame
         failed = {t: c for t, c in checks.items() if c.findings}
@@ -664,7 +664,8 @@ def ingest_day(
         for table, c in failed.items():
             report = render_report(outcomes[table])
             if c.keys:
-                result = {"outcome": outcomes[table], "great_expectations": c.gx_results}
+                gx_json = [r.to_json_dict() for r in c.gx_results]
+                result = {"outcome": outcomes[table], "great_expectations": gx_json}
                 where[table] = quarantine(lake, table, day, c.keys, result, report)
                 outcomes[table]["report_uri"] = lake.url(where[table] + "validation_report.html")
                 outcomes[table]["quarantined"] = [where[table] + r.name for r in c.files]
@@ -700,11 +701,15 @@ def ingest_day(
 
 
 def _parquet_bytes(tbl: pa.Table) -> bytes:
+    """``tbl`` as zstd Parquet. Into an Arrow buffer, not a ``BytesIO``: writing to a Python file
+    object takes the GIL for every page, and :func:`ingest_day` calls this in a thread while GX
+    holds the GIL (reading through ``pa.BufferReader`` likewise)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    buf = io.BytesIO()
-    pq.write_table(tbl, buf, compression="zstd")
-    return buf.getvalue()
+    sink = pa.BufferOutputStream()
+    pq.write_table(tbl, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
 
 
 # --- backfill through Airflow -------------------------------------------------------------------

@@ -53,6 +53,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if hasattr(value, "isoformat"):
         return value.isoformat()
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # 7.0, not np.float64(7.0)
+        return value.item()
     if isinstance(value, float | int | str | bool) or value is None:
         return value
     return str(value)
@@ -126,10 +128,12 @@ class Gate:
 
     def run(
         self, table: str, kind: str, frame: pd.DataFrame, parameters: dict | None = None
-    ) -> tuple[list[Finding], dict]:
+    ) -> tuple[list[Finding], Any]:
         """Validate ``frame`` with the ``kind`` ("schema" | "data") suite of ``table``.
 
-        Returns the findings (empty when it passed) and the GX validation result as JSON.
+        Returns the findings (empty when it passed) and GX's validation result (an
+        ``ExpectationSuiteValidationResult``; ``.to_json_dict()`` it only when it is kept: that
+        deep-copies every expectation's configuration and result).
         """
         cp = self._checkpoint(table, kind)
         result = cp.run(
@@ -137,7 +141,7 @@ class Gate:
         )
         (vr,) = result.run_results.values()
         findings = [f for r in vr.results if not r.success for f in [self._finding(r)]]
-        return findings, vr.to_json_dict()
+        return findings, vr
 
     def _finding(self, r) -> Finding:
         cfg = r.expectation_config
@@ -169,6 +173,19 @@ class Gate:
                 ", ".join(c for c, _ in pairs),
                 "; ".join(parts),
                 _jsonable(pairs)[:n],
+            )
+        if "column_B" in kwargs and "unexpected_count" in res:
+            # a row-wise rule over two columns: blame the checked one (meta "column"), show pairs
+            a, b = kwargs["column_A"], kwargs["column_B"]
+            pairs = [_jsonable(p) for p in res.get("partial_unexpected_list", [])][:n]
+            shown = ", ".join(f"{b}={y} for {a}={x}" for x, y in pairs)
+            count, total = res.get("unexpected_count"), res.get("element_count")
+            return Finding(
+                cfg.type,
+                rule,
+                meta.get("column", b),
+                f"{count} of {total} rows ({shown})",
+                [y for _, y in pairs],
             )
         if "unexpected_count" in res:
             count, total = res.get("unexpected_count"), res.get("element_count")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from flywheel.contract import (
     AGE_BUCKETS,
     EVENT_TYPES,
+    IMPLICIT_VALUE,
     RATING_MAX,
     RATING_MIN,
     TABLES,
@@ -86,7 +87,8 @@ def data_suite(table: str) -> gx.ExpectationSuite:
     """Value rules of one raw table; parameters are listed in :func:`parameter_names`."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
+
+    from validation.expectations import ExpectValueToMatchEventType
 
     exps = _not_null(table)
     if table == "events":
@@ -107,20 +109,17 @@ def data_suite(table: str) -> gx.ExpectationSuite:
                 value_set=list(EVENT_TYPES),
                 meta={"rule": "allowed event_type"},
             ),
-            # ratings are on a 1-5 scale
-            gxe.ExpectColumnValuesToBeBetween(
-                column="value",
+            # ratings are on a 1-5 scale; implicit feedback carries no magnitude (1.0). One
+            # pass over (event_type, value): see validation.expectations for why not two
+            # row-conditioned checks
+            ExpectValueToMatchEventType(
+                column_A="event_type",
+                column_B="value",
+                rated_type="rating",
                 min_value=RATING_MIN,
                 max_value=RATING_MAX,
-                row_condition=Column("event_type") == "rating",
-                meta={"rule": "rating value in 1-5"},
-            ),
-            # implicit feedback carries no magnitude: every non-rating event weighs 1.0
-            gxe.ExpectColumnValuesToBeInSet(
-                column="value",
-                value_set=[1.0],
-                row_condition=Column("event_type") != "rating",
-                meta={"rule": "value 1.0 for non-rating events"},
+                implicit_value=IMPLICIT_VALUE,
+                meta={"rule": "value in 1-5 for ratings, 1.0 otherwise", "column": "value"},
             ),
             # events belong to the day they are filed under (late/early clocks tolerated)
             gxe.ExpectColumnValuesToBeBetween(

@@ -33,7 +33,7 @@ EXPECTED = {
     "duplicate_event_id": ("events", "event_id unique in the batch"),
     "duplicate_event_id_earlier": ("events", "event_id not already in validated data"),
     "unknown_event_type": ("events", "allowed event_type"),
-    "rating_out_of_range": ("events", "rating value in 1-5"),
+    "rating_out_of_range": ("events", "value in 1-5 for ratings, 1.0 otherwise"),
     "future_timestamps": ("events", "event_ts not in the future"),
     "unknown_items": ("events", "item_id known from items"),
     "corrupt_parquet": ("items", "unreadable"),
@@ -132,3 +132,25 @@ def test_missing_events_fail_clearly(fresh):
     fresh.delete_prefix(f"raw/events/dt={FAULT_DAY}/")
     with pytest.raises(GateFailure, match=f"no raw events for {FAULT_DAY}"):
         ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+
+
+def test_non_rating_event_with_a_magnitude_fails(fresh):
+    """The value rule has two halves: ratings in 1-5 (the simulator's fault kind) and exactly
+    1.0 for every other event type; a click worth 3.0 is rejected with the pair shown."""
+    import pyarrow as pa
+
+    key = fresh.partition_files("raw", "events", FAULT_DAY)[0]
+    t = fresh.read_parquet(key)
+    types = t.column("event_type").to_pylist()
+    values = t.column("value").to_pylist()
+    k = next(i for i, ty in enumerate(types) if ty != "rating")
+    values[k] = 3.0
+    t = t.set_column(t.schema.get_field_index("value"), t.schema.field("value"), pa.array(values))
+    fresh.write_parquet(key, t)
+
+    with pytest.raises(GateFailure) as err:
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+    msg = str(err.value)
+    assert "value in 1-5 for ratings, 1.0 otherwise" in msg, msg
+    assert f"value=3.0 for event_type={types[k]}" in msg
+    assert "column 'value'" in msg and key in msg
