@@ -18,6 +18,7 @@ import time
 import httpx
 import pytest
 
+from tests.integration.airflow_api import read_asset_events
 from tests.integration.test_plugin_http import AirflowProcesses
 from tests.unit.test_drift_detection import validate_raw
 
@@ -136,7 +137,8 @@ def test_drift_triggers_retraining_under_the_scheduler(tmp_path, monkeypatch):
         states = api.task_states("monitor_drift", monitor["dag_run_id"])
         assert states["emit_drift"] == "success", states
 
-        events = api.get("/assets/events", asset_id=_asset_id(api, "flywheel://drift"))
+        drift_asset = _asset_id(api, "flywheel://drift")
+        events = read_asset_events(lambda: api.get("/assets/events", asset_id=drift_asset))
         (drift,) = events["asset_events"]
         assert drift["extra"]["drift_detected"] is True
         assert drift["extra"]["date"] == _day(SHIFT).isoformat()
@@ -146,9 +148,8 @@ def test_drift_triggers_retraining_under_the_scheduler(tmp_path, monkeypatch):
             for r in api.runs("train_recommender"):
                 if r["run_type"] != "asset_triggered":
                     continue
-                evs = api.get(
-                    f"/dags/train_recommender/dagRuns/{r['dag_run_id']}/upstreamAssetEvents"
-                )["asset_events"]
+                path = f"/dags/train_recommender/dagRuns/{r['dag_run_id']}/upstreamAssetEvents"
+                evs = read_asset_events(lambda path=path: api.get(path))["asset_events"]
                 if any(e.get("id") == drift["id"] for e in evs):
                     return r
             return None

@@ -19,6 +19,7 @@ import pytest
 from flywheel.assets import DRIFT
 from flywheel.demo import Progress, run_loop
 from flywheel.twin import Twin, venv_bin
+from tests.integration.airflow_api import read_asset_events
 
 pytestmark = [
     pytest.mark.twin,
@@ -37,7 +38,8 @@ def _upstream_assets(client, dag_id: str, run_id: str) -> set[str]:
     import urllib.parse
 
     run = urllib.parse.quote(run_id, safe="")
-    events = client.get(f"/dags/{dag_id}/dagRuns/{run}/upstreamAssetEvents")["asset_events"]
+    path = f"/dags/{dag_id}/dagRuns/{run}/upstreamAssetEvents"
+    events = read_asset_events(lambda: client.get(path))["asset_events"]
     return {e["uri"] for e in events}
 
 
