@@ -601,9 +601,9 @@ def ingest_day(
 
     # GX is pure Python (it holds the GIL); Arrow encoding and Parquet writing release it. So
     # one worker thread does the Arrow work while GX checks data: the events' dictionary
-    # encoding during the items and users suites, the pseudonymised Parquet bytes of each table
-    # once its own suite and every earlier one passed. Those bytes are published only if the
-    # whole day passed; until then nothing is written.
+    # encoding during the items and users suites, then the pseudonymised Parquet bytes of each
+    # table once every earlier suite passed (the events' while their own data suite runs). Those
+    # bytes are published only if the whole day passed; until then nothing is written.
     files: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as worker:
         raw = {t: _read_files(lake, day, t) for t in ("items", "users")}  # small: read first
