@@ -292,20 +292,14 @@ def seen_event_ids(
 
 
 def unknown_item_ids(
-    lake: Lake,
-    day: dt.date,
-    batch_items: pa.ChunkedArray | pa.Array,
-    same_day: pa.ChunkedArray | None,
-    distinct: bool = False,
+    lake: Lake, day: dt.date, batch_items: pa.Array, same_day: pa.ChunkedArray | None
 ) -> list[str]:
-    """Distinct batch item ids absent from validated items before ``day`` and the day's items.
-
-    ``distinct``: ``batch_items`` are already the batch's distinct non-null ids.
-    """
+    """Which of ``batch_items`` (the batch's distinct non-null item ids: the column's
+    dictionary) are absent from validated items before ``day`` and from the day's items."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    missing = batch_items if distinct else pc.unique(batch_items.drop_null())
+    missing = batch_items
     sources = [same_day] if same_day is not None else []
     for other in lake.partitions("validated", "items"):
         if other < day:
@@ -591,7 +585,7 @@ def ingest_day(
         item_ids = _one_chunk(data["item_id"]).dictionary
         return {
             "event_ids_seen": seen_event_ids(lake, day, event_ids, distinct=ids_distinct),
-            "unknown_item_ids": unknown_item_ids(lake, day, item_ids, same_day, distinct=True),
+            "unknown_item_ids": unknown_item_ids(lake, day, item_ids, same_day),
             "ts_min": start - tol,
             "ts_max": end + tol,
             "now": now,

@@ -315,8 +315,7 @@ def featurised_days(lake: Lake) -> set[dt.date]:
 
 def latest_day(lake: Lake) -> dt.date | None:
     """The newest day whose partitions exist for every view (None before the first)."""
-    common = featurised_days(lake)
-    return max(common) if common else None
+    return max(featurised_days(lake), default=None)
 
 
 def read_features(
