@@ -20,7 +20,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     AIRFLOW_HOME=/opt/airflow \
-    FLYWHEEL_HOME=/opt/flywheel/state
+    FLYWHEEL_HOME=/opt/flywheel/state \
+    FLYWHEEL_PROJECT_DIR=/opt/flywheel
 
 # curl: health checks; libgomp1: torch/implicit OpenMP; libpq5: Postgres clients
 RUN apt-get update \
@@ -31,15 +32,22 @@ WORKDIR /opt/flywheel
 
 # 1. dependencies only (cached while pyproject.toml and constraints.txt are unchanged)
 COPY pyproject.toml constraints.txt ./
-RUN mkdir -p flywheel training validation \
- && touch flywheel/__init__.py training/__init__.py validation/__init__.py README.md \
+RUN for p in core ingestion validation features training monitoring serving simulation flywheel; do \
+      mkdir -p "$p" && touch "$p/__init__.py"; done \
+ && touch README.md \
  && pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt . \
  && pip uninstall -y flywheel
 
 # 2. the source: library, DAGs, plugins, Feast repository, deployment config
-COPY flywheel/ flywheel/
-COPY training/ training/
+COPY core/ core/
+COPY ingestion/ ingestion/
 COPY validation/ validation/
+COPY features/ features/
+COPY training/ training/
+COPY monitoring/ monitoring/
+COPY serving/ serving/
+COPY simulation/ simulation/
+COPY flywheel/ flywheel/
 COPY dags/ dags/
 COPY plugins/ plugins/
 COPY feature_repo/ feature_repo/

@@ -8,7 +8,7 @@ machine that alone takes ~10 minutes, so the full run uses a quarter; rates are 
 * materialization rows/s of one day into SQLite (embedded profile) and into Redis (production
   profile: SQL registry in a throw-away Postgres database, lake on local disk): Feast's stock
   ``materialize`` (the baseline: scans every partition of the source folder) and
-  :func:`flywheel.features.store.materialize_day_fast` (reads only the day's partition, writes
+  :func:`features.store.materialize_day_fast` (reads only the day's partition, writes
   through ``write_to_online_store``); peak RSS of each.
 * online latency of ``recommender_v1`` through the SDK against Redis: one user per call and 100
   users per call, p50 / p99 (target p99 ≤ 10 ms for one user).
@@ -40,9 +40,9 @@ PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _setup(n_users: int, n_items: int, events_per_day: int, history_days: int) -> dict:
-    from flywheel.features import store
-    from flywheel.features.synthetic import write_validated
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features import store
+    from features.synthetic import write_validated
 
     lake = get_lake()
     write_validated(
@@ -62,8 +62,8 @@ def _pad_history(lake, history_days: int) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from flywheel.features import VIEWS
-    from flywheel.features.compute import feature_key
+    from features import VIEWS
+    from features.compute import feature_key
 
     for view in VIEWS:
         table = lake.read_parquet(feature_key(view, DAY0))
@@ -78,7 +78,7 @@ def _pad_history(lake, history_days: int) -> None:
 
 def _materialize(fast: bool) -> float:
     """Seconds of one day's materialization (store and registry already loaded)."""
-    from flywheel.features import store
+    from features import store
 
     fs = store.get_store()
     fs.list_feature_views()
@@ -96,8 +96,8 @@ def _latency(n_users: int, calls: int) -> dict:
     """p50/p99 ms of online lookups: Feast SDK directly, and through ``online_features``."""
     import numpy as np
 
-    from flywheel.features import store
-    from flywheel.features.synthetic import user_id
+    from features import store
+    from features.synthetic import user_id
 
     fs = store.get_store()
     refs = store._service_refs(fs)["user_stats"]
@@ -132,8 +132,8 @@ def _training(n_rows: int, n_users: int, n_items: int) -> float:
     import numpy as np
     import pandas as pd
 
-    from flywheel.features import store
-    from flywheel.features.synthetic import item_id, user_id
+    from features import store
+    from features.synthetic import item_id, user_id
 
     rng = np.random.default_rng(1)
     ts = pd.Timestamp(DAY1, tz="UTC") + pd.to_timedelta(
@@ -196,7 +196,7 @@ def _postgres_db():
 
 
 def _teardown() -> None:
-    from flywheel.features import store
+    from features import store
 
     store.get_store().teardown()
 

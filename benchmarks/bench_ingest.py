@@ -28,8 +28,8 @@ def make_day(root: str, events: int, users: int, items: int) -> None:
     import numpy as np
     import pyarrow as pa
 
-    from flywheel.contract import TABLES
-    from flywheel.storage import Lake
+    from core.contract import TABLES
+    from core.lake import Lake
 
     lake = Lake.from_uri(root)
     rng = np.random.default_rng(0)
@@ -83,8 +83,8 @@ def ingest(root: str) -> dict:
     import great_expectations  # noqa: F401  (what every task pays once)
     import pandas  # noqa: F401
 
-    from flywheel.ingest import ingest_day
-    from flywheel.storage import Lake
+    from core.lake import Lake
+    from ingestion.pipeline import ingest_day
 
     imports = time.perf_counter() - t
     t = time.perf_counter()

@@ -64,11 +64,11 @@ def _measure(
     days: int, shift_day: int, users: int, items: int, scenario: str = "taste_shift+faults"
 ) -> dict:
     """Runs in a fresh process (run_isolated): its own FLYWHEEL_HOME, its own Airflow."""
+    from core.lake import get_lake
+    from core.settings import get_settings
     from flywheel.demo import drive_loop, start_embedded_airflow
-    from flywheel.settings import get_settings
-    from flywheel.simulator import simulate
-    from flywheel.storage import get_lake
-    from flywheel.twin import ProcessGroup, free_port
+    from flywheel.processes import ProcessGroup, free_port
+    from simulation.simulator import simulate
 
     root = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     os.environ["FLYWHEEL_HOME"] = str(root / "home")

@@ -75,10 +75,10 @@ def _setup(
     import datetime as dt
 
     os.environ.update(env)
-    from flywheel.features import synthetic
-    from flywheel.features.store import apply_if_changed, compute_day, get_store, materialize_day
-    from flywheel.serving.toy import register_toy
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features import synthetic
+    from features.store import apply_if_changed, compute_day, get_store, materialize_day
+    from serving.toy import register_toy
 
     days = synthetic.write_validated(
         get_lake(),
@@ -100,7 +100,7 @@ def _setup(
 
 def _teardown(env: dict[str, str]) -> None:
     os.environ.update(env)
-    from flywheel.features.store import get_store
+    from features.store import get_store
 
     get_store().teardown()
 
@@ -255,7 +255,7 @@ def run(quick: bool) -> list[Row]:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         log.close()
-        from flywheel.storage import Lake
+        from core.lake import Lake
 
         lake = Lake.from_uri(env["FLYWHEEL_LAKE_URI"])
         written = (

@@ -17,8 +17,8 @@ QUICK = {"days": 3, "users": 2_000, "items": 300}
 
 
 def _simulate(size: dict) -> dict[str, int]:
-    from flywheel.simulator import simulate
-    from flywheel.storage import Lake
+    from core.lake import Lake
+    from simulation.simulator import simulate
 
     root = tempfile.mkdtemp(prefix="bench-sim-")
     try:
@@ -34,8 +34,8 @@ def _bare_pyarrow(events_per_day: dict[str, int]) -> int:
     import numpy as np
     import pyarrow as pa
 
-    from flywheel.contract import EVENT_TYPES, EVENTS
-    from flywheel.storage import Lake, partition_prefix
+    from core.contract import EVENT_TYPES, EVENTS
+    from core.lake import Lake, partition_prefix
 
     root = tempfile.mkdtemp(prefix="bench-arrow-")
     rng = np.random.default_rng(0)

@@ -36,7 +36,7 @@ def _overrides(days: int) -> list[str]:
 def prepare(home: str, sizes: dict) -> str:
     """Simulate, write validated partitions, build the training set; returns its folder."""
     _env(home)
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
     from training.config import TrainingConfig
     from training.data import build_training_set
     from training.simdata import simulated_validated

@@ -10,7 +10,7 @@ run may carry several events, and every day is built, oldest first. A manual run
 1. **`resolve_days`**: the days of the triggering events (else the `day` param), plus the
    validated days after them that have no features yet (events that arrive while a trigger is
    already pending are not handed to the run it creates; this way no day is left behind).
-2. **`compute`**: `flywheel.features.store.compute_day(D)` per day: the 1/7/28-day user and
+2. **`compute`**: `features.store.compute_day(D)` per day: the 1/7/28-day user and
    item statistics from `validated/` into `features/<view>/dt=D/part-00000.parquet`, stamped
    `event_timestamp` = D+1 00:00 UTC. Overwrites the day's partition (idempotent).
 3. **`apply_definitions`**: `feast apply` of `feature_repo/definitions.py`, **only when Feast's
@@ -34,7 +34,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from flywheel.assets import FEATURES, VALIDATED_EVENTS
+from core.assets import FEATURES, VALIDATED_EVENTS
 
 default_args = {
     "owner": "flywheel",
@@ -72,8 +72,8 @@ def build_features():
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from flywheel.features.pipeline import days_from_events, unbuilt_days
-        from flywheel.storage import get_lake
+        from core.lake import get_lake
+        from features.pipeline import days_from_events, unbuilt_days
 
         ctx = get_current_context()
         events = ctx["triggering_asset_events"].get(VALIDATED_EVENTS, [])
@@ -92,13 +92,13 @@ def build_features():
     def compute(days: list[str]) -> list[dict]:
         import datetime as dt
 
-        from flywheel.features.store import compute_day
+        from features.store import compute_day
 
         return [compute_day(dt.date.fromisoformat(d)) for d in days]
 
     @task(doc_md="`feast apply` only when the definitions differ from the registry.")
     def apply_definitions() -> dict:
-        from flywheel.features.store import apply_if_changed
+        from features.store import apply_if_changed
 
         return apply_if_changed()
 
@@ -106,7 +106,7 @@ def build_features():
     def materialize(days: list[str]) -> list[dict]:
         import datetime as dt
 
-        from flywheel.features.store import materialize_days
+        from features.store import materialize_days
 
         return materialize_days([dt.date.fromisoformat(d) for d in days])
 
@@ -116,8 +116,8 @@ def build_features():
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from flywheel.features import FeatureError
-        from flywheel.features.store import check_freshness as check
+        from features import FeatureError
+        from features.store import check_freshness as check
 
         try:
             return check(dt.date.fromisoformat(max(m["day"] for m in materialized)))
@@ -126,7 +126,7 @@ def build_features():
 
     @task(outlets=[FEATURES], doc_md="Emit `flywheel://features` with rows, interval, freshness.")
     def publish(materialized: list[dict], freshness: dict) -> dict:
-        from flywheel.features.pipeline import asset_metadata
+        from features.pipeline import asset_metadata
 
         extra = asset_metadata(materialized, freshness)
         get_current_context()["outlet_events"][FEATURES].extra = extra

@@ -14,7 +14,7 @@ One task per day on purpose: a backfill of a year is 365 task starts, not a mult
 1. It lists `raw/{items,users,events}/dt=D/` in the lake. No raw events for D fails the task
    with "no raw events for D"; that failure **is retried** with exponential back-off, since a
    late export is the usual cause. Missing items/users are fine (no new items/users that day).
-2. It runs `flywheel.ingest.ingest_day(D)`: reads each file (Parquet or UTF-8 CSV), runs the Great Expectations suites of
+2. It runs `ingestion.pipeline.ingest_day(D)`: reads each file (Parquet or UTF-8 CSV), runs the Great Expectations suites of
    `validation/suites.py` (schema per file, then values on the day's batch: non-null keys,
    unique `event_id` not already validated on another day, allowed `event_type`, rating 1–5
    else 1.0, `event_ts` inside the interval ± tolerance and not in the future, `item_id` in the
@@ -42,7 +42,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
-from flywheel.assets import VALIDATED_EVENTS
+from core.assets import VALIDATED_EVENTS
 
 default_args = {
     "owner": "flywheel",
@@ -71,8 +71,8 @@ def ingest_events():
     def validate_and_publish() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from flywheel.ingest import day_of, ingest_day
-        from flywheel.storage import get_lake
+        from core.lake import get_lake
+        from ingestion.pipeline import day_of, ingest_day
         from validation.gate import GateFailure
 
         ctx = get_current_context()

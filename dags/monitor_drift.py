@@ -13,7 +13,7 @@ metadata, which starts `train_recommender`. Cooldown: no trigger while a `train_
 run is queued (it has not started: it will train on the newest data anyway), nor within
 `cooldown_days` after the last trigger. A run already *running* started before this drift was
 known, so the trigger still goes out and its training queues behind it.
-Thresholds: `validation.drift.DriftConfig`.
+Thresholds: `monitoring.drift.DriftConfig`.
 
 Manual run: `flywheel dag test monitor_drift --date 2026-01-10 --conf '{"day": "2026-01-10"}'`.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from flywheel.assets import DRIFT, FEATURES
+from core.assets import DRIFT, FEATURES
 
 TRAIN_DAG_ID = "train_recommender"
 
@@ -65,14 +65,14 @@ def monitor_drift():
         if days:  # + days whose events were folded into a pending trigger (see unchecked_days)
             import datetime as dt
 
-            from flywheel.storage import get_lake
-            from validation.drift import unchecked_days
+            from core.lake import get_lake
+            from monitoring.drift import unchecked_days
 
             days.update(unchecked_days(get_lake(), dt.date.fromisoformat(max(days))))
         elif context["params"].get("day"):
             days.add(str(context["params"]["day"])[:10])
         if not days:
-            from flywheel.errors import FlywheelError
+            from core.errors import FlywheelError
 
             raise FlywheelError(
                 "monitor_drift: no day to check (no features event with a 'date', no 'day' param)"
@@ -84,7 +84,7 @@ def monitor_drift():
         """Drift check per day, oldest first; returns the latest day's summary (small)."""
         import datetime as dt
 
-        from validation.drift import monitor_day
+        from monitoring.drift import monitor_day
 
         summary: dict = {}
         triggered: dict | None = None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from flywheel.assets import DRIFT, FEATURES
+from core.assets import DRIFT, FEATURES
 
 TRAINING_POOL = "training"
 

@@ -1,6 +1,6 @@
 """The production topology, declared once: read by the compose checks and by the native twin.
 
-``docker-compose.yaml`` spells this topology for Docker; :mod:`flywheel.twin` starts the same
+``docker-compose.yaml`` spells this topology for Docker; :mod:`deploy.twin` starts the same
 services as processes on one machine. ``tests/integration/test_topology_compose.py`` checks that
 the two agree: service names, start-up order, health checks, Celery queues, environment variable
 names and ports. Change a service here and in the compose file together.
@@ -211,6 +211,7 @@ AIRFLOW_ENV: dict[str, str] = {
 FLYWHEEL_ENV: dict[str, str] = {
     "FLYWHEEL_PROFILE": "production",
     "FLYWHEEL_HOME": "{state}",
+    "FLYWHEEL_PROJECT_DIR": "{repo}",
     "FLYWHEEL_LAKE_URI": "s3://{bucket}/lake",
     "AWS_ENDPOINT_URL": "{s3_endpoint}",
     "MLFLOW_S3_ENDPOINT_URL": "{s3_endpoint}",

@@ -1,10 +1,10 @@
 """Flywheel's Feast definitions: entity → source → feature view → feature service.
 
-The feature tables are computed daily from validated data by ``flywheel.features.compute`` into
+The feature tables are computed daily from validated data by ``features.compute`` into
 the lake (``features/<view>/dt=YYYY-MM-DD/part-00000.parquet``); the sources below read the whole
 ``features/<view>/`` folder. Where that folder is (a local path or ``s3://…``) comes from the
 settings (``FLYWHEEL_LAKE_URI``, ``FLYWHEEL_S3_ENDPOINT_URL``), so the same definitions serve the
-embedded and the production profile. The column lists come from ``flywheel.features`` -- the one
+embedded and the production profile. The column lists come from ``features`` -- the one
 place the model's feature names are spelled.
 
 Apply with ``flywheel features apply`` (renders the store config from the settings) or, for the
@@ -17,7 +17,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource
 from feast.types import Float64, Int64, String
 from feast.value_type import ValueType
 
-from flywheel.features import (
+from features import (
     FEATURE_SERVICE,
     FEATURE_TTL_DAYS,
     ITEM_CATEGORICAL,
@@ -27,8 +27,8 @@ from flywheel.features import (
     USER_FEATURES,
     USER_VIEW,
 )
-from flywheel.features.compute import _is_count
-from flywheel.features.store import source_location
+from features.compute import _is_count
+from features.store import source_location
 
 # Descriptions of every feature column (the Feast UI and `feast feature-views describe` show them).
 _WORD = {
@@ -76,7 +76,7 @@ def _fields(numeric: list[str], strings: list[str]) -> list[Field]:
     return out
 
 
-_TAGS = {"team": "flywheel", "computed_by": "flywheel.features.compute", "cadence": "daily"}
+_TAGS = {"team": "flywheel", "computed_by": "features.compute", "cadence": "daily"}
 
 # --- entities -------------------------------------------------------------------------------
 

@@ -13,11 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flywheel.settings import Settings, get_settings
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DAGS_FOLDER = REPO_ROOT / "dags"
-PLUGINS_FOLDER = REPO_ROOT / "plugins"
+from core.settings import Settings, get_settings
 
 
 def airflow_env(
@@ -31,8 +27,8 @@ def airflow_env(
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(s.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.plugins_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
@@ -64,8 +60,7 @@ def airflow_env(
     bindir = str(Path(sys.executable).parent)
     if bindir not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    # our packages importable from DAG files even without an install
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["FLYWHEEL_PROJECT_DIR"] = str(s.project_dir)
     return env
 
 

@@ -1,7 +1,7 @@
 """The ``flywheel`` command: a thin Typer CLI over the library, runnable without Airflow.
 
 Commands live in ``flywheel/commands/<area>.py``; each module defines ``register(app)``.
-Errors derived from :class:`flywheel.errors.FlywheelError` print one line and exit 1.
+Errors derived from :class:`core.errors.FlywheelError` print one line and exit 1.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from flywheel.errors import FlywheelError
+from core.errors import FlywheelError
 
 app = typer.Typer(
     name="flywheel",

@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from flywheel.errors import FlywheelError
-from flywheel.twin import (
-    AirflowClient,
+from core.errors import FlywheelError
+from flywheel.airflow_client import AirflowClient
+from flywheel.processes import (
     ProcessGroup,
-    TwinError,
+    ServiceError,
     free_port,
     http_ok,
     venv_bin,
@@ -107,7 +107,7 @@ def wait_for_dags(
             lines = "; ".join(
                 f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}" for e in errors
             )
-            raise TwinError(f"DAG import errors: {lines}")
+            raise ServiceError(f"DAG import errors: {lines}")
         ids = client.dag_ids()
         return ids if INGEST_DAG in ids and len(ids) >= 2 else None
 
@@ -220,7 +220,7 @@ def drive_loop(
         else:
             quiet_since = None
         if time.monotonic() > deadline:
-            raise TwinError(
+            raise ServiceError(
                 f"the loop did not settle within {timeout:.0f}s: {_describe(status, days)}"
             )
         time.sleep(3)
@@ -479,7 +479,7 @@ def start_embedded_airflow(
                 [airflow, *args], env=env, stdout=fh, stderr=subprocess.STDOUT
             ).returncode
         if code:
-            raise TwinError(f"`airflow {' '.join(args)}` failed ({code}); see {log}")
+            raise ServiceError(f"`airflow {' '.join(args)}` failed ({code}); see {log}")
     pw_file = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
     if not pw_file.exists():
         pw_file.write_text(json.dumps({"admin": secrets.token_urlsafe(9)}))
@@ -519,7 +519,7 @@ def _port_free(port: int) -> bool:
 def serve_and_play(settings, group: ProcessGroup, cfg: DemoConfig, progress) -> dict[str, Any]:
     """The serving API on a free port and one day of simulated users against it."""
     from flywheel.airflow_env import airflow_env
-    from flywheel.sim_traffic import play
+    from simulation.traffic import play
 
     port = settings.serve_port if _port_free(settings.serve_port) else free_port()
     env = {k: v for k, v in airflow_env(settings).items() if not k.startswith("AIRFLOW")}
@@ -541,9 +541,9 @@ def serve_and_play(settings, group: ProcessGroup, cfg: DemoConfig, progress) -> 
 
 def run_demo(cfg: DemoConfig, out: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The demo end to end; returns the summary (also written to ``FLYWHEEL_HOME/demo/``)."""
-    from flywheel.settings import get_settings
-    from flywheel.simulator import simulate
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from core.settings import get_settings
+    from simulation.simulator import simulate
 
     progress = Progress(out)
     settings = get_settings()

@@ -65,14 +65,14 @@ async def require_user(request: Request) -> Any:
 
 
 def _lake():
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
 
     return get_lake()
 
 
 def drift_rows(lake) -> list[dict[str, Any]]:
     """Stored drift summaries, newest first, each with a link to its report when there is one."""
-    from validation.drift import REPORT_NAME, report_prefix, summaries
+    from monitoring.drift import REPORT_NAME, report_prefix, summaries
 
     rows = []
     for s in summaries(lake):
@@ -166,7 +166,7 @@ def safe_report_key(key: str) -> str | None:
 
 
 def read_report(lake, key: str) -> bytes:
-    from flywheel.storage import LocalLake
+    from core.lake import LocalLake
 
     safe = safe_report_key(key)
     if safe is None:

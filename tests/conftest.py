@@ -57,7 +57,7 @@ def fw_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def lake(fw_home):
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
 
     return get_lake()
 
@@ -82,7 +82,7 @@ def s3_endpoint(monkeypatch):
 @pytest.fixture
 def s3_lake(fw_home, s3_endpoint, monkeypatch):
     """The lake on ``s3://flywheel-test/lake`` served by moto over HTTP."""
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
 
     monkeypatch.setenv("FLYWHEEL_LAKE_URI", "s3://flywheel-test/lake")
     return get_lake()

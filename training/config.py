@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flywheel.errors import FlywheelError
+from core.errors import FlywheelError
 
 
 class TrainingConfigError(FlywheelError):

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flywheel.errors import FlywheelError
-from flywheel.storage import Lake, partition_prefix
+from core.errors import FlywheelError
+from core.lake import Lake, partition_prefix
 from training.config import DataConfig
 from training.model import FeatureColumns
 
@@ -108,7 +108,7 @@ def _days(start: dt.date, end: dt.date) -> list[dt.date]:
 def _read_validated(lake: Lake, table: str, days: list[dt.date]) -> pd.DataFrame:
     import pyarrow as pa
 
-    from flywheel.contract import TABLES
+    from core.contract import TABLES
 
     schema = TABLES[table].arrow_schema()
     parts = [
@@ -154,7 +154,7 @@ def validation_ids(lake: Lake, days: list[dt.date]) -> list[str]:
 def feature_columns(source: str) -> FeatureColumns:
     if source == "contract":
         return CONTRACT_COLUMNS
-    from flywheel.features import ITEM_CATEGORICAL, ITEM_FEATURES, USER_CATEGORICAL, USER_FEATURES
+    from features import ITEM_CATEGORICAL, ITEM_FEATURES, USER_CATEGORICAL, USER_FEATURES
 
     return FeatureColumns(
         list(USER_FEATURES), list(USER_CATEGORICAL), list(ITEM_FEATURES), list(ITEM_CATEGORICAL)
@@ -189,7 +189,7 @@ def join_features(
     service; ``contract`` attaches the static attributes of validated items and users.
     """
     if source == "feast":
-        from flywheel.features.store import build_training_frame
+        from features.store import build_training_frame
 
         return build_training_frame(entity_df)
     users, items = _contract_attributes(lake, end_day)
@@ -202,8 +202,8 @@ def snapshots(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(users, items) as serving would see them on ``cutoff_day``: features of the day before."""
     if source == "feast":
-        from flywheel.features import ITEM_VIEW, USER_VIEW
-        from flywheel.features.compute import read_features, serving_day
+        from features import ITEM_VIEW, USER_VIEW
+        from features.compute import read_features, serving_day
 
         day = serving_day(lake, cutoff_day)  # what serving reads on the cutoff day
         if day is None:
@@ -248,8 +248,8 @@ def build_training_set(
         )
     if cfg.feature_source == "feast":
         # a row of day D reads the features of D-1: days without them cannot be joined
-        from flywheel.features import FEATURE_TTL_DAYS
-        from flywheel.features.compute import serving_day
+        from features import FEATURE_TTL_DAYS
+        from features.compute import serving_day
 
         # a row of day D joins the newest features within the views' TTL (D-1, else D-2 when
         # D-1's batch was quarantined); holdout rows are scored with the cutoff snapshot instead
@@ -349,7 +349,7 @@ def build_training_set(
 
 def _feature_service(source: str) -> str:
     if source == "feast":
-        from flywheel.features import FEATURE_SERVICE
+        from features import FEATURE_SERVICE
 
         return FEATURE_SERVICE
     return "contract"
@@ -392,7 +392,7 @@ def load_training_set(location: str | Path, lake: Lake | None = None) -> Trainin
             return (path / name).read_bytes()
     else:
         if lake is None:
-            from flywheel.storage import get_lake
+            from core.lake import get_lake
 
             lake = get_lake()
         prefix = str(location) if str(location).endswith("/") else f"{location}/"

@@ -28,7 +28,7 @@ from training.config import ModelConfig
 
 @dataclass
 class FeatureColumns:
-    """Which feature columns each tower reads (from ``flywheel.features`` or the contract)."""
+    """Which feature columns each tower reads (from ``features`` or the contract)."""
 
     user_numeric: list[str] = field(default_factory=list)
     user_categorical: list[str] = field(default_factory=list)

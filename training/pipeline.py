@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from flywheel.errors import FlywheelError
+from core.errors import FlywheelError
 from training.config import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def resolve_end_day(
 
 
 def latest_validated_day() -> dt.date | None:
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
 
     days = get_lake().partitions("validated", "events")
     return max(days) if days else None
@@ -93,8 +93,8 @@ def latest_data_day(cfg: TrainingConfig) -> dt.date | None:
     """The newest day a window can end on: with Feast features, the newest featurised day."""
     if cfg.data.feature_source != "feast":
         return latest_validated_day()
-    from flywheel.features.compute import latest_day
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features.compute import latest_day
 
     return latest_day(get_lake())
 
@@ -103,7 +103,7 @@ def latest_data_day(cfg: TrainingConfig) -> dt.date | None:
 
 
 def build(end_day: dt.date, cfg: TrainingConfig, location: str | None = None) -> dict[str, Any]:
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
     from training.data import build_training_set
 
     return build_training_set(get_lake(), end_day, cfg.data, location)

@@ -5,7 +5,7 @@ Input DataFrame columns:
 * ``user_id`` (str, pseudonymised) — required;
 * ``k`` (int, default 10) — optional;
 * ``exclude_item_ids`` (list of str) — optional, items never to return (e.g. already bought);
-* user feature columns (``flywheel.features.USER_FEATURES`` / ``USER_CATEGORICAL`` names) —
+* user feature columns (``features.USER_FEATURES`` / ``USER_CATEGORICAL`` names) —
   optional; when absent the model uses the features it stored at training time for known users
   and defaults (feature-only cold-start path) for new ones.
 
@@ -82,7 +82,7 @@ def recommend_frame(retriever, frame):
     import pandas as pd
 
     if "user_id" not in frame:
-        from flywheel.errors import FlywheelError
+        from core.errors import FlywheelError
 
         raise FlywheelError("recommender input needs a user_id column")
     df = frame.reset_index(drop=True)

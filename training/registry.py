@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flywheel.errors import FlywheelError
+from core.errors import FlywheelError
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -60,7 +60,7 @@ def configure_mlflow(settings=None) -> MlflowClient:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from flywheel.settings import get_settings
+    from core.settings import get_settings
 
     s = settings or get_settings()
     uri = s.mlflow_tracking_uri
@@ -75,7 +75,7 @@ def configure_mlflow(settings=None) -> MlflowClient:
 
 def experiment_id(client: MlflowClient, settings=None) -> str:
     """The training experiment (created with the profile's artifact root when missing)."""
-    from flywheel.settings import get_settings
+    from core.settings import get_settings
 
     s = settings or get_settings()
     exp = client.get_experiment_by_name(EXPERIMENT)
@@ -88,7 +88,7 @@ def experiment_id(client: MlflowClient, settings=None) -> str:
 
 
 def model_name(settings=None) -> str:
-    from flywheel.settings import get_settings
+    from core.settings import get_settings
 
     return (settings or get_settings()).registered_model
 
@@ -290,7 +290,7 @@ def infra_validate(
         out = model.predict(requests)
         feature_cols = [c for c in ts.users.columns if c != "user_id"]
         if feature_cols and len(ts.users):
-            from flywheel.serving.model import one_row_request
+            from serving.model import one_row_request
 
             row = ts.users.head(1).to_dict("records")[0]
             user = row.pop("user_id")

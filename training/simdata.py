@@ -1,7 +1,7 @@
 """Simulated validated data for training tests and benchmarks, without the quality gate.
 
 :func:`simulated_validated` runs the simulator and writes ``validated/<table>/dt=D/`` directly:
-contract columns and types, ``user_id`` pseudonymised — what ``flywheel.ingest.ingest_day`` writes
+contract columns and types, ``user_id`` pseudonymised — what ``ingestion.pipeline.ingest_day`` writes
 for clean batches, minus the Great Expectations cost. The real pipeline (and its tests) goes through
 the gate; training only needs the validated layout.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flywheel.storage import Lake, partition_prefix
+from core.lake import Lake, partition_prefix
 
 
 def simulated_validated(
@@ -25,9 +25,9 @@ def simulated_validated(
     """Simulate ``days`` days and write them as validated partitions; returns the last day."""
     import pyarrow as pa
 
-    from flywheel.contract import TABLES
-    from flywheel.privacy import pseudonymise_many
-    from flywheel.simulator import simulate
+    from core.contract import TABLES
+    from core.privacy import pseudonymise_many
+    from simulation.simulator import simulate
 
     simulate(lake, days=days, users=users, items=items, scenario=scenario, seed=seed, start=start)
     for d in range(days):

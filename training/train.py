@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import distributed as torch_dist
 
-from flywheel.errors import FlywheelError
+from core.errors import FlywheelError
 from training.config import TrainingConfig
 from training.data import TrainingSet, load_training_set
 from training.metrics import evaluate, popularity_counts
@@ -113,7 +113,7 @@ def git_commit() -> str:
 
 
 def checkpoint_dir(run_key: str) -> Path:
-    from flywheel.settings import get_settings
+    from core.settings import get_settings
 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_key)
     return get_settings().home / "checkpoints" / safe
@@ -244,14 +244,14 @@ def holdout_metrics(retriever: Retriever, ts: TrainingSet, cfg: TrainingConfig) 
 
 def oracle_metrics(ts: TrainingSet, cfg: TrainingConfig, truth, exclude) -> dict[str, float] | None:
     """Holdout metrics of the simulator's ground truth ranking, when the lake holds ``sim/``."""
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
 
     lake = get_lake()
     if not lake.list("sim/"):
         return None
     try:
-        from flywheel.privacy import pseudonymise_many
-        from flywheel.simulator import load_truth
+        from core.privacy import pseudonymise_many
+        from simulation.simulator import load_truth
     except ImportError:
         return None
     from training.metrics import oracle_recommendations
@@ -617,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainingConfig.load(args.config, args.set)
         data = args.data
         if args.build_end_day:
-            from flywheel.storage import get_lake
+            from core.lake import get_lake
             from training.data import build_training_set
 
             data = build_training_set(get_lake(), args.build_end_day, cfg.data, data)["location"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flywheel.errors import ContractError
+from core.errors import ContractError
 from validation.config import DEFAULT, GateConfig
 
 if TYPE_CHECKING:

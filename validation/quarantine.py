@@ -11,12 +11,12 @@ import html
 import json
 from typing import TYPE_CHECKING
 
-from flywheel.storage import partition_prefix
+from core.lake import partition_prefix
 
 if TYPE_CHECKING:
     import datetime as dt
 
-    from flywheel.storage import Lake
+    from core.lake import Lake
 
 RESULT_NAME = "validation_result.json"
 REPORT_NAME = "validation_report.html"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flywheel.contract import (
+from core.contract import (
     AGE_BUCKETS,
     EVENT_TYPES,
     IMPLICIT_VALUE,

@@ -7,7 +7,7 @@ import json
 
 import typer
 
-from flywheel.errors import FlywheelError
+from core.errors import FlywheelError
 
 
 def register(app: typer.Typer) -> None:

@@ -11,21 +11,21 @@ def register(app: typer.Typer) -> None:
     @app.command("contract")
     def contract_cmd() -> None:
         """Print the raw-data contract as Markdown."""
-        from flywheel.contract import markdown
+        from core.contract import markdown
 
         typer.echo(markdown())
 
     @app.command("pseudonymise")
     def pseudonymise_cmd(user_id: str = typer.Argument(..., help="Raw user id")) -> None:
         """Print the pseudonym of a raw user id (for support requests)."""
-        from flywheel.privacy import pseudonymise
+        from core.privacy import pseudonymise
 
         typer.echo(pseudonymise(user_id))
 
     @app.command("settings")
     def settings_cmd() -> None:
         """Print the effective settings (secrets hidden) as JSON."""
-        from flywheel.settings import get_settings
+        from core.settings import get_settings
 
         s = get_settings()
         data = json.loads(s.model_dump_json())

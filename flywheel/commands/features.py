@@ -9,7 +9,7 @@ import typer
 
 
 def _day(value: str) -> dt.date:
-    from flywheel.features import FeatureError
+    from features import FeatureError
 
     try:
         return dt.date.fromisoformat(value)
@@ -36,9 +36,9 @@ def register(app: typer.Typer) -> None:
         item: str = typer.Option(None, "--item", help="Item id"),
     ) -> None:
         """Print the online features of recommender_v1 for a user and/or an item as JSON."""
-        from flywheel.features import FeatureError
-        from flywheel.features.store import online_features, require_online
-        from flywheel.privacy import pseudonymise
+        from core.privacy import pseudonymise
+        from features import FeatureError
+        from features.store import online_features, require_online
 
         if user is None and item is None:
             raise FeatureError("give --user and/or --item")
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     @features.command("apply")
     def apply_cmd() -> None:
         """`feast apply` feature_repo/ when it differs from the registry; render the store yaml."""
-        from flywheel.features.store import apply_if_changed, render_yaml
+        from features.store import apply_if_changed, render_yaml
 
         result = apply_if_changed()
         result["feature_store_yaml"] = str(render_yaml())
@@ -68,14 +68,14 @@ def register(app: typer.Typer) -> None:
     @features.command("compute")
     def compute_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
         """Compute a day's feature partitions from validated data."""
-        from flywheel.features.store import compute_day
+        from features.store import compute_day
 
         typer.echo(json.dumps(compute_day(_day(day)), indent=2))
 
     @features.command("materialize")
     def materialize_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
         """Apply if needed, materialize a day into the online store, check freshness."""
-        from flywheel.features.store import apply_if_changed, check_freshness, materialize_days
+        from features.store import apply_if_changed, check_freshness, materialize_days
 
         apply_if_changed()
         done = materialize_days([_day(day)])

@@ -10,7 +10,7 @@ import typer
 
 
 def _date(value: str, option: str) -> dt.date:
-    from flywheel.errors import FlywheelError
+    from core.errors import FlywheelError
 
     try:
         return dt.date.fromisoformat(value)
@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Turn a ratings or events export into raw partitions (one per day) of the contract."""
-        from flywheel.importers import import_file
-        from flywheel.storage import get_lake
+        from core.lake import get_lake
+        from ingestion.importers import import_file
 
         lake = get_lake()
         res = import_file(lake, file, fmt, mapping, movies, country, age_bucket)
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         day: str = typer.Argument(..., help="the day to ingest, YYYY-MM-DD"),
     ) -> None:
         """Validate and publish one day without Airflow (same code as the DAG's task)."""
-        from flywheel.ingest import ingest_day
+        from ingestion.pipeline import ingest_day
 
         summary = ingest_day(_date(day, "DAY"))
         typer.echo(json.dumps(summary, indent=2))
@@ -72,8 +72,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Ingest a range of days through Airflow's own backfill (scheduler-driven)."""
-        from flywheel.errors import FlywheelError
-        from flywheel.ingest import INGEST_DAG, airflow_backfill
+        from core.errors import FlywheelError
+        from ingestion.pipeline import INGEST_DAG, airflow_backfill
 
         if dag_id != INGEST_DAG:
             raise FlywheelError(f"backfill supports {INGEST_DAG} only (got {dag_id!r})")
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(30, help="rows to show"),
     ) -> None:
         """List the validation history (newest first)."""
-        from flywheel.ingest import read_quality_history
+        from ingestion.pipeline import read_quality_history
 
         for r in read_quality_history(every_run=every_run)[:limit]:
             status = "pass" if r["success"] else "FAIL"

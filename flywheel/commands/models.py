@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         import datetime as dt
         import logging
 
-        from flywheel.errors import FlywheelError
+        from core.errors import FlywheelError
         from training import pipeline
         from training.config import TrainingConfig
 

@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
-        from flywheel.serving.app import create_app
-        from flywheel.settings import get_settings
+        from core.settings import get_settings
+        from serving.app import create_app
 
         s = get_settings()
         logging.basicConfig(
@@ -48,9 +48,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
     ) -> None:
         """Per-variant click-through (champion vs challenger) with Wilson 95% intervals."""
-        from flywheel.errors import FlywheelError
-        from flywheel.serving.ab import ab_report, format_report
-        from flywheel.storage import get_lake
+        from core.errors import FlywheelError
+        from core.lake import get_lake
+        from serving.ab import ab_report, format_report
 
         def day(value: str | None, name: str) -> dt.date | None:
             if value is None:

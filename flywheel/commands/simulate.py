@@ -50,12 +50,12 @@ def register(app: typer.Typer) -> None:
         With --serve-url, play the simulated users against the serving API instead: they ask for
         recommendations and click, buy and rate by their true tastes (needs a simulation first).
         """
-        from flywheel.simulator import SimConfig, SimulatorError, simulate
-        from flywheel.storage import get_lake
+        from core.lake import get_lake
+        from simulation.simulator import SimConfig, SimulatorError, simulate
 
         show = sys.stderr.isatty() if progress is None else progress
         if serve_url is not None:
-            from flywheel.sim_traffic import play
+            from simulation.traffic import play
 
             t = play(
                 serve_url,

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         urls_only: bool = typer.Option(False, "--urls", help="Only print the URLs (start nothing)"),
     ) -> None:
         """Start the Evidently UI on the drift workspace (and MLflow's); print every UI's URL."""
-        from flywheel.settings import get_settings
+        from core.settings import get_settings
 
         s = get_settings()
         urls = ui_urls(s)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.contract import TABLES
+from core.contract import TABLES
 
 DAY0 = dt.date(2026, 1, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)  # pinned "now" for the not-in-the-future rule

@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from flywheel.ingest import ingest_day
-from flywheel.storage import Lake
+from core.lake import Lake
+from ingestion.pipeline import ingest_day
 from tests.data.conftest import DAY0, write_day
 
 DAYS = 2
@@ -18,8 +18,8 @@ DAYS = 2
 
 @pytest.mark.slow
 def test_backfill_equals_single_runs(airflow_db, lake, fw_home, tmp_path, monkeypatch):
-    from flywheel.ingest import airflow_backfill
-    from flywheel.twin import free_port
+    from flywheel.processes import free_port
+    from ingestion.pipeline import airflow_backfill
 
     monkeypatch.setenv("FLYWHEEL_AIRFLOW_PORT", str(free_port()))
     for k in range(DAYS):

@@ -1,6 +1,6 @@
 """The fast paths of ingestion give exactly what the simple ones give.
 
-Vectorised pseudonyms are byte-identical to :func:`flywheel.privacy.pseudonymise`, and the GX
+Vectorised pseudonyms are byte-identical to :func:`core.privacy.pseudonymise`, and the GX
 frame built with one category per row for a unique key equals the dictionary-encoded one,
 falling back to encoding when the key is not distinct (duplicates, nulls).
 """
@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from flywheel.ingest import Pseudonyms, encode_strings, gx_frame
-from flywheel.privacy import pseudonymise, pseudonymise_array, pseudonymise_many
+from core.privacy import pseudonymise, pseudonymise_array, pseudonymise_many
+from ingestion.pipeline import Pseudonyms, encode_strings, gx_frame
 
 IDS = ["", "u1", "ü日本", "x" * 3000, "p_" + "a" * 24, "p_short", "p_" + "é" * 24, "u1"]
 KEYS = [b"", b"k", b"x" * 64, b"y" * 65, b"z" * 200, "ключ".encode()]

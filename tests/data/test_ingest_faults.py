@@ -13,9 +13,9 @@ import shutil
 
 import pytest
 
-from flywheel.ingest import ingest_day, read_quality_history
-from flywheel.simulator import inject_fault, repair_fault, simulate
-from flywheel.storage import Lake
+from core.lake import Lake
+from ingestion.pipeline import ingest_day, read_quality_history
+from simulation.simulator import inject_fault, repair_fault, simulate
 from validation.gate import GateFailure
 
 D0 = dt.date(2026, 1, 1)
@@ -65,7 +65,7 @@ def _snapshot(lake: Lake, prefix: str) -> dict[str, str]:
 
 
 def test_every_simulator_fault_kind_is_covered():
-    from flywheel.simulator import FAULT_KINDS
+    from simulation.simulator import FAULT_KINDS
 
     assert set(EXPECTED) == set(FAULT_KINDS)
 

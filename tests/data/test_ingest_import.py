@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from typer.testing import CliRunner
 
+from core.lake import get_lake
 from flywheel.cli import app
-from flywheel.ingest import ingest_day
-from flywheel.storage import get_lake
+from ingestion.pipeline import ingest_day
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 DAY = 86_400
@@ -97,8 +97,8 @@ def test_csv_import_with_mapping(fw_home, tmp_path):
 def test_bad_import_is_one_line(fw_home, tmp_path):
     path = tmp_path / "export.csv"
     path.write_text("who,what\nalice,p1\n")
-    from flywheel.errors import ContractError
-    from flywheel.importers import import_file
+    from core.errors import ContractError
+    from ingestion.importers import import_file
 
     with pytest.raises(
         ContractError, match=r"missing column\(s\) \['event_ts', 'item_id', 'user_id'\]"

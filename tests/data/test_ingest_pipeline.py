@@ -10,10 +10,10 @@ import json
 import pyarrow.compute as pc
 import pytest
 
-from flywheel.ingest import ingest_day, read_quality_history
-from flywheel.privacy import is_pseudonym, pseudonymise
-from flywheel.simulator import SimConfig, simulate
-from flywheel.storage import Lake
+from core.lake import Lake
+from core.privacy import is_pseudonym, pseudonymise
+from ingestion.pipeline import ingest_day, read_quality_history
+from simulation.simulator import SimConfig, simulate
 
 D0 = dt.date(2026, 1, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -35,7 +35,7 @@ def test_rerun_is_idempotent_and_private(lake):
     assert day1.num_rows == raw1.num_rows == again["rows"]
     assert pc.count_distinct(day1.column("event_id")).as_py() == day1.num_rows
     # the validated data has exactly the contract schema, and only pseudonyms
-    from flywheel.contract import TABLES
+    from core.contract import TABLES
 
     assert day1.schema.equals(TABLES["events"].arrow_schema())
     users = lake.read_parquet("validated/users/")
@@ -116,8 +116,8 @@ def test_s3_lake_over_http(monkeypatch, fw_home):
     with moto_s3("flywheel-ingest") as endpoint:
         monkeypatch.setenv("FLYWHEEL_LAKE_URI", "s3://flywheel-ingest/lake")
         monkeypatch.setenv("FLYWHEEL_S3_ENDPOINT_URL", endpoint)
-        from flywheel.simulator import inject_fault
-        from flywheel.storage import S3Lake, get_lake
+        from core.lake import S3Lake, get_lake
+        from simulation.simulator import inject_fault
         from validation.gate import GateFailure
 
         lake = get_lake()
@@ -136,7 +136,7 @@ def test_s3_lake_over_http(monkeypatch, fw_home):
 
 
 def test_production_refuses_to_ingest_without_a_key(lake, monkeypatch):
-    from flywheel.errors import ConfigError
+    from core.errors import ConfigError
 
     simulate(lake, days=1, users=20, items=10, seed=1)
     monkeypatch.setenv("FLYWHEEL_PROFILE", "production")

@@ -10,15 +10,15 @@ import datetime as dt
 
 import pytest
 
-from flywheel.simulator import SimConfig, simulate
-from flywheel.storage import Lake
+from core.lake import Lake
+from simulation.simulator import SimConfig, simulate
 
 D0 = dt.date(2026, 1, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 
 
 def test_gate_rejects_exactly_the_fault_days(tmp_path):
-    from flywheel.ingest import ingest_day
+    from ingestion.pipeline import ingest_day
     from validation.gate import GateFailure
 
     lake = Lake.from_uri(str(tmp_path / "lake"))

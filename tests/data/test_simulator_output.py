@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flywheel.contract import AGE_BUCKETS, EVENT_TYPES, ISO_COUNTRIES, TABLES
-from flywheel.simulator import load_truth, simulate
-from flywheel.storage import Lake
+from core.contract import AGE_BUCKETS, EVENT_TYPES, ISO_COUNTRIES, TABLES
+from core.lake import Lake
+from simulation.simulator import load_truth, simulate
 
 D0 = dt.date(2026, 1, 5)  # a Monday: two full weeks
 DAYS = 14

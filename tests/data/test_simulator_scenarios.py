@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flywheel.contract import TABLES
-from flywheel.simulator import SHIFTS, SimConfig, load_truth, simulate
-from flywheel.storage import Lake
+from core.contract import TABLES
+from core.lake import Lake
+from simulation.simulator import SHIFTS, SimConfig, load_truth, simulate
 
 D0 = dt.date(2026, 1, 1)
 DAYS, SHIFT = 8, 5

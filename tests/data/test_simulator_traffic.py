@@ -16,9 +16,9 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
-from flywheel.sim_traffic import check_loopback, play
-from flywheel.simulator import SimulatorError, load_truth, simulate
-from flywheel.storage import Lake, partition_prefix
+from core.lake import Lake, partition_prefix
+from simulation.simulator import SimulatorError, load_truth, simulate
+from simulation.traffic import check_loopback, play
 
 D0 = dt.date(2026, 1, 1)
 DAYS = 4
@@ -132,10 +132,10 @@ def test_cli_plays_users_over_real_http(lake):
 
 def test_real_service_records_the_simulated_feedback(lake, tmp_path, monkeypatch):
     """The real serving app (popularity fallback, no model yet): feedback lands as raw events."""
-    from flywheel.privacy import pseudonymise_many
-    from flywheel.serving.app import Service, create_app
-    from flywheel.serving.model import ModelFollower
-    from flywheel.settings import get_settings
+    from core.privacy import pseudonymise_many
+    from core.settings import get_settings
+    from serving.app import Service, create_app
+    from serving.model import ModelFollower
 
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     served = Lake.from_uri(str(tmp_path / "served"))

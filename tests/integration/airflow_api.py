@@ -21,7 +21,7 @@ def read_asset_events(fetch: Callable[[], Any], timeout: float = 180.0) -> Any:
     while True:
         try:
             return fetch()
-        except Exception as exc:  # httpx.HTTPStatusError or flywheel.twin.TwinError
+        except Exception as exc:  # httpx.HTTPStatusError or deploy.twin.TwinError
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if not (status == 500 or "HTTP 500" in str(exc)) or time.monotonic() > deadline:
                 raise

@@ -7,8 +7,8 @@ import datetime as dt
 import pendulum
 import pytest
 
-from flywheel.assets import FEATURES
-from flywheel.features.synthetic import write_validated
+from core.assets import FEATURES
+from features.synthetic import write_validated
 from tests.conftest import load_dag
 
 START = dt.date(2026, 5, 1)

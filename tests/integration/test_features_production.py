@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flywheel.features import USER_FEATURES
-from flywheel.features import store as fstore
-from flywheel.features.compute import read_features
-from flywheel.features.synthetic import item_id, user_id, write_validated
+from features import USER_FEATURES
+from features import store as fstore
+from features.compute import read_features
+from features.synthetic import item_id, user_id, write_validated
 from tests.s3_server import moto_s3
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -67,7 +67,7 @@ def _redis_keys(project: str) -> int:
 
 
 def test_production_profile_on_redis_postgres_and_s3(production):
-    from flywheel.storage import S3Lake, get_lake
+    from core.lake import S3Lake, get_lake
 
     lake = get_lake()
     assert isinstance(lake, S3Lake)

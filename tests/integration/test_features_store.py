@@ -13,16 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flywheel.features import (
+from features import (
     ITEM_CATEGORICAL,
     ITEM_FEATURES,
     USER_CATEGORICAL,
     USER_FEATURES,
     FeatureError,
 )
-from flywheel.features import store as fstore
-from flywheel.features.compute import read_features
-from flywheel.features.synthetic import item_id, user_id, write_validated
+from features import store as fstore
+from features.compute import read_features
+from features.synthetic import item_id, user_id, write_validated
 
 START = dt.date(2026, 2, 1)
 DAYS = [START + dt.timedelta(days=k) for k in range(4)]
@@ -35,7 +35,7 @@ def repo(tmp_path_factory):
         mp.setenv("FLYWHEEL_HOME", str(tmp_path_factory.mktemp("features") / "fw"))
         mp.delenv("FLYWHEEL_LAKE_URI", raising=False)
         mp.setenv("FLYWHEEL_FEAST_PROJECT", "flywheel_it")
-        from flywheel.storage import get_lake
+        from core.lake import get_lake
 
         lake = get_lake()
         write_validated(
@@ -199,8 +199,8 @@ def test_training_frame_without_feature_partition_is_an_error(repo):
 def test_cli_features_get_prints_online_features(repo):
     from typer.testing import CliRunner
 
+    from core.privacy import pseudonymise
     from flywheel.cli import app
-    from flywheel.privacy import pseudonymise
 
     fstore.materialize_day(DAYS[3])
     runner = CliRunner()

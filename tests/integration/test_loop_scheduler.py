@@ -83,10 +83,10 @@ def _finished(api: Api, dag_id: str, run_id: str):
 
 
 def test_drift_triggers_retraining_under_the_scheduler(tmp_path, monkeypatch):
-    from flywheel.features.compute import compute_features
-    from flywheel.features.store import apply_if_changed
-    from flywheel.simulator import simulate
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features.compute import compute_features
+    from features.store import apply_if_changed
+    from simulation.simulator import simulate
 
     home = tmp_path / "fw"
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
@@ -174,7 +174,7 @@ def _asset_id(api: Api, uri: str) -> int:
 
 def _ensure_champion(home) -> None:
     """A one-epoch model may not beat popularity: then a person promotes it (as in the demo)."""
-    from flywheel.settings import Settings
+    from core.settings import Settings
     from training.registry import configure_mlflow, current_champion, model_name
 
     s = Settings(home=home)
@@ -186,7 +186,7 @@ def _ensure_champion(home) -> None:
 
 def _mlflow_decision(home, dag_run_id: str) -> dict:
     """Tags of the MLflow run that this Airflow run trained (trigger, promotion decision)."""
-    from flywheel.settings import Settings
+    from core.settings import Settings
     from training.registry import configure_mlflow, experiment_id
 
     s = Settings(home=home)

@@ -57,8 +57,8 @@ class AirflowProcesses:
     """An embedded Airflow (SQLite, LocalExecutor) in its own FLYWHEEL_HOME, on free ports."""
 
     def __init__(self, home: Path, extra_env: dict[str, str] | None = None):
+        from core.settings import Settings
         from flywheel.airflow_env import airflow_env
-        from flywheel.settings import Settings
 
         self.port = free_port_block(3)
         self.settings = Settings(home=home, airflow_port=self.port)
@@ -249,9 +249,9 @@ def _seed_lake(home: Path) -> None:
     import numpy as np
     import pandas as pd
 
-    from flywheel.settings import Settings
-    from flywheel.storage import Lake
-    from validation.drift import DriftConfig, DriftResult, run_report, store
+    from core.lake import Lake
+    from core.settings import Settings
+    from monitoring.drift import DriftConfig, DriftResult, run_report, store
 
     lake = Lake.from_uri((home / "lake").as_uri())
     rng = np.random.default_rng(0)
@@ -319,7 +319,7 @@ def _seed_lake(home: Path) -> None:
 
 
 def _register_models(home: Path) -> None:
-    from flywheel.settings import Settings
+    from core.settings import Settings
     from training.registry import configure_mlflow, experiment_id, model_name
 
     s = Settings(home=home)

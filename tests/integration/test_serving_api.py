@@ -15,11 +15,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.privacy import pseudonymise
-from flywheel.serving.app import Service, create_app
-from flywheel.serving.toy import register_toy, write_validated
-from flywheel.settings import get_settings
-from flywheel.storage import get_lake
+from core.lake import get_lake
+from core.privacy import pseudonymise
+from core.settings import get_settings
+from serving.app import Service, create_app
+from serving.toy import register_toy, write_validated
 
 D0 = dt.date(2026, 1, 1)
 ITEMS = {f"i{n:02d}": "books" for n in range(20)}
@@ -278,8 +278,8 @@ def test_real_http_then_shutdown_flush_then_ingest_gate_passes(env, registry, mo
 
     monkeypatch.setenv("FLYWHEEL_SERVE_FLUSH_S", "600")  # only the shutdown flush writes here
 
-    from flywheel.ingest import ingest_day
-    from flywheel.serving.ab import ab_report
+    from ingestion.pipeline import ingest_day
+    from serving.ab import ab_report
 
     port = _free_port()
     server = uvicorn.Server(
@@ -338,9 +338,9 @@ def test_real_http_then_shutdown_flush_then_ingest_gate_passes(env, registry, mo
 def test_online_features_decide_model_or_fallback(registry, tmp_path, monkeypatch):
     """With the real online store (Feast embedded: SQLite): users with materialised features
     are served by the model, users without them get the fallback."""
-    from flywheel.features import USER_FEATURES, synthetic
-    from flywheel.features.store import apply_if_changed, compute_day, get_store, materialize_day
-    from flywheel.serving.app import feast_user_features
+    from features import USER_FEATURES, synthetic
+    from features.store import apply_if_changed, compute_day, get_store, materialize_day
+    from serving.app import feast_user_features
 
     monkeypatch.setenv("FLYWHEEL_LAKE_URI", (tmp_path / "lake").as_uri())
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))  # its own Feast registry

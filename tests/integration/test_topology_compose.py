@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flywheel.twin import REPO_ROOT, Twin, load_topology
+from deploy.twin import REPO_ROOT, Twin, load_topology
 
 topology = load_topology()
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
@@ -85,7 +85,7 @@ def test_ports(svc):
 
 
 def test_ports_match_settings_defaults():
-    from flywheel.settings import Settings
+    from core.settings import Settings
 
     s = Settings()
     assert s.airflow_port == topology.service("airflow-apiserver").port
@@ -174,7 +174,7 @@ def test_twin_runs_every_service_with_the_same_config(tmp_path: Path):
         if s.queue:
             argv = plan[s.name]
             assert argv[argv.index("--queues") + 1] == s.queue
-            assert hasattr(__import__("flywheel.twin").twin, f"worker_hostname_{s.queue}")
+            assert hasattr(__import__("deploy.twin").twin, f"worker_hostname_{s.queue}")
         spec = SERVICES[s.name]
         if s.airflow and s.long_running:  # same airflow sub-command as in compose
             sub = _command(spec).split()[1]

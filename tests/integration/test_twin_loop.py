@@ -16,9 +16,9 @@ import subprocess
 
 import pytest
 
-from flywheel.assets import DRIFT
+from core.assets import DRIFT
+from deploy.twin import Twin, venv_bin
 from flywheel.demo import Progress, run_loop
-from flywheel.twin import Twin, venv_bin
 from tests.integration.airflow_api import read_asset_events
 
 pytestmark = [

@@ -74,8 +74,8 @@ def test_ranking_metrics_on_known_lists():
 
 
 def _write_events(lake, rows: list[tuple[str, str, str, float, dt.datetime]]) -> None:
-    from flywheel.contract import EVENTS, ITEMS, USERS
-    from flywheel.storage import partition_prefix
+    from core.contract import EVENTS, ITEMS, USERS
+    from core.lake import partition_prefix
 
     df = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "value", "event_ts"])
     df["event_id"] = [f"e{i}" for i in range(len(df))]
@@ -170,7 +170,7 @@ def sim_set(tmp_path_factory):
     """A small simulated lake (8 days, 300 users, 120 items) and its training set."""
     import os
 
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
     from training.simdata import simulated_validated
 
     home = tmp_path_factory.mktemp("sim")
@@ -238,8 +238,8 @@ def test_retriever_cold_start_exclusions_and_features(sim_set):
 
 def test_training_set_through_feast_is_point_in_time(lake, fw_home):
     """End to end with the real feature store: recommender_v1 joined, first day left out."""
-    from flywheel.features import FEATURE_SERVICE, ITEM_FEATURES, USER_FEATURES
-    from flywheel.features.store import apply_if_changed, compute_day
+    from features import FEATURE_SERVICE, ITEM_FEATURES, USER_FEATURES
+    from features.store import apply_if_changed, compute_day
     from training.simdata import simulated_validated
     from training.train import run_training
 

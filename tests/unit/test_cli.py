@@ -29,7 +29,7 @@ def test_help_lists_commands(env):
 
 
 def test_contract_is_the_one_in_code(env):
-    from flywheel.contract import TABLES
+    from core.contract import TABLES
 
     out = run("contract", env=env)
     assert out.returncode == 0

@@ -17,12 +17,12 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from flywheel.contract import TABLES
-from flywheel.features.compute import compute_features
-from flywheel.privacy import pseudonymise_many
-from flywheel.simulator import simulate
-from flywheel.storage import Lake, partition_prefix
-from validation.drift import DriftConfig, check_drift
+from core.contract import TABLES
+from core.lake import Lake, partition_prefix
+from core.privacy import pseudonymise_many
+from features.compute import compute_features
+from monitoring.drift import DriftConfig, check_drift
+from simulation.simulator import simulate
 
 START = dt.date(2026, 1, 1)
 DAYS = 14
@@ -122,9 +122,9 @@ def test_shift_decided_within_two_days(stable_lake, tmp_path, scenario, signal):
 
 def test_unchecked_days_are_featurised_days_without_a_summary(lake):
     # what a monitor_drift run checks besides its triggering days
-    from flywheel.features import VIEWS
-    from flywheel.features.compute import feature_key
-    from validation.drift import report_prefix, unchecked_days
+    from features import VIEWS
+    from features.compute import feature_key
+    from monitoring.drift import report_prefix, unchecked_days
 
     d1, d2, d3 = (dt.date(2026, 4, k) for k in (1, 2, 3))
     for d in (d1, d2):

@@ -14,10 +14,8 @@ import pandas as pd
 import pendulum
 import pytest
 
-from flywheel.simulator import simulate
-from flywheel.storage import Lake, get_lake, partition_prefix
-from tests.unit.test_drift_detection import validate_raw
-from validation.drift import (
+from core.lake import Lake, get_lake, partition_prefix
+from monitoring.drift import (
     STATE_KEY,
     DriftConfig,
     DriftResult,
@@ -27,6 +25,8 @@ from validation.drift import (
     record_trigger,
     slate_rows,
 )
+from simulation.simulator import simulate
+from tests.unit.test_drift_detection import validate_raw
 
 START = dt.date(2026, 1, 1)
 DAYS = 10
@@ -40,7 +40,7 @@ def _day(k: int) -> dt.date:
 
 @pytest.fixture(scope="module")
 def built_lake(tmp_path_factory):
-    from flywheel.features.compute import compute_features
+    from features.compute import compute_features
 
     root = tmp_path_factory.mktemp("drift-monitor") / "lake"
     lake = Lake.from_uri(root.as_uri())
@@ -218,7 +218,7 @@ def test_dag_emits_drift_asset_with_summary(airflow_db, home_lake):
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from flywheel.assets import DRIFT
+    from core.assets import DRIFT
 
     version = _register_champion(WINDOW)
     dag = DagBag().get_dag("monitor_drift")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel.errors import ConfigError
-from flywheel.features.store import (
+from core.errors import ConfigError
+from core.settings import get_settings
+from features.store import (
     config_dict,
     redis_connection_string,
     render_yaml,
     source_location,
 )
-from flywheel.settings import get_settings
 
 
 def test_embedded_config_lives_under_flywheel_home(fw_home, monkeypatch):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from flywheel.contract import markdown
+from core.contract import markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

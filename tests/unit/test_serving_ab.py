@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from flywheel.serving.ab import ab_report, assign_variant, bucket, format_report, wilson_interval
-from flywheel.serving.feedback import FeedbackLog, Impression
+from serving.ab import ab_report, assign_variant, bucket, format_report, wilson_interval
+from serving.feedback import FeedbackLog, Impression
 
 
 def test_split_is_stable_and_near_the_share():

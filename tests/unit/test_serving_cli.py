@@ -7,9 +7,9 @@ import json
 
 from typer.testing import CliRunner
 
+from core.errors import FlywheelError
 from flywheel.cli import app
-from flywheel.errors import FlywheelError
-from flywheel.serving.feedback import FeedbackLog, Impression
+from serving.feedback import FeedbackLog, Impression
 
 
 def test_ab_report_command(lake):

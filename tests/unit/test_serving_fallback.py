@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flywheel.privacy import pseudonymise
-from flywheel.serving.fallback import POPULAR_COUNTRY, POPULAR_OVERALL, ServingData
-from flywheel.serving.toy import write_validated
+from core.privacy import pseudonymise
+from serving.fallback import POPULAR_COUNTRY, POPULAR_OVERALL, ServingData
+from serving.toy import write_validated
 
 D0 = dt.date(2026, 1, 1)
 

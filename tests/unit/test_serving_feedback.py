@@ -9,9 +9,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.contract import EVENTS, IMPRESSIONS
-from flywheel.errors import LakeError
-from flywheel.serving.feedback import (
+from core.contract import EVENTS, IMPRESSIONS
+from core.errors import LakeError
+from serving.feedback import (
     FeedbackError,
     FeedbackLog,
     Impression,

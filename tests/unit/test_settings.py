@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.errors import ConfigError
-from flywheel.settings import Settings, get_settings
+from core.errors import ConfigError
+from core.settings import Settings, get_settings
 
 
 def test_embedded_defaults_live_under_home(fw_home):

@@ -14,8 +14,9 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.contract import TABLES
-from flywheel.simulator import (
+from core.contract import TABLES
+from core.lake import Lake
+from simulation.simulator import (
     FAULT_KINDS,
     FAULT_TABLE,
     SimConfig,
@@ -28,7 +29,6 @@ from flywheel.simulator import (
     respond,
     simulate,
 )
-from flywheel.storage import Lake
 
 D0 = dt.date(2026, 1, 1)
 

@@ -6,8 +6,8 @@ import threading
 import pyarrow as pa
 import pytest
 
-from flywheel.errors import LakeError
-from flywheel.storage import Lake, LocalLake, S3Lake, partition_prefix
+from core.errors import LakeError
+from core.lake import Lake, LocalLake, S3Lake, partition_prefix
 
 D1, D2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
 

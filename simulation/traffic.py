@@ -6,7 +6,7 @@ simulator) ask the service for recommendations::
     GET  {url}/recommendations/{user_id}?k=10
          → {"request_id", "user_id", "items": [{"item_id", "score"}], "model_version", "variant", "fallback"}
 
-and answer the slate with the simulator's own behaviour model (:func:`flywheel.simulator.respond`,
+and answer the slate with the simulator's own behaviour model (:func:`simulation.simulator.respond`,
 with a position bias), posting each click, add to cart, purchase and rating::
 
     POST {url}/feedback  {"request_id", "item_id", "event_type", "value"}
@@ -27,12 +27,12 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from flywheel.simulator import SimulatorError, Truth, _rng, click_probability, load_truth, respond
+from simulation.simulator import SimulatorError, Truth, _rng, click_probability, load_truth, respond
 
 if TYPE_CHECKING:
     import httpx
 
-    from flywheel.storage import Lake
+    from core.lake import Lake
 
 FEEDBACK_TYPES = ("click", "add_to_cart", "purchase", "rating")
 
@@ -112,7 +112,7 @@ def play(
     """
     import httpx
 
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
 
     if days < 1 or k < 1 or max_requests < 1:
         raise SimulatorError(

@@ -25,7 +25,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from flywheel.features import (
+from core.lake import Lake, partition_prefix
+from features import (
     COUNTED,
     FEATURE_TTL_DAYS,
     ITEM_CATEGORICAL,
@@ -38,7 +39,6 @@ from flywheel.features import (
     WINDOWS,
     FeatureError,
 )
-from flywheel.storage import Lake, partition_prefix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,7 +91,7 @@ def _is_count(col: str) -> bool:
 def _read_table(lake: Lake, table: str, days: list[dt.date]) -> pd.DataFrame:
     import pyarrow as pa
 
-    from flywheel.contract import TABLES
+    from core.contract import TABLES
 
     schema = TABLES[table].arrow_schema()
     parts = []

@@ -16,25 +16,20 @@ Docker does not run everywhere (CI, this machine), so the production topology de
 Every service gets the environment rendered from the same templates as the compose file
 (:func:`deploy.topology.render_env`), so the twin and compose cannot drift apart silently.
 
-Shared with :mod:`flywheel.demo`: :class:`ProcessGroup` (background processes with logs and
-clean shutdown), :class:`AirflowClient` (Airflow's REST API v2 with a token from ``/auth/token``),
-:func:`free_port`, :func:`wait_until`.
+The process tooling it shares with the demo lives in :mod:`flywheel.processes` and
+:mod:`flywheel.airflow_client`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import importlib.util
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,16 +37,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-from flywheel.errors import FlywheelError
+from flywheel.airflow_client import AirflowClient
+from flywheel.processes import ProcessGroup, ServiceError, free_port, http_ok, venv_bin, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY_FILE = REPO_ROOT / "deploy" / "topology.py"
 
 
-class TwinError(FlywheelError):
-    """A service of the twin (or the demo) did not start, died, or a run did not finish."""
+TwinError = ServiceError  # a service of the twin did not start, died, or a run did not finish
 
 
 # --- the shared topology ------------------------------------------------------------------------
@@ -77,261 +71,6 @@ def worker_hostname_default() -> str:
 def worker_hostname_gpu() -> str:
     """``core.hostname_callable`` of the twin's ``gpu`` worker."""
     return f"{socket.gethostname()}-worker-gpu"
-
-
-# --- processes ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_ok(url: str, timeout: float = 3.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return 200 <= resp.status < 300
-    except (OSError, urllib.error.URLError, ValueError):
-        return False
-
-
-def wait_until(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    group: ProcessGroup | None = None,
-    interval: float = 1.0,
-) -> Any:
-    """Poll ``predicate`` until truthy; raise :class:`TwinError` naming ``what`` on timeout.
-
-    With ``group``, a process of the group that died stops the wait at once (its log tail is in
-    the error).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if group is not None:
-            group.check_alive()
-        if time.monotonic() > deadline:
-            raise TwinError(f"{what}: not ready after {timeout:.0f}s")
-        time.sleep(interval)
-
-
-@dataclass
-class Proc:
-    name: str
-    argv: list[str]
-    log: Path
-    popen: subprocess.Popen
-
-
-class ProcessGroup:
-    """Background processes, each in its own session with its log under ``log_dir``.
-
-    ``stop()`` (also on ``with`` exit) sends SIGTERM to each process group in reverse start
-    order, waits, then SIGKILLs what is left -- nothing outlives the group.
-    """
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.procs: list[Proc] = []
-
-    def start(
-        self, name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None
-    ) -> Proc:
-        log = self.log_dir / f"{name}.log"
-        fh = log.open("ab")
-        popen = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=str(cwd or REPO_ROOT),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        fh.close()
-        proc = Proc(name, argv, log, popen)
-        self.procs.append(proc)
-        return proc
-
-    def tail(self, name: str, lines: int = 15) -> str:
-        for p in self.procs:
-            if p.name == name and p.log.exists():
-                return "\n".join(p.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def check_alive(self) -> None:
-        for p in self.procs:
-            code = p.popen.poll()
-            if code is not None:
-                raise TwinError(
-                    f"{p.name} exited with code {code} (log {p.log}):\n{self.tail(p.name)}"
-                )
-
-    def stop(self, timeout: float = 30.0) -> None:
-        # a Ctrl-C while stopping must not leave processes behind: finish the cleanup first
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
-        try:
-            self._stop(timeout)
-        finally:
-            if in_main:
-                signal.signal(signal.SIGINT, previous)
-
-    def _stop(self, timeout: float) -> None:
-        for p in reversed(self.procs):
-            if p.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.popen.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for p in reversed(self.procs):
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                p.popen.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                pass
-            # children of a process that exited (task runners, gunicorn workers) go too
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.popen.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.popen.wait(timeout=5)
-        self.procs.clear()
-
-    def __enter__(self) -> ProcessGroup:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def venv_bin(name: str) -> str:
-    """An executable of this interpreter's environment (``airflow``, ``mlflow``, ``moto_server``)."""
-    exe = Path(sys.executable).parent / name
-    return str(exe) if exe.exists() else name
-
-
-# --- Airflow's REST API ---------------------------------------------------------------------------
-class AirflowClient:
-    """A small client of Airflow's public REST API v2 (token from the simple auth manager)."""
-
-    def __init__(self, base_url: str, username: str, password: str):
-        self.base_url = base_url.rstrip("/")
-        self.username = username
-        self.password = password
-        self._token: str | None = None
-        self._token_at = 0.0
-
-    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token()}"
-        req = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers=headers
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:500]
-            raise TwinError(f"Airflow API {method} {path}: HTTP {exc.code} {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise TwinError(f"Airflow API {method} {path}: {exc}") from None
-        return json.loads(raw) if raw else None
-
-    def token(self) -> str:
-        # tokens last 24 h by default; refresh hourly anyway
-        if self._token is None or time.monotonic() - self._token_at > 3600:
-            body = {"username": self.username, "password": self.password}
-            self._token = self._request("POST", "/auth/token", body, auth=False)["access_token"]
-            self._token_at = time.monotonic()
-        return self._token
-
-    def get(self, path: str, **params: Any) -> Any:
-        query = urllib.parse.urlencode(
-            {k: v for k, v in params.items() if v is not None}, doseq=True
-        )
-        return self._request("GET", f"/api/v2{path}" + (f"?{query}" if query else ""))
-
-    def post(self, path: str, body: Any) -> Any:
-        return self._request("POST", f"/api/v2{path}", body)
-
-    def patch(self, path: str, body: Any) -> Any:
-        return self._request("PATCH", f"/api/v2{path}", body)
-
-    # --- conveniences -----------------------------------------------------------------------
-    def healthy(self) -> bool:
-        return http_ok(f"{self.base_url}/api/v2/monitor/health")
-
-    def dag_ids(self) -> list[str]:
-        return [d["dag_id"] for d in self.get("/dags", limit=100)["dags"]]
-
-    def import_errors(self) -> list[dict]:
-        return self.get("/importErrors", limit=100)["import_errors"]
-
-    def set_paused(self, dag_id: str, paused: bool) -> None:
-        self.patch(f"/dags/{dag_id}", {"is_paused": paused})
-
-    def trigger(
-        self, dag_id: str, logical_date: dt.datetime | None = None, conf: dict | None = None
-    ) -> str:
-        body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None}
-        if conf:
-            body["conf"] = conf
-        return self.post(f"/dags/{dag_id}/dagRuns", body)["dag_run_id"]
-
-    def backfill(self, dag_id: str, start: dt.date, end: dt.date, max_active_runs: int = 1) -> dict:
-        """Scheduler-driven catch-up: one run per interval whose logical date is in [start, end]."""
-        return self.post(
-            "/backfills",
-            {
-                "dag_id": dag_id,
-                "from_date": dt.datetime.combine(start, dt.time(), dt.UTC).isoformat(),
-                "to_date": dt.datetime.combine(end, dt.time(), dt.UTC).isoformat(),
-                "max_active_runs": max_active_runs,
-                "reprocess_behavior": "completed",
-            },
-        )
-
-    def dag_runs(self, dag_id: str) -> list[dict]:
-        runs: list[dict] = []
-        while True:
-            page = self.get(
-                f"/dags/{dag_id}/dagRuns", limit=100, offset=len(runs), order_by="logical_date"
-            )
-            runs += page["dag_runs"]
-            if len(runs) >= page["total_entries"] or not page["dag_runs"]:
-                return runs
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        run = urllib.parse.quote(run_id, safe="")
-        return self.get(f"/dags/{dag_id}/dagRuns/{run}/taskInstances", limit=100)["task_instances"]
-
-    def all_task_instances(self, dag_id: str = "~") -> list[dict]:
-        """Task instances of every run (``~`` = every DAG)."""
-        out: list[dict] = []
-        while True:
-            page = self.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", limit=100, offset=len(out))
-            out += page["task_instances"]
-            if len(out) >= page["total_entries"] or not page["task_instances"]:
-                return out
-
-    def wait_run(
-        self, dag_id: str, run_id: str, timeout: float, group: ProcessGroup | None = None
-    ) -> str:
-        run = urllib.parse.quote(run_id, safe="")
-
-        def finished() -> str | None:
-            state = self.get(f"/dags/{dag_id}/dagRuns/{run}")["state"]
-            return state if state in ("success", "failed") else None
-
-        return wait_until(finished, timeout, f"DAG run {dag_id}/{run_id}", group, interval=2)
-
-
-FINISHED = ("success", "failed")
 
 
 # --- the twin -----------------------------------------------------------------------------------
@@ -512,7 +251,7 @@ class Twin:
             "feast": [
                 "bash",
                 "-c",
-                "set -e; cfg=$(python -c 'from flywheel.features.store import render_yaml; "
+                "set -e; cfg=$(python -c 'from features.store import render_yaml; "
                 "print(render_yaml())'); exec feast --chdir feature_repo --feature-store-yaml "
                 f'"$cfg" serve --host 127.0.0.1 --port {self.ports["feast"]}',
             ],
@@ -560,7 +299,7 @@ class Twin:
                     env = self.env()
                     if s.queue:
                         env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = (
-                            f"flywheel.twin.worker_hostname_{s.queue}"
+                            f"deploy.twin.worker_hostname_{s.queue}"
                         )
                     # log servers (workers, triggerer): one port each, as if on separate hosts
                     env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())

@@ -6,10 +6,10 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flywheel.features import FeatureError
+from features import FeatureError
 
 if TYPE_CHECKING:
-    from flywheel.storage import Lake
+    from core.lake import Lake
 
 
 def days_from_events(
@@ -34,7 +34,7 @@ def unbuilt_days(lake: Lake, after: dt.date) -> list[str]:
     comes); those days come after the run's newest event day. Building them too, oldest first,
     means no day is left behind by that.
     """
-    from flywheel.features.compute import featurised_days
+    from features.compute import featurised_days
 
     validated = set(lake.partitions("validated", "events"))
     return sorted(d.isoformat() for d in validated - featurised_days(lake) if d > after)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from core.names import EVENT_TYPES, VARIANTS
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
 AGE_BUCKETS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 RATING_MIN, RATING_MAX = 1.0, 5.0
 IMPLICIT_VALUE = 1.0  # the value of every non-rating event
@@ -137,9 +138,7 @@ IMPRESSIONS = Table(
         Column("item_ids", "string", "JSON list of the item ids shown, best first"),
         Column("scores", "string", "JSON list of their scores, same order"),
         Column("model_version", "string", "Registered model version, or `popularity`"),
-        Column(
-            "variant", "string", "Who served it", allowed=("champion", "challenger", "fallback")
-        ),
+        Column("variant", "string", "Who served it", allowed=VARIANTS),
         Column("served_ts", "timestamp", "When it was served (UTC)"),
     ),
 )

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from flywheel.storage import Lake
+from core.lake import Lake
 
 VARIANTS: tuple[str, ...] = ("champion", "challenger", "fallback")
 _SALT = b"flywheel-ab:"

@@ -1,7 +1,7 @@
 """Impressions and feedback: buffered in memory, written to the raw lake in atomic batches.
 
 Every recommendation response becomes an impression (table ``impressions``, see
-:data:`flywheel.contract.IMPRESSIONS`); every ``POST /feedback`` becomes a raw event in the data
+:data:`core.contract.IMPRESSIONS`); every ``POST /feedback`` becomes a raw event in the data
 contract (``events``: ``event_id`` = ``fb:<request_id>:<n>``, the RAW user id -- raw data is
 pre-ingestion, the gate pseudonymises it -- ``item_id``, ``event_type``, ``value``,
 ``event_ts`` = when the feedback arrived). Both are buffered and written together:
@@ -33,9 +33,9 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from flywheel.contract import EVENTS, IMPRESSIONS, RATING_MAX, RATING_MIN
-from flywheel.errors import FlywheelError
-from flywheel.storage import Lake, partition_prefix
+from core.contract import EVENTS, IMPRESSIONS, RATING_MAX, RATING_MIN
+from core.errors import FlywheelError
+from core.lake import Lake, partition_prefix
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flywheel.contract import AGE_BUCKETS, EVENT_TYPES, ISO_COUNTRIES, TABLES
-from flywheel.errors import ContractError
+from core.contract import AGE_BUCKETS, EVENT_TYPES, ISO_COUNTRIES, TABLES
+from core.errors import ContractError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flywheel.storage import Lake
+    from core.lake import Lake
 
 ML100K_GENRES = (
     "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy "

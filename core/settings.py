@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flywheel.errors import ConfigError
+from core.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -31,6 +31,11 @@ class Settings(BaseSettings):
 
     profile: Literal["embedded", "production"] = "embedded"
     home: Path = Field(default=Path(".flywheel"), description="State root of the embedded profile")
+    project_dir: Path = Field(
+        default=Path("."),
+        description="Where dags/, plugins/ and feature_repo/ live: the checkout, or the image's "
+        "/opt/flywheel (Airflow's dags_folder and Feast's repo_path, like their own defaults)",
+    )
 
     # --- lake -------------------------------------------------------------------------------
     lake_uri: str | None = Field(default=None, description="file://... or s3://bucket/prefix")
@@ -84,6 +89,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         self.home = self.home.expanduser().resolve()
+        self.project_dir = self.project_dir.expanduser().resolve()
         if self.lake_uri is None:
             self.lake_uri = (self.home / "lake").as_uri()
         if self.mlflow_tracking_uri is None:
@@ -91,6 +97,18 @@ class Settings(BaseSettings):
         return self
 
     # --- derived locations -------------------------------------------------------------------
+    @property
+    def dags_folder(self) -> Path:
+        return self.project_dir / "dags"
+
+    @property
+    def plugins_folder(self) -> Path:
+        return self.project_dir / "plugins"
+
+    @property
+    def feature_repo(self) -> Path:
+        return self.project_dir / "feature_repo"
+
     @property
     def airflow_home(self) -> Path:
         return self.home / "airflow"

@@ -5,8 +5,8 @@ Endpoints (the simulated users and the UI code against these; keep them stable):
 * ``GET /recommendations/{user_id}?k=10`` (``k`` in 1..100; ``user_id`` the RAW id, 1-128 of
   letters, digits and ``_ . @ : -``) → ``{"request_id", "user_id", "items": [{"item_id",
   "score"}], "model_version", "variant", "fallback"}``. ``variant`` is ``champion``,
-  ``challenger`` (A/B share, see :mod:`flywheel.serving.ab`) or ``fallback``; ``fallback`` is
-  null or ``popular_country`` / ``popular_overall`` (see :mod:`flywheel.serving.fallback`).
+  ``challenger`` (A/B share, see :mod:`serving.ab`) or ``fallback``; ``fallback`` is
+  null or ``popular_country`` / ``popular_overall`` (see :mod:`serving.fallback`).
   Items the user already purchased are never recommended.
 * ``POST /feedback`` ``{"request_id", "item_id", "event_type", "value"}`` (``click``,
   ``add_to_cart``, ``purchase``: value 1.0 or omitted; ``rating``: 1-5) → 202 once buffered;
@@ -38,12 +38,12 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from flywheel.serving.ab import assign_variant
-from flywheel.serving.fallback import ServingData
-from flywheel.serving.feedback import FeedbackError, FeedbackLog, Impression
-from flywheel.serving.model import LoadedModel, ModelFollower
-from flywheel.settings import Settings, get_settings
-from flywheel.storage import Lake, get_lake
+from core.lake import Lake, get_lake
+from core.settings import Settings, get_settings
+from serving.ab import assign_variant
+from serving.fallback import ServingData
+from serving.feedback import FeedbackError, FeedbackLog, Impression
+from serving.model import LoadedModel, ModelFollower
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,13 @@ class FeedbackIn(BaseModel):
 def feast_user_features(settings: Settings | None = None) -> FeatureSource:
     """Online user features of the ``recommender_v1`` service from Feast (Redis in production).
 
-    The same read as :func:`flywheel.features.store.online_features`, except that the feature
+    The same read as :func:`features.store.online_features`, except that the feature
     service is resolved once here rather than from the (SQL) registry on every request, and the
     response is read as a dict, not a DataFrame: a few ms per request instead of tens. Raises
     when the store or the feature service is not set up (serving then runs without features).
     """
-    from flywheel.features import FEATURE_SERVICE, USER_VIEW
-    from flywheel.features.store import JOIN_KEY, fv_name, get_store
+    from features import FEATURE_SERVICE, USER_VIEW
+    from features.store import JOIN_KEY, fv_name, get_store
 
     store = get_store(settings)
     service = store.get_feature_service(FEATURE_SERVICE)
@@ -233,7 +233,7 @@ class Service:
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Load the snapshot and the models synchronously, then start the background threads."""
-        from flywheel.privacy import pseudonym_key
+        from core.privacy import pseudonym_key
 
         if self._key is None:
             self._key = pseudonym_key(self.settings)
@@ -294,7 +294,7 @@ class Service:
 
     # --- requests -----------------------------------------------------------------------------
     def pseudonym(self, user_id: str) -> str:
-        from flywheel.privacy import pseudonymise
+        from core.privacy import pseudonymise
 
         return pseudonymise(user_id, self._key)
 
@@ -491,5 +491,5 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
 
 
 def app_factory() -> FastAPI:
-    """For ``uvicorn --factory flywheel.serving.app:app_factory``."""
+    """For ``uvicorn --factory serving.app:app_factory``."""
     return create_app()

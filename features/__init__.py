@@ -6,13 +6,13 @@ active profile (apply, materialize, freshness, training frames, online lookups).
 
 The names below are the interface the trainer and the serving API code against: the numeric and
 the string columns of the feature service :data:`FEATURE_SERVICE`, as they appear in the frames
-that :func:`flywheel.features.store.build_training_frame` and
-:func:`flywheel.features.store.online_features` return (plain names, unique across views).
+that :func:`features.store.build_training_frame` and
+:func:`features.store.online_features` return (plain names, unique across views).
 """
 
 from __future__ import annotations
 
-from flywheel.errors import FlywheelError
+from core.errors import FlywheelError
 
 
 class FeatureError(FlywheelError):

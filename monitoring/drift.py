@@ -2,7 +2,7 @@
 
 Reference = the feature rows of the champion's training window (``data_window_start`` …
 ``data_window_end`` tags of its MLflow run), read from the offline store
-(:func:`flywheel.features.compute.read_features`). Current = the rows of day D. Both sides keep
+(:func:`features.compute.read_features`). Current = the rows of day D. Both sides keep
 only the entities *active* on their day (a user or item with at least one view that day), so
 windows of a few days compare like with like: one row per active entity per day.
 
@@ -28,7 +28,7 @@ whose snapshot goes to the Evidently workspace (project ``flywheel``) and whose 
 
 Run it without Airflow::
 
-    python -c "import datetime as d; from validation.drift import monitor_day; \
+    python -c "import datetime as d; from monitoring.drift import monitor_day; \
 print(monitor_day(d.date(2026, 1, 10)))"
 """
 
@@ -41,8 +41,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flywheel.errors import FlywheelError
-from flywheel.storage import Lake, partition_prefix
+from core.errors import FlywheelError
+from core.lake import Lake, partition_prefix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,8 +237,8 @@ def feature_frame(
     """
     import pandas as pd
 
-    from flywheel.features import ITEM_VIEW, USER_VIEW, FeatureError
-    from flywheel.features.compute import read_features
+    from features import ITEM_VIEW, USER_VIEW, FeatureError
+    from features.compute import read_features
 
     wanted = set(config.numeric) | set(config.categorical)
     active = {}
@@ -524,8 +524,8 @@ def _stack(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 
 def _catalog_for(lake: Lake, day: dt.date) -> pd.DataFrame:
-    from flywheel.features import ITEM_VIEW
-    from flywheel.features.compute import read_features
+    from features import ITEM_VIEW
+    from features.compute import read_features
 
     return read_features(lake, ITEM_VIEW, day, day)[["item_id", "item_category", "item_views_7d"]]
 
@@ -610,7 +610,7 @@ def unchecked_days(lake: Lake, after: dt.date) -> list[str]:
     handed to the run it creates: those days come after the run's newest event day. Older
     unchecked days are left alone: judging them now would use a champion they never met.
     """
-    from flywheel.features.compute import featurised_days
+    from features.compute import featurised_days
 
     return sorted(
         d.isoformat()
@@ -639,7 +639,7 @@ def add_to_workspace(snapshot, day: dt.date, settings=None) -> str:
     """Add the snapshot to project ``flywheel``; an earlier run of the same day is replaced."""
     from evidently.ui.workspace import Workspace
 
-    from flywheel.settings import get_settings
+    from core.settings import get_settings
 
     s = settings or get_settings()
     s.evidently_workspace.mkdir(parents=True, exist_ok=True)
@@ -688,7 +688,7 @@ def monitor_day(
     Returns the summary dict (``drift_detected``, ``drift_share``, ``drifted_columns``,
     ``quality_drop``, ``reason``, ``report_uri`` and details). Re-running a day overwrites it.
     """
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
 
     config = config or DriftConfig()
     lake = lake or get_lake()

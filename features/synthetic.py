@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from flywheel.storage import Lake, partition_prefix
+from core.lake import Lake, partition_prefix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +30,7 @@ def write_table(lake: Lake, table: str, day: dt.date, df: pd.DataFrame) -> str:
     """Write ``df`` as ``validated/<table>/dt=day/part-00000.parquet`` with the contract schema."""
     import pyarrow as pa
 
-    from flywheel.contract import TABLES
+    from core.contract import TABLES
 
     schema = TABLES[table].arrow_schema()
     key = partition_prefix("validated", table, day) + "part-00000.parquet"

@@ -32,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flywheel.contract import ISO_COUNTRIES, TABLES
-from flywheel.storage import Lake, LocalLake, get_lake, partition_prefix
+from core.contract import ISO_COUNTRIES, TABLES
+from core.lake import Lake, LocalLake, get_lake, partition_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -343,7 +343,7 @@ class Pseudonyms:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from flywheel.privacy import pseudonym_key, pseudonymise_array
+        from core.privacy import pseudonym_key, pseudonymise_array
 
         self.key = key if key is not None else pseudonym_key()
         parts = [c for a in ids for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
@@ -550,7 +550,7 @@ def ingest_day(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from flywheel.privacy import pseudonym_key
+    from core.privacy import pseudonym_key
     from validation.config import DEFAULT
     from validation.gate import Gate, GateFailure, failure_message
     from validation.quarantine import quarantine, render_report
@@ -730,10 +730,10 @@ def airflow_backfill(
     import secrets
     import time
 
+    from core.errors import FlywheelError
+    from core.settings import get_settings
+    from deploy.twin import AirflowClient, ProcessGroup, free_port, venv_bin, wait_until
     from flywheel.airflow_env import airflow_env, ensure_db
-    from flywheel.errors import FlywheelError
-    from flywheel.settings import get_settings
-    from flywheel.twin import AirflowClient, ProcessGroup, free_port, venv_bin, wait_until
 
     if end < start:
         raise FlywheelError(f"backfill range is empty: --end {end} is before --start {start}")

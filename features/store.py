@@ -2,7 +2,7 @@
 
 * :func:`get_store` -- a ``feast.FeatureStore`` configured from the settings: the profile's
   ``feature_repo/feature_store*.yaml`` with project, registry and online store rendered from
-  :func:`flywheel.settings.get_settings` (embedded: SQLite + file registry under
+  :func:`core.settings.get_settings` (embedded: SQLite + file registry under
   ``$FLYWHEEL_HOME/feast``; production: Redis + SQL registry on Postgres; offline: the Parquet
   partitions in the lake, local or S3).
 * :func:`apply_if_changed` -- ``feast apply`` of ``feature_repo/definitions.py`` only when
@@ -15,7 +15,7 @@
 
 Column names: features are returned with their plain names (``full_feature_names=False``);
 they are unique across the views by construction (``user_…`` / ``item_…``), and listed in
-:mod:`flywheel.features` (``USER_FEATURES``, ``ITEM_FEATURES``, ``*_CATEGORICAL``).
+:mod:`features` (``USER_FEATURES``, ``ITEM_FEATURES``, ``*_CATEGORICAL``).
 
 Timing: the values of day D carry ``event_timestamp`` = D+1 00:00 UTC. Materializing "the data
 interval [D, D+1)" therefore loads the rows stamped in (D 00:00, D+1 00:00] -- exactly day D's
@@ -32,15 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from flywheel.errors import ConfigError
-from flywheel.features import (
+from core.errors import ConfigError
+from core.settings import Settings, get_settings
+from features import (
     FEATURE_SERVICE,
     ITEM_VIEW,
     USER_VIEW,
     VIEWS,
     FeatureError,
 )
-from flywheel.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,12 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPO_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
-DEFINITIONS = REPO_DIR / "definitions.py"
-YAML_FOR_PROFILE = {
-    "embedded": REPO_DIR / "feature_store.yaml",
-    "production": REPO_DIR / "feature_store.production.yaml",
-}
+YAML_FOR_PROFILE = {"embedded": "feature_store.yaml", "production": "feature_store.production.yaml"}
 JOIN_KEY = {USER_VIEW: "user_id", ITEM_VIEW: "item_id"}
 _DAY = dt.timedelta(days=1)
 _TICK = dt.timedelta(microseconds=1)
@@ -69,7 +64,7 @@ def fv_name(view: str) -> str:
 
 def source_location(view: str, settings: Settings | None = None) -> tuple[str, str | None]:
     """(path, S3 endpoint) of the folder the Feast source of ``view`` reads."""
-    from flywheel.storage import Lake, LocalLake
+    from core.lake import Lake, LocalLake
 
     s = settings or _cli_settings()
     lake = Lake.from_uri(s.lake_uri, endpoint_url=s.s3_endpoint_url)
@@ -89,14 +84,16 @@ def _cli_settings() -> Settings:
     ``feature_store.yaml`` paths point as well.
     """
     s = get_settings()
-    if Path.cwd().resolve() != REPO_DIR:
+    here = Path.cwd().resolve()
+    if here.name != "feature_repo" or s.project_dir != here:
         return s
+    project = here.parent
     # Feast's file registry creates its own folder but not the parents: make them
-    (REPO_DIR.parent / ".flywheel" / "feast").mkdir(parents=True, exist_ok=True)
-    default_home = REPO_DIR / ".flywheel"
+    (project / ".flywheel" / "feast").mkdir(parents=True, exist_ok=True)
+    default_home = here / ".flywheel"
     if s.home != default_home or s.lake_uri != (default_home / "lake").as_uri():
-        return s  # chosen explicitly
-    return Settings(home=REPO_DIR.parent / ".flywheel")
+        return s.model_copy(update={"project_dir": project})  # home chosen explicitly
+    return Settings(home=project / ".flywheel", project_dir=project)
 
 
 def redis_connection_string(url: str) -> str:
@@ -122,7 +119,7 @@ def config_dict(settings: Settings | None = None) -> dict[str, Any]:
     import yaml
 
     s = settings or get_settings()
-    raw = yaml.safe_load(YAML_FOR_PROFILE[s.profile].read_text())
+    raw = yaml.safe_load((s.feature_repo / YAML_FOR_PROFILE[s.profile]).read_text())
     raw["project"] = s.feast_project
     if s.profile == "embedded":
         feast_dir = s.feast_dir
@@ -145,7 +142,7 @@ def repo_config(settings: Settings | None = None) -> RepoConfig:
     s = settings or get_settings()
     if s.profile == "embedded":
         s.feast_dir.mkdir(parents=True, exist_ok=True)
-    return RepoConfig(repo_path=REPO_DIR, **config_dict(s))
+    return RepoConfig(repo_path=s.feature_repo, **config_dict(s))
 
 
 def render_yaml(settings: Settings | None = None) -> Path:
@@ -156,7 +153,7 @@ def render_yaml(settings: Settings | None = None) -> Path:
     target = s.feast_dir / "feature_store.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(
-        f"# rendered by flywheel.features.store.render_yaml for profile {s.profile}\n"
+        f"# rendered by features.store.render_yaml for profile {s.profile}\n"
         + yaml.safe_dump(config_dict(s), sort_keys=False)
     )
     return target
@@ -237,7 +234,8 @@ def repo_contents(project: str):
     from feast.data_source import DataSource
     from feast.repo_contents import RepoContents
 
-    ns = runpy.run_path(str(DEFINITIONS), run_name="flywheel_feature_repo")
+    definitions = get_settings().feature_repo / "definitions.py"
+    ns = runpy.run_path(str(definitions), run_name="flywheel_feature_repo")
     objs = list(ns.values())
     return RepoContents(
         projects=[Project(name=project, description="Flywheel recommender features")],
@@ -322,15 +320,15 @@ def apply_if_changed(store: FeatureStore | None = None) -> dict[str, Any]:
 
 def compute_day(day: dt.date) -> dict[str, Any]:
     """Write day D's feature partitions from validated data (idempotent); returns a summary."""
-    from flywheel.features.compute import compute_features
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features.compute import compute_features
 
     return compute_features(get_lake(), day).as_dict()
 
 
 def interval_of(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """Event-timestamp window that holds exactly day D's rows: (D 00:00, D+1 00:00]."""
-    from flywheel.features.compute import known_at
+    from features.compute import known_at
 
     end = known_at(day)
     return end - _DAY + _TICK, end
@@ -342,8 +340,8 @@ def materialize_day(day: dt.date, store: FeatureStore | None = None) -> dict[str
     Requires D's partitions (a :class:`FeatureError` names the missing one). Re-running is
     idempotent: the same rows with the same timestamps overwrite themselves.
     """
-    from flywheel.features.compute import require_partition
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features.compute import require_partition
 
     lake = get_lake()
     for view in VIEWS:
@@ -369,8 +367,8 @@ def materialize_days(
     the lake holds a newer computed day than those given, it is materialized again last, so the
     online store always ends on the newest day. Its summary is marked ``"restored": True``.
     """
-    from flywheel.features.compute import latest_day
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features.compute import latest_day
 
     store = get_store() if store is None else store
     out = [materialize_day(d, store=store) for d in sorted(days)]
@@ -388,8 +386,8 @@ def materialize_day_fast(day: dt.date, store: FeatureStore | None = None) -> dic
     ``write_to_online_store`` (same conversion and online write as ``materialize``), then
     records the interval in the registry like ``materialize`` does.
     """
-    from flywheel.features.compute import require_partition
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features.compute import require_partition
 
     lake = get_lake()
     keys = {view: require_partition(lake, view, day) for view in VIEWS}
@@ -422,8 +420,8 @@ def check_freshness(
     :class:`FeatureError` says which view, how many, and the oldest timestamp found.
     Returns, per view, the number checked and the oldest online timestamp.
     """
-    from flywheel.features.compute import known_at, require_partition
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features.compute import known_at, require_partition
 
     lake = get_lake()
     store = get_store() if store is None else store
@@ -473,7 +471,7 @@ def build_training_frame(
     ``entity_df`` has ``user_id`` (pseudonym), ``item_id``, ``event_timestamp`` (UTC) and any
     other columns (labels…), which come back unchanged. A row at time t gets, per view, the
     values of the last day whose end is ≤ t (Feast ``get_historical_features`` on the file
-    offline store, TTL 2 days). Features use their plain names (see :mod:`flywheel.features`).
+    offline store, TTL 2 days). Features use their plain names (see :mod:`features`).
 
     Every row's day must have features within the TTL (the day before, or the one before that
     when that day was quarantined): a longer gap is a :class:`FeatureError` naming the view and
@@ -481,8 +479,8 @@ def build_training_frame(
     """
     import pandas as pd
 
-    from flywheel.features.compute import require_partition, serving_day
-    from flywheel.storage import get_lake
+    from core.lake import get_lake
+    from features.compute import require_partition, serving_day
 
     missing_cols = {"user_id", "item_id", "event_timestamp"} - set(entity_df.columns)
     if missing_cols:

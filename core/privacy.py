@@ -11,8 +11,8 @@ import hashlib
 import hmac
 import secrets
 
-from flywheel.errors import ConfigError
-from flywheel.settings import Settings, get_settings
+from core.errors import ConfigError
+from core.settings import Settings, get_settings
 
 PREFIX = "p_"
 _DIGEST_CHARS = 24  # 96 bits: collisions negligible for billions of users

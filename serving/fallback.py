@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from flywheel.storage import Lake
+from core.lake import Lake
 
 log = logging.getLogger(__name__)
 

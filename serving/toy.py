@@ -52,7 +52,7 @@ def register_toy(
     import mlflow
     from mlflow import MlflowClient
 
-    from flywheel.settings import get_settings
+    from core.settings import get_settings
 
     s = settings or get_settings()
     if s.mlflow_tracking_uri.startswith("sqlite:///"):
@@ -102,9 +102,9 @@ def write_validated(
 
     import pyarrow as pa
 
-    from flywheel.contract import EVENTS, ITEMS, USERS
-    from flywheel.privacy import pseudonymise
-    from flywheel.storage import partition_prefix
+    from core.contract import EVENTS, ITEMS, USERS
+    from core.lake import partition_prefix
+    from core.privacy import pseudonymise
 
     ts = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
     part = "part-00000.parquet"

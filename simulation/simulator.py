@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flywheel.contract import AGE_BUCKETS, EVENT_TYPES, EVENTS, ITEMS, TABLES, USERS
-from flywheel.errors import FlywheelError
-from flywheel.storage import Lake, partition_prefix
+from core.contract import AGE_BUCKETS, EVENT_TYPES, EVENTS, ITEMS, TABLES, USERS
+from core.errors import FlywheelError
+from core.lake import Lake, partition_prefix
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -2,11 +2,13 @@
 
 from airflow.sdk import Asset
 
+from core.names import DRIFT_URI, FEATURES_URI, VALIDATED_EVENTS_URI
+
 #: Emitted by ``ingest_events`` when a day's events passed the gate and were written to validated/.
-VALIDATED_EVENTS = Asset("flywheel://validated/events")
+VALIDATED_EVENTS = Asset(VALIDATED_EVENTS_URI)
 
 #: Emitted by ``build_features`` when a day's features are materialized into the online store.
-FEATURES = Asset("flywheel://features")
+FEATURES = Asset(FEATURES_URI)
 
 #: Emitted by ``monitor_drift`` when drift is decided; its metadata is the drift summary.
-DRIFT = Asset("flywheel://drift")
+DRIFT = Asset(DRIFT_URI)

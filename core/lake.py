@@ -1,4 +1,11 @@
-"""The lake: one interface over a local folder (``file://``) and S3 (``s3://bucket/prefix``).
+"""The lake: its layout (zones, keys, file names) and one interface over a local folder
+(``file://``) and S3 (``s3://bucket/prefix``).
+
+Layout: ``<zone>/<table>/dt=YYYY-MM-DD/<file>``. The zones are :data:`RAW` (as delivered),
+:data:`VALIDATED` (passed the gate, pseudonymised), :data:`QUARANTINE` (rejected batches, kept
+intact), :data:`FEATURES` (daily feature tables) and :data:`REPORTS` (quality results, drift
+reports, training sets). Stages read tables through :meth:`Lake.read` (day and column pruning)
+and write them through :meth:`Lake.write`; this is the one place keys are spelled.
 
 Keys are ``/``-separated paths relative to the lake root, e.g.
 ``raw/events/dt=2026-01-01/part-00000.parquet``. Every write is atomic: locally a temporary
@@ -21,17 +28,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from flywheel.errors import LakeError
+from core.errors import LakeError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
+# --- layout -----------------------------------------------------------------------------------
+RAW = "raw"  # batches as delivered, by table and day
+VALIDATED = "validated"  # batches that passed the gate, user ids pseudonymised
+QUARANTINE = "quarantine"  # rejected batches, byte-identical, with their quality result
+FEATURES = "features"  # daily feature tables, one folder per feature view
+REPORTS = "reports"  # quality results, drift reports and decisions, training sets
+ZONES: tuple[str, ...] = (RAW, VALIDATED, QUARANTINE, FEATURES, REPORTS)
+
+#: The file a stage writes for one (table, day): one Parquet file per partition.
+PART_NAME = "part-00000.parquet"
+
 
 def partition_prefix(area: str, table: str, day: dt.date) -> str:
     """``<area>/<table>/dt=YYYY-MM-DD/`` -- the one place partition keys are spelled."""
     return f"{area}/{table}/dt={day.isoformat()}/"
+
+
+def part_key(area: str, table: str, day: dt.date, name: str = PART_NAME) -> str:
+    """``<area>/<table>/dt=YYYY-MM-DD/<name>``: the key of one file of a partition."""
+    return partition_prefix(area, table, day) + name
 
 
 def _visible(name: str) -> bool:
@@ -132,6 +155,50 @@ class Lake(ABC):
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         self.write_bytes(key, buf.getvalue())
+
+    def read(
+        self,
+        table: str,
+        days: Iterable[dt.date] | None = None,
+        columns: list[str] | None = None,
+        zone: str = VALIDATED,
+        schema: pa.Schema | None = None,
+        name_prefix: str = "",
+    ) -> pa.Table | None:
+        """The Parquet files of ``<zone>/<table>/`` for ``days`` (every day when ``None``).
+
+        Only ``columns`` are read (all when ``None``); with ``schema`` the result is selected
+        and cast to it, and is an empty table of it when there is nothing to read (else
+        ``None``). ``name_prefix`` keeps only files whose name starts with it.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if days is None:
+            keys = self.list(f"{zone}/{table}/")
+        else:
+            keys = [k for day in days for k in self.list(partition_prefix(zone, table, day))]
+        keys = [
+            k
+            for k in keys
+            if k.endswith(".parquet") and k.rsplit("/", 1)[-1].startswith(name_prefix)
+        ]
+        if columns is None and schema is not None:
+            columns = schema.names
+        parts = [pq.read_table(io.BytesIO(self.read_bytes(k)), columns=columns) for k in keys]
+        if schema is not None:
+            parts = [t.select(schema.names).cast(schema) for t in parts]
+        if not parts:
+            return schema.empty_table() if schema is not None else None
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+
+    def write(
+        self, data: pa.Table, table: str, day: dt.date, zone: str = VALIDATED, name: str = PART_NAME
+    ) -> str:
+        """Write ``data`` as ``<zone>/<table>/dt=day/<name>`` (atomically); returns the key."""
+        key = part_key(zone, table, day, name)
+        self.write_parquet(key, data)
+        return key
 
     def read_parquet(self, key_or_prefix: str) -> pa.Table:
         """One Parquet file, or every Parquet file under a prefix concatenated."""
@@ -332,7 +399,7 @@ class S3Lake(Lake):
 
 def get_lake(uri: str | None = None) -> Lake:
     """The lake named by ``uri`` or by the settings."""
-    from flywheel.settings import get_settings
+    from core.settings import get_settings
 
     s = get_settings()
     return Lake.from_uri(uri or s.lake_uri, endpoint_url=s.s3_endpoint_url)

@@ -1,0 +1,1 @@
+"""Ingestion: read a day of raw files, conform them to the contract, gate them, publish them."""

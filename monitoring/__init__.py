@@ -1,0 +1,1 @@
+"""Monitoring: Evidently drift reports that decide when the champion must be retrained."""

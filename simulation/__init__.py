@@ -1,0 +1,1 @@
+"""Simulation: a world of users and items that writes raw days and clicks through serving."""
