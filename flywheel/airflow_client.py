@@ -10,7 +10,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from flywheel.processes import ServiceError
+from flywheel.processes import ProcessGroup, ServiceError, http_ok, wait_until
 
 
 class AirflowClient:
