@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from core.errors import LakeError
+from core.settings import get_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -399,7 +400,5 @@ class S3Lake(Lake):
 
 def get_lake(uri: str | None = None) -> Lake:
     """The lake named by ``uri`` or by the settings."""
-    from core.settings import get_settings
-
     s = get_settings()
     return Lake.from_uri(uri or s.lake_uri, endpoint_url=s.s3_endpoint_url)
