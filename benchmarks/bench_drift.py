@@ -1,6 +1,6 @@
 """Drift benchmark: the Evidently report's cost, and how well the decision detects shifts.
 
-1. Time and peak memory of :func:`monitoring.drift.run_report` (Evidently 0.7 Report: 30 columns,
+1. Time and peak memory of :func:`monitoring.report.run_report` (Evidently 0.7 Report: 30 columns,
    normed Wasserstein for 20 numeric, Jensen-Shannon for 10 categorical, + DriftedColumnsCount)
    on 100k reference × 100k current rows, against a plain scipy/numpy baseline computing the same
    per-column distances on the same data, in the same run. Each in a fresh process.
@@ -38,7 +38,8 @@ def _frames(rows: int, seed: int = 0):
 
 
 def evidently_report(rows: int) -> dict:
-    from monitoring.drift import DriftConfig, run_report
+    from monitoring.config import DriftConfig
+    from monitoring.report import run_report
 
     ref, cur = _frames(rows)
     config = DriftConfig(
@@ -73,7 +74,7 @@ def detection(scenario: str, users: int, items: int, days: int, onset: int) -> d
     """Delay and false alarms of the default decision on one simulated world."""
     from core.lake import Lake
     from features.compute import compute_features
-    from monitoring.drift import check_drift
+    from monitoring.monitor import check_drift
     from simulation.simulator import simulate
     from tests.unit.test_drift_detection import validate_raw
 

@@ -42,7 +42,7 @@ PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 def _setup(n_users: int, n_items: int, events_per_day: int, history_days: int) -> dict:
     from core.lake import get_lake
     from features import store
-    from features.synthetic import write_validated
+    from tests.fixtures.lake import write_validated
 
     lake = get_lake()
     write_validated(
@@ -62,7 +62,7 @@ def _pad_history(lake, history_days: int) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from features import VIEWS
+    from core.names import VIEWS
     from features.compute import feature_key
 
     for view in VIEWS:
@@ -97,7 +97,7 @@ def _latency(n_users: int, calls: int) -> dict:
     import numpy as np
 
     from features import store
-    from features.synthetic import user_id
+    from tests.fixtures.lake import user_id
 
     fs = store.get_store()
     refs = store._service_refs(fs)["user_stats"]
@@ -133,7 +133,7 @@ def _training(n_rows: int, n_users: int, n_items: int) -> float:
     import pandas as pd
 
     from features import store
-    from features.synthetic import item_id, user_id
+    from tests.fixtures.lake import item_id, user_id
 
     rng = np.random.default_rng(1)
     ts = pd.Timestamp(DAY1, tz="UTC") + pd.to_timedelta(

@@ -66,7 +66,7 @@ def _measure(
     """Runs in a fresh process (run_isolated): its own FLYWHEEL_HOME, its own Airflow."""
     from core.lake import get_lake
     from core.settings import get_settings
-    from flywheel.demo import drive_loop, start_embedded_airflow
+    from flywheel.loop import drive_loop, start_embedded_airflow
     from flywheel.processes import ProcessGroup, free_port
     from simulation.simulator import simulate
 

@@ -76,11 +76,11 @@ def _setup(
 
     os.environ.update(env)
     from core.lake import get_lake
-    from features import synthetic
     from features.store import apply_if_changed, compute_day, get_store, materialize_day
-    from serving.toy import register_toy
+    from tests.fixtures.lake import item_id, user_id, write_validated
+    from tests.fixtures.models import register_toy
 
-    days = synthetic.write_validated(
+    days = write_validated(
         get_lake(),
         dt.date(2026, 1, 1),
         3,
@@ -93,9 +93,9 @@ def _setup(
         store = get_store()
         apply_if_changed(store)
         materialize_day(days[-1], store)
-    items = [synthetic.item_id(i) for i in range(n_items)]
+    items = [item_id(i) for i in range(n_items)]
     register_toy({item: float(n_items - n) for n, item in enumerate(items)}, None)
-    return [synthetic.user_id(i) for i in range(n_users)]
+    return [user_id(i) for i in range(n_users)]
 
 
 def _teardown(env: dict[str, str]) -> None:

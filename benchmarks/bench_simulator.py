@@ -34,8 +34,9 @@ def _bare_pyarrow(events_per_day: dict[str, int]) -> int:
     import numpy as np
     import pyarrow as pa
 
-    from core.contract import EVENT_TYPES, EVENTS
-    from core.lake import Lake, partition_prefix
+    from core.contract import EVENTS
+    from core.lake import RAW, Lake
+    from core.names import EVENT_TYPES
 
     root = tempfile.mkdtemp(prefix="bench-arrow-")
     rng = np.random.default_rng(0)
@@ -61,11 +62,7 @@ def _bare_pyarrow(events_per_day: dict[str, int]) -> int:
                 },
                 schema=EVENTS.arrow_schema(),
             )
-            lake.write_parquet(
-                partition_prefix("raw", "events", dt.date.fromisoformat(day))
-                + "part-00000.parquet",
-                t,
-            )
+            lake.write(t, "events", dt.date.fromisoformat(day), zone=RAW)
         return sum(events_per_day.values())
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -37,12 +37,12 @@ def prepare(home: str, sizes: dict) -> str:
     """Simulate, write validated partitions, build the training set; returns its folder."""
     _env(home)
     from core.lake import get_lake
+    from tests.fixtures.lake import write_simulated
     from training.config import TrainingConfig
     from training.data import build_training_set
-    from training.simdata import simulated_validated
 
     lake = get_lake()
-    end = simulated_validated(
+    end = write_simulated(
         lake, days=sizes["days"], users=sizes["users"], items=sizes["items"], seed=11
     )
     cfg = TrainingConfig.load(None, _overrides(sizes["days"]))
@@ -80,8 +80,8 @@ def train_als(home: str, location: str, days: int) -> dict:
 
     from training.config import TrainingConfig
     from training.data import load_training_set
+    from training.evaluation import holdout_requests
     from training.metrics import evaluate
-    from training.registry import holdout_requests
 
     cfg = TrainingConfig.load(None, _overrides(days))
     ts = load_training_set(location)

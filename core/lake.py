@@ -3,8 +3,8 @@
 
 Layout: ``<zone>/<table>/dt=YYYY-MM-DD/<file>``. The zones are :data:`RAW` (as delivered),
 :data:`VALIDATED` (passed the gate, pseudonymised), :data:`QUARANTINE` (rejected batches, kept
-intact), :data:`FEATURES` (daily feature tables) and :data:`REPORTS` (quality results, drift
-reports, training sets). Stages read tables through :meth:`Lake.read` (day and column pruning)
+intact), :data:`FEATURES` (daily feature tables), :data:`QUALITY` (the gate's results),
+:data:`REPORTS` (drift), :data:`TRAINING_SETS` and, in simulated lakes, :data:`SIM`. Stages read tables through :meth:`Lake.read` (day and column pruning)
 and write them through :meth:`Lake.write`; this is the one place keys are spelled.
 
 Keys are ``/``-separated paths relative to the lake root, e.g.
@@ -41,8 +41,20 @@ RAW = "raw"  # batches as delivered, by table and day
 VALIDATED = "validated"  # batches that passed the gate, user ids pseudonymised
 QUARANTINE = "quarantine"  # rejected batches, byte-identical, with their quality result
 FEATURES = "features"  # daily feature tables, one folder per feature view
-REPORTS = "reports"  # quality results, drift reports and decisions, training sets
-ZONES: tuple[str, ...] = (RAW, VALIDATED, QUARANTINE, FEATURES, REPORTS)
+QUALITY = "quality"  # the gate's results and reports, per day and table
+REPORTS = "reports"  # drift reports and decisions
+TRAINING_SETS = "training_sets"  # point-in-time training sets, per window end day
+SIM = "sim"  # the simulator's ground truth, fault list and clean copies (simulated lakes only)
+ZONES: tuple[str, ...] = (
+    RAW,
+    VALIDATED,
+    QUARANTINE,
+    FEATURES,
+    QUALITY,
+    REPORTS,
+    TRAINING_SETS,
+    SIM,
+)
 
 #: The file a stage writes for one (table, day): one Parquet file per partition.
 PART_NAME = "part-00000.parquet"

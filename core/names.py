@@ -15,6 +15,8 @@ POSITIVE_EVENT_TYPES: tuple[str, ...] = ("click", "add_to_cart", "purchase", "ra
 FEEDBACK_EVENT_TYPES: tuple[str, ...] = POSITIVE_EVENT_TYPES
 #: A rating is a positive only at this many stars or more (4 and 5 of 5).
 MIN_POSITIVE_RATING = 4.0
+#: Feedback that counts as a click on a shown item (slate click-through); a rating is not one.
+CLICK_EVENT_TYPES: tuple[str, ...] = ("click", "add_to_cart", "purchase")
 
 # --- model registry and serving -------------------------------------------------------------
 #: MLflow alias of the version that serves everyone (moved only by a won comparison).

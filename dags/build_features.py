@@ -35,6 +35,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from core.assets import FEATURES, VALIDATED_EVENTS
+from core.names import FEATURES_DAG
 
 default_args = {
     "owner": "flywheel",
@@ -46,7 +47,7 @@ default_args = {
 
 
 @dag(
-    dag_id="build_features",
+    dag_id=FEATURES_DAG,
     schedule=VALIDATED_EVENTS,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -116,7 +117,7 @@ def build_features():
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from features import FeatureError
+        from features.compute import FeatureError
         from features.store import check_freshness as check
 
         try:

@@ -14,12 +14,13 @@ One task per day on purpose: a backfill of a year is 365 task starts, not a mult
 1. It lists `raw/{items,users,events}/dt=D/` in the lake. No raw events for D fails the task
    with "no raw events for D"; that failure **is retried** with exponential back-off, since a
    late export is the usual cause. Missing items/users are fine (no new items/users that day).
-2. It runs `ingestion.pipeline.ingest_day(D)`: reads each file (Parquet or UTF-8 CSV), runs the Great Expectations suites of
-   `validation/suites.py` (schema per file, then values on the day's batch: non-null keys,
-   unique `event_id` not already validated on another day, allowed `event_type`, rating 1–5
-   else 1.0, `event_ts` inside the interval ± tolerance and not in the future, `item_id` in the
-   catalog so far, volume within the band of the trailing days, `price ≥ 0`, ISO `country`;
-   thresholds in `validation/config.py`).
+2. It runs `ingestion.pipeline.ingest_day(D)`: reads each file (Parquet or UTF-8 CSV), runs the
+   Great Expectations suites of `validation/suites.py` (schema per file, then values on the
+   day's batch: non-null keys, unique `event_id` not already validated on another day, allowed
+   `event_type`, rating 1–5 else 1.0, `event_ts` inside the interval ± tolerance and not in the
+   future, `item_id` in the catalog so far, volume within the band of the trailing days,
+   `price ≥ 0`, ISO `country`; thresholds in `validation/config.py`; what comes from earlier
+   days in `validation/history.py`).
    * **all three tables pass** → `user_id` is pseudonymised (keyed hash) and
      `validated/<table>/dt=D/part-00000.parquet` is replaced atomically (items and users first,
      events last); the Asset `flywheel://validated/events` is emitted with metadata `date`,
@@ -33,7 +34,8 @@ One task per day on purpose: a backfill of a year is 365 task starts, not a mult
      Later days are unaffected (they run; only a failed day is missing downstream).
 
 Every outcome (pass or fail) is recorded in `quality/results/dt=D/<table>.json` (latest) and
-`quality/runs/dt=D/<table>/<validation_id>.json` (every run), listed by the UI.
+`quality/runs/dt=D/<table>/<validation_id>.json` (every run), listed by the UI
+(`validation/results.py`).
 Re-running a day is idempotent: its validated partitions are replaced, not appended to.
 """
 
@@ -43,6 +45,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from core.assets import VALIDATED_EVENTS
+from core.names import INGEST_DAG
 
 default_args = {
     "owner": "flywheel",
@@ -54,7 +57,7 @@ default_args = {
 
 
 @dag(
-    dag_id="ingest_events",
+    dag_id=INGEST_DAG,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=True,
@@ -71,18 +74,17 @@ def ingest_events():
     def validate_and_publish() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from core.lake import get_lake
+        from core.lake import RAW, get_lake, partition_prefix
         from ingestion.pipeline import day_of, ingest_day
         from validation.gate import GateFailure
 
         ctx = get_current_context()
         day = day_of(ctx["data_interval_start"])
         lake = get_lake()
-        if not lake.partition_files("raw", "events", day):
+        if not lake.partition_files(RAW, "events", day):
             # usually a late export: fail and let the retries (with back-off) wait for it
-            raise FileNotFoundError(
-                f"no raw events for {day} under {lake.url(f'raw/events/dt={day}/')}"
-            )
+            where = lake.url(partition_prefix(RAW, "events", day))
+            raise FileNotFoundError(f"no raw events for {day} under {where}")
         try:
             summary = ingest_day(day, run_id=ctx["run_id"])
         except GateFailure as exc:

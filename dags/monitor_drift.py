@@ -13,7 +13,7 @@ metadata, which starts `train_recommender`. Cooldown: no trigger while a `train_
 run is queued (it has not started: it will train on the newest data anyway), nor within
 `cooldown_days` after the last trigger. A run already *running* started before this drift was
 known, so the trigger still goes out and its training queues behind it.
-Thresholds: `monitoring.drift.DriftConfig`.
+Thresholds: `monitoring.config.DriftConfig`.
 
 Manual run: `flywheel dag test monitor_drift --date 2026-01-10 --conf '{"day": "2026-01-10"}'`.
 """
@@ -24,12 +24,11 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from core.assets import DRIFT, FEATURES
-
-TRAIN_DAG_ID = "train_recommender"
+from core.names import DRIFT_DAG, TRAIN_DAG
 
 
 @dag(
-    dag_id="monitor_drift",
+    dag_id=DRIFT_DAG,
     schedule=FEATURES,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -66,7 +65,7 @@ def monitor_drift():
             import datetime as dt
 
             from core.lake import get_lake
-            from monitoring.drift import unchecked_days
+            from monitoring.monitor import unchecked_days
 
             days.update(unchecked_days(get_lake(), dt.date.fromisoformat(max(days))))
         elif context["params"].get("day"):
@@ -84,12 +83,12 @@ def monitor_drift():
         """Drift check per day, oldest first; returns the latest day's summary (small)."""
         import datetime as dt
 
-        from monitoring.drift import monitor_day
+        from monitoring.monitor import monitor_day
 
         summary: dict = {}
         triggered: dict | None = None
         for day in days:
-            in_flight = context["ti"].get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued"])
+            in_flight = context["ti"].get_dr_count(dag_id=TRAIN_DAG, states=["queued"])
             summary = monitor_day(dt.date.fromisoformat(day), trainings_in_flight=in_flight)
             if summary["drift_detected"]:
                 triggered = summary

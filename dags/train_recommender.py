@@ -25,7 +25,9 @@ Runs when new features land (Asset `flywheel://features`) or drift is decided (A
    `promotion_reason` on the run and the version).
 
 Manual run: `flywheel dag test train_recommender --conf '{"end_day": "2026-01-14", "epochs": 5}'`
-or `flywheel train --end-day 2026-01-14` (same steps, no Airflow).
+or `flywheel train --end-day 2026-01-14` (same steps, no Airflow). A Param left empty uses the
+training config's value (`training/config.py`, the one home of every training default; each
+Param's description states it).
 """
 
 from __future__ import annotations
@@ -34,12 +36,31 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from core.assets import DRIFT, FEATURES
+from core.names import GPU_QUEUE, TRAIN_DAG, TRAINING_POOL
 
-TRAINING_POOL = "training"
+
+def config_param(name: str, description: str, json_type: str, **schema) -> Param:
+    """A Param whose default is ``None``: "use the training config" (whose value it states).
+
+    The value comes from :class:`training.config.TrainingConfig`, the one place training defaults
+    live, so an empty form trains exactly as ``python -m training.train`` does.
+    """
+    from training.config import PARAM_KEYS, TrainingConfig
+
+    key = PARAM_KEYS[name]
+    default = TrainingConfig().value(key)
+    if "enum" in schema:
+        schema["enum"] = [None, *schema["enum"]]
+    return Param(
+        None,
+        type=["null", json_type],
+        description=f"{description}. Empty: the training config's {key} ({default})",
+        **schema,
+    )
 
 
 @dag(
-    dag_id="train_recommender",
+    dag_id=TRAIN_DAG,
     schedule=(FEATURES | DRIFT),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -60,36 +81,37 @@ TRAINING_POOL = "training"
             format="date",
             description="Last day of the window (YYYY-MM-DD); default: the triggering event's date",
         ),
-        "epochs": Param(
-            20,
-            type="integer",
+        "epochs": config_param(
+            "epochs",
+            "Maximum epochs (early stopping on validation NDCG@10)",
+            "integer",
             minimum=1,
             maximum=500,
-            description="Maximum epochs (early stopping on validation NDCG@10)",
         ),
-        "learning_rate": Param(
-            0.005, type="number", exclusiveMinimum=0, description="Adam learning rate"
+        "learning_rate": config_param(
+            "learning_rate", "Adam learning rate", "number", exclusiveMinimum=0
         ),
-        "embedding_dim": Param(
-            64, type="integer", minimum=2, maximum=1024, description="Embedding size of both towers"
+        "embedding_dim": config_param(
+            "embedding_dim", "Embedding size of both towers", "integer", minimum=2, maximum=1024
         ),
-        "window_days": Param(
-            14,
-            type="integer",
+        "window_days": config_param(
+            "window_days",
+            "Training window in days (the last is the holdout)",
+            "integer",
             minimum=3,
             maximum=365,
-            description="Training window in days (the last is the holdout)",
         ),
-        "promotion_margin": Param(
-            0.0,
-            type="number",
+        "promotion_margin": config_param(
+            "promotion_margin",
+            "NDCG@10 the candidate must gain over the champion",
+            "number",
             minimum=0,
-            description="NDCG@10 the candidate must gain over the champion",
         ),
-        "feature_source": Param(
-            "feast",
+        "feature_source": config_param(
+            "feature_source",
+            "feast: recommender_v1 point-in-time; contract: attributes only",
+            "string",
             enum=["feast", "contract"],
-            description="feast: recommender_v1 point-in-time; contract: attributes only",
         ),
     },
 )
@@ -100,6 +122,7 @@ def train_recommender():
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from training import pipeline
+        from training.config import config_from_params
         from training.data import TrainingDataError
 
         events = {
@@ -116,7 +139,7 @@ def train_recommender():
         }
         trigger, flat = pipeline.summarise_events(events)
         params = context["params"]
-        cfg = pipeline.config_from_params(params)
+        cfg = config_from_params(params)  # a Param left empty keeps the config's value
         end_day = pipeline.resolve_end_day(
             params.get("end_day"), flat, pipeline.latest_data_day(cfg)
         )
@@ -134,7 +157,7 @@ def train_recommender():
             "triggering_asset_events": flat,
         }
 
-    @task(queue="gpu", pool=TRAINING_POOL)
+    @task(queue=GPU_QUEUE, pool=TRAINING_POOL)
     def train(summary: dict, **context) -> dict:
         """Train the candidate (resumes from this run's last checkpoint on a retry)."""
         import json

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from core import names
+
 #: Celery queues: every task goes to ``default`` except training, which asks for ``gpu``.
-QUEUES: tuple[str, ...] = ("default", "gpu")
+QUEUES: tuple[str, ...] = names.QUEUES
 
 #: Databases in the one Postgres server (compose: created by deploy/postgres-init.sql).
 DATABASES: dict[str, str] = {"airflow": "airflow", "mlflow": "mlflow", "feast": "feast"}
@@ -113,7 +115,7 @@ SERVICES: tuple[Service, ...] = (
         "Celery worker for every task but training",
         health="cmd",
         depends_on={**_AIRFLOW_DEPS, "airflow-apiserver": HEALTHY},
-        queue="default",
+        queue=names.DEFAULT_QUEUE,
         airflow=True,
     ),
     Service(
@@ -121,7 +123,7 @@ SERVICES: tuple[Service, ...] = (
         "Celery worker for training, on the GPU host",
         health="cmd",
         depends_on={**_AIRFLOW_DEPS, "airflow-apiserver": HEALTHY},
-        queue="gpu",
+        queue=names.GPU_QUEUE,
         gpu=True,
         airflow=True,
     ),
@@ -203,7 +205,7 @@ AIRFLOW_ENV: dict[str, str] = {
         "db+postgresql://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{airflow_db}"
     ),
     "AIRFLOW__CELERY__BROKER_URL": "redis://{redis_host}:{redis_port}/{celery_redis_db}",
-    "AIRFLOW__CELERY__DEFAULT_QUEUE": "default",
+    "AIRFLOW__CELERY__DEFAULT_QUEUE": names.DEFAULT_QUEUE,
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
 }
 
@@ -243,7 +245,7 @@ CONNECTIONS: dict[str, str] = {
 }
 
 #: Airflow pools (name → slots): one training run at a time per GPU worker.
-POOLS: dict[str, int] = {"training": 1}
+POOLS: dict[str, int] = {name: slots for name, (slots, _) in names.POOLS.items()}
 
 
 def render(template: str, endpoints: Endpoints) -> str:

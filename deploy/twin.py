@@ -27,6 +27,7 @@ import importlib.util
 import json
 import os
 import secrets
+import shlex
 import socket
 import subprocess
 import sys
@@ -224,6 +225,7 @@ class Twin:
     def plan(self) -> dict[str, list[str] | None]:
         """What the twin runs for each topology service (``None``: the machine's server, reused)."""
         api = self.ports["airflow-apiserver"]
+        feature_repo = f"{self.endpoints.repo}/feature_repo"  # compose: {repo}/feature_repo too
         plan: dict[str, list[str] | None] = {
             "postgres": None,
             "redis": None,
@@ -252,8 +254,8 @@ class Twin:
                 "bash",
                 "-c",
                 "set -e; cfg=$(python -c 'from features.store import render_yaml; "
-                "print(render_yaml())'); exec feast --chdir feature_repo --feature-store-yaml "
-                f'"$cfg" serve --host 127.0.0.1 --port {self.ports["feast"]}',
+                f"print(render_yaml())'); exec feast --chdir {shlex.quote(feature_repo)} "
+                f'--feature-store-yaml "$cfg" serve --host 127.0.0.1 --port {self.ports["feast"]}',
             ],
             "serving": [venv_bin("flywheel"), "serve", "--port", str(self.ports["serving"])],
             "evidently-ui": [

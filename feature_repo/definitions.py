@@ -4,8 +4,9 @@ The feature tables are computed daily from validated data by ``features.compute`
 the lake (``features/<view>/dt=YYYY-MM-DD/part-00000.parquet``); the sources below read the whole
 ``features/<view>/`` folder. Where that folder is (a local path or ``s3://…``) comes from the
 settings (``FLYWHEEL_LAKE_URI``, ``FLYWHEEL_S3_ENDPOINT_URL``), so the same definitions serve the
-embedded and the production profile. The column lists come from ``features`` -- the one
-place the model's feature names are spelled.
+embedded and the production profile. The column lists come from ``features.columns`` -- the
+one place the model's feature names are spelled -- and the service, view and window names from
+``core.names``.
 
 Apply with ``flywheel features apply`` (renders the store config from the settings) or, for the
 default embedded home, ``feast -c feature_repo apply``.
@@ -17,31 +18,32 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource
 from feast.types import Float64, Int64, String
 from feast.value_type import ValueType
 
-from features import (
+from core.names import (
+    COUNTED_EVENTS,
     FEATURE_SERVICE,
     FEATURE_TTL_DAYS,
-    ITEM_CATEGORICAL,
-    ITEM_FEATURES,
+    FEATURE_WINDOWS,
     ITEM_VIEW,
-    USER_CATEGORICAL,
-    USER_FEATURES,
     USER_VIEW,
 )
-from features.compute import _is_count
+from features.columns import (
+    ITEM_CATEGORICAL,
+    ITEM_FEATURES,
+    USER_CATEGORICAL,
+    USER_FEATURES,
+    is_count,
+)
 from features.store import source_location
 
 # Descriptions of every feature column (the Feast UI and `feast feature-views describe` show them).
-_WORD = {
-    "views": "views",
-    "clicks": "clicks",
-    "carts": "add-to-cart events",
-    "purchases": "purchases",
-    "ratings": "ratings",
-}
+# A count column is named by a short word (``carts``); its description spells out what was
+# counted where the word alone would not.
+_COUNTED_TEXT = {"add_to_cart": "add-to-cart events"}
 DESCRIPTIONS: dict[str, str] = {}
 for _kind, _acted in (("user", "by the user"), ("item", "on the item")):
-    for _word, _text in _WORD.items():
-        for _w in (1, 7, 28):
+    for _event, _word in COUNTED_EVENTS.items():
+        _text = _COUNTED_TEXT.get(_event, _word)
+        for _w in FEATURE_WINDOWS:
             DESCRIPTIONS[f"{_kind}_{_word}_{_w}d"] = (
                 f"Number of {_text} {_acted} in the {_w} days ending at the end of the day"
             )
@@ -69,7 +71,7 @@ DESCRIPTIONS.update(
 
 def _fields(numeric: list[str], strings: list[str]) -> list[Field]:
     out = [
-        Field(name=c, dtype=Int64 if _is_count(c) else Float64, description=DESCRIPTIONS[c])
+        Field(name=c, dtype=Int64 if is_count(c) else Float64, description=DESCRIPTIONS[c])
         for c in numeric
     ]
     out += [Field(name=c, dtype=String, description=DESCRIPTIONS[c]) for c in strings]

@@ -25,19 +25,23 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core.lake import Lake, partition_prefix
-from features import (
-    COUNTED,
+from core.contract import EVENTS, ITEMS, USERS, Table
+from core.errors import FlywheelError
+from core.lake import FEATURES, VALIDATED, Lake, part_key, partition_prefix
+from core.names import (
+    COUNTED_EVENTS,
     FEATURE_TTL_DAYS,
-    ITEM_CATEGORICAL,
-    ITEM_FEATURES,
+    FEATURE_WINDOWS,
     ITEM_VIEW,
-    USER_CATEGORICAL,
-    USER_FEATURES,
     USER_VIEW,
     VIEWS,
-    WINDOWS,
-    FeatureError,
+)
+from features.columns import (
+    ITEM_CATEGORICAL,
+    ITEM_FEATURES,
+    USER_CATEGORICAL,
+    USER_FEATURES,
+    is_count,
 )
 
 if TYPE_CHECKING:
@@ -46,15 +50,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PART_NAME = "part-00000.parquet"
-MAX_WINDOW = max(WINDOWS)
+MAX_WINDOW = max(FEATURE_WINDOWS)
 UNKNOWN = "unknown"  # categorical value when there is nothing to say (no events, no profile)
 _DAY = dt.timedelta(days=1)
 
 
+class FeatureError(FlywheelError):
+    """Features are missing, stale or cannot be computed; the message names the day and view."""
+
+
 def feature_key(view: str, day: dt.date) -> str:
     """Lake key of one feature partition."""
-    return partition_prefix("features", view, day) + PART_NAME
+    return part_key(FEATURES, view, day)
 
 
 def known_at(day: dt.date) -> dt.datetime:
@@ -73,34 +80,18 @@ def arrow_schema(view: str) -> pa.Schema:
     strings = USER_CATEGORICAL if view == USER_VIEW else ITEM_CATEGORICAL
     ts = pa.timestamp("us", tz="UTC")
     fields = [pa.field(key, pa.string(), nullable=False)]
-    fields += [pa.field(c, pa.int64() if _is_count(c) else pa.float64()) for c in numeric]
+    fields += [pa.field(c, pa.int64() if is_count(c) else pa.float64()) for c in numeric]
     fields += [pa.field(c, pa.string()) for c in strings]
     fields += [pa.field("event_timestamp", ts, nullable=False), pa.field("created", ts)]
     return pa.schema(fields)
 
 
-def _is_count(col: str) -> bool:
-    return col.endswith(tuple(f"_{w}d" for w in WINDOWS)) and any(
-        f"_{word}_" in col for word in COUNTED.values()
-    )
-
-
 # --- reading validated data -----------------------------------------------------------------
 
 
-def _read_table(lake: Lake, table: str, days: list[dt.date]) -> pd.DataFrame:
-    import pyarrow as pa
-
-    from core.contract import TABLES
-
-    schema = TABLES[table].arrow_schema()
-    parts = []
-    for day in days:
-        t = lake.read_parquet(partition_prefix("validated", table, day))
-        parts.append(t.select(schema.names).cast(schema))
-    if not parts:
-        return schema.empty_table().to_pandas()
-    return pa.concat_tables(parts).to_pandas()
+def _read_validated(lake: Lake, table: Table, days: list[dt.date]) -> pd.DataFrame:
+    """The validated partitions of ``days``, cast to the contract's schema (empty if none)."""
+    return lake.read(table.name, days, zone=VALIDATED, schema=table.arrow_schema()).to_pandas()
 
 
 @dataclass
@@ -117,10 +108,11 @@ class Inputs:
 
 def load_inputs(lake: Lake, day: dt.date) -> Inputs:
     """Read what day D needs; a missing events partition for D is a :class:`FeatureError`."""
-    available = set(lake.partitions("validated", "events"))
+    available = set(lake.partitions(VALIDATED, EVENTS.name))
     if day not in available:
+        expected = lake.url(partition_prefix(VALIDATED, EVENTS.name, day))
         raise FeatureError(
-            f"no validated events for {day} (expected {lake.url(partition_prefix('validated', 'events', day))}); "
+            f"no validated events for {day} (expected {expected}); "
             "run the ingest for that day first"
         )
     window = [day - dt.timedelta(days=k) for k in range(MAX_WINDOW - 1, -1, -1)]
@@ -129,13 +121,13 @@ def load_inputs(lake: Lake, day: dt.date) -> Inputs:
     missing = [d for d in window if d >= first and d not in available]
     if missing:
         log.warning("features for %s: validated events missing for %s", day, missing)
-    item_days = [d for d in lake.partitions("validated", "items") if d <= day]
-    user_days = [d for d in lake.partitions("validated", "users") if d <= day]
+    item_days = [d for d in lake.partitions(VALIDATED, ITEMS.name) if d <= day]
+    user_days = [d for d in lake.partitions(VALIDATED, USERS.name) if d <= day]
     return Inputs(
         day=day,
-        events=_read_table(lake, "events", event_days),
-        items=_read_table(lake, "items", item_days),
-        users=_read_table(lake, "users", user_days),
+        events=_read_validated(lake, EVENTS, event_days),
+        items=_read_validated(lake, ITEMS, item_days),
+        users=_read_validated(lake, USERS, user_days),
         event_days=event_days,
         missing_days=missing,
     )
@@ -149,10 +141,10 @@ def _window_counts(events: pd.DataFrame, key: str, end: dt.datetime, prefix: str
     import pandas as pd
 
     cols = {}
-    for w in WINDOWS:
+    for w in FEATURE_WINDOWS:
         in_w = events[events["event_ts"] >= end - dt.timedelta(days=w)]
         counts = in_w.groupby([key, "event_type"]).size().unstack(fill_value=0)
-        for etype, word in COUNTED.items():
+        for etype, word in COUNTED_EVENTS.items():
             col = counts[etype] if etype in counts.columns else pd.Series(dtype="int64")
             cols[f"{prefix}_{word}_{w}d"] = col
     return pd.DataFrame(cols)
@@ -260,10 +252,11 @@ def compute_features(lake: Lake, day: dt.date) -> DaySummary:
     rows, keys = {}, {}
     for view, frame in frames.items():
         table = pa.Table.from_pandas(frame, schema=arrow_schema(view), preserve_index=False)
-        key = feature_key(view, day)
+        key = lake.write(table, view, day, zone=FEATURES)
         # the partition holds exactly this one file (a re-run replaces, never duplicates)
-        buf = _parquet_bytes(table)
-        lake.replace_partition(partition_prefix("features", view, day), {PART_NAME: buf})
+        for other in lake.partition_files(FEATURES, view, day):
+            if other != key:
+                lake.delete(other)
         rows[view], keys[view] = table.num_rows, key
     return DaySummary(
         day=day.isoformat(),
@@ -272,16 +265,6 @@ def compute_features(lake: Lake, day: dt.date) -> DaySummary:
         event_days=len(inp.event_days),
         missing_event_days=[d.isoformat() for d in inp.missing_days],
     )
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    import io
-
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
 
 
 def require_partition(lake: Lake, view: str, day: dt.date) -> str:
@@ -310,7 +293,7 @@ def serving_day(lake: Lake, day: dt.date, views: tuple[str, ...] = VIEWS) -> dt.
 
 def featurised_days(lake: Lake) -> set[dt.date]:
     """Days whose partitions exist for every view."""
-    return set.intersection(*(set(lake.partitions("features", v)) for v in VIEWS))
+    return set.intersection(*(set(lake.partitions(FEATURES, v)) for v in VIEWS))
 
 
 def latest_day(lake: Lake) -> dt.date | None:
@@ -342,14 +325,15 @@ def read_features(
         if skip_missing and not lake.exists(feature_key(view, day)):
             day += _DAY
             continue
-        t = lake.read_parquet(require_partition(lake, view, day))
-        tables.append(t.select(schema.names).cast(schema))
+        require_partition(lake, view, day)
+        t = lake.read(view, [day], zone=FEATURES, schema=schema)
+        tables.append(t)
         days.append(pd.Series([day] * t.num_rows, dtype="object"))
         day += _DAY
     if not tables:
         raise FeatureError(
             f"no feature partition of {view!r} between {start_day} and {end_day} "
-            f"({lake.url(f'features/{view}/')})"
+            f"({lake.url(f'{FEATURES}/{view}/')})"
         )
     df = pa.concat_tables(tables).to_pandas()
     df["day"] = pd.concat(days, ignore_index=True).to_numpy()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from features import FeatureError
-
-if TYPE_CHECKING:
-    from core.lake import Lake
+from core.contract import EVENTS
+from core.lake import VALIDATED, Lake
+from features.compute import FeatureError, featurised_days
 
 
 def days_from_events(
@@ -34,9 +33,7 @@ def unbuilt_days(lake: Lake, after: dt.date) -> list[str]:
     comes); those days come after the run's newest event day. Building them too, oldest first,
     means no day is left behind by that.
     """
-    from features.compute import featurised_days
-
-    validated = set(lake.partitions("validated", "events"))
+    validated = set(lake.partitions(VALIDATED, EVENTS.name))
     return sorted(d.isoformat() for d in validated - featurised_days(lake) if d > after)
 
 

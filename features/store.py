@@ -15,7 +15,7 @@
 
 Column names: features are returned with their plain names (``full_feature_names=False``);
 they are unique across the views by construction (``user_…`` / ``item_…``), and listed in
-:mod:`features` (``USER_FEATURES``, ``ITEM_FEATURES``, ``*_CATEGORICAL``).
+:mod:`features.columns` (``USER_FEATURES``, ``ITEM_FEATURES``, ``*_CATEGORICAL``).
 
 Timing: the values of day D carry ``event_timestamp`` = D+1 00:00 UTC. Materializing "the data
 interval [D, D+1)" therefore loads the rows stamped in (D 00:00, D+1 00:00] -- exactly day D's
@@ -33,13 +33,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from core.errors import ConfigError
+from core.lake import FEATURES, Lake, LocalLake, get_lake
+from core.names import FEATURE_SERVICE, ITEM_VIEW, USER_VIEW, VIEWS
 from core.settings import Settings, get_settings
-from features import (
-    FEATURE_SERVICE,
-    ITEM_VIEW,
-    USER_VIEW,
-    VIEWS,
+from features.compute import (
     FeatureError,
+    compute_features,
+    known_at,
+    latest_day,
+    require_partition,
+    serving_day,
 )
 
 if TYPE_CHECKING:
@@ -64,11 +67,9 @@ def fv_name(view: str) -> str:
 
 def source_location(view: str, settings: Settings | None = None) -> tuple[str, str | None]:
     """(path, S3 endpoint) of the folder the Feast source of ``view`` reads."""
-    from core.lake import Lake, LocalLake
-
     s = settings or _cli_settings()
     lake = Lake.from_uri(s.lake_uri, endpoint_url=s.s3_endpoint_url)
-    key = f"features/{view}/"
+    key = f"{FEATURES}/{view}/"
     if isinstance(lake, LocalLake):
         return str(lake.path(key.rstrip("/"))) + "/", None
     _ensure_s3_filesystem()
@@ -320,16 +321,11 @@ def apply_if_changed(store: FeatureStore | None = None) -> dict[str, Any]:
 
 def compute_day(day: dt.date) -> dict[str, Any]:
     """Write day D's feature partitions from validated data (idempotent); returns a summary."""
-    from core.lake import get_lake
-    from features.compute import compute_features
-
     return compute_features(get_lake(), day).as_dict()
 
 
 def interval_of(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """Event-timestamp window that holds exactly day D's rows: (D 00:00, D+1 00:00]."""
-    from features.compute import known_at
-
     end = known_at(day)
     return end - _DAY + _TICK, end
 
@@ -340,16 +336,13 @@ def materialize_day(day: dt.date, store: FeatureStore | None = None) -> dict[str
     Requires D's partitions (a :class:`FeatureError` names the missing one). Re-running is
     idempotent: the same rows with the same timestamps overwrite themselves.
     """
-    from core.lake import get_lake
-    from features.compute import require_partition
-
     lake = get_lake()
     for view in VIEWS:
         require_partition(lake, view, day)
     store = get_store() if store is None else store
     start, end = interval_of(day)
     store.materialize(start_date=start, end_date=end, feature_views=[fv_name(v) for v in VIEWS])
-    rows = {v: lake.read_parquet(f"features/{v}/dt={day.isoformat()}/").num_rows for v in VIEWS}
+    rows = {v: _rows(lake, v, day) for v in VIEWS}
     return {
         "day": day.isoformat(),
         "interval": [start.isoformat(), end.isoformat()],
@@ -367,9 +360,6 @@ def materialize_days(
     the lake holds a newer computed day than those given, it is materialized again last, so the
     online store always ends on the newest day. Its summary is marked ``"restored": True``.
     """
-    from core.lake import get_lake
-    from features.compute import latest_day
-
     store = get_store() if store is None else store
     out = [materialize_day(d, store=store) for d in sorted(days)]
     newest = latest_day(get_lake())
@@ -386,9 +376,6 @@ def materialize_day_fast(day: dt.date, store: FeatureStore | None = None) -> dic
     ``write_to_online_store`` (same conversion and online write as ``materialize``), then
     records the interval in the registry like ``materialize`` does.
     """
-    from core.lake import get_lake
-    from features.compute import require_partition
-
     lake = get_lake()
     keys = {view: require_partition(lake, view, day) for view in VIEWS}
     store = get_store() if store is None else store
@@ -401,6 +388,12 @@ def materialize_day_fast(day: dt.date, store: FeatureStore | None = None) -> dic
         store.registry.apply_materialization(fv, store.project, start, end)
         rows[view] = len(df)
     return {"day": day.isoformat(), "interval": [start.isoformat(), end.isoformat()], "rows": rows}
+
+
+def _rows(lake: Lake, view: str, day: dt.date) -> int:
+    """Rows of day D's partition of ``view`` (reads only the join key)."""
+    table = lake.read(view, [day], columns=[JOIN_KEY[view]], zone=FEATURES)
+    return table.num_rows if table is not None else 0
 
 
 def _entity_key(join_key: str, value: str):
@@ -420,9 +413,6 @@ def check_freshness(
     :class:`FeatureError` says which view, how many, and the oldest timestamp found.
     Returns, per view, the number checked and the oldest online timestamp.
     """
-    from core.lake import get_lake
-    from features.compute import known_at, require_partition
-
     lake = get_lake()
     store = get_store() if store is None else store
     provider = store._get_provider()
@@ -430,7 +420,8 @@ def check_freshness(
     report: dict[str, Any] = {"day": day.isoformat(), "expected_timestamp": expected.isoformat()}
     for view in VIEWS:
         key = JOIN_KEY[view]
-        ids = lake.read_parquet(require_partition(lake, view, day)).column(key).to_pylist()
+        require_partition(lake, view, day)
+        ids = lake.read(view, [day], columns=[key], zone=FEATURES).column(key).to_pylist()
         step = max(1, len(ids) // sample)
         picked = ids[::step][:sample]
         fv = store.get_feature_view(fv_name(view))
@@ -471,16 +462,13 @@ def build_training_frame(
     ``entity_df`` has ``user_id`` (pseudonym), ``item_id``, ``event_timestamp`` (UTC) and any
     other columns (labels…), which come back unchanged. A row at time t gets, per view, the
     values of the last day whose end is ≤ t (Feast ``get_historical_features`` on the file
-    offline store, TTL 2 days). Features use their plain names (see :mod:`features`).
+    offline store, TTL 2 days). Features use their plain names (see :mod:`features.columns`).
 
     Every row's day must have features within the TTL (the day before, or the one before that
     when that day was quarantined): a longer gap is a :class:`FeatureError` naming the view and
     day, never rows of nulls. An entity unknown at that time (a signup that day) gets nulls.
     """
     import pandas as pd
-
-    from core.lake import get_lake
-    from features.compute import require_partition, serving_day
 
     missing_cols = {"user_id", "item_id", "event_timestamp"} - set(entity_df.columns)
     if missing_cols:

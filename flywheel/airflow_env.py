@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.names import POOLS
 from core.settings import Settings, get_settings
 
 
@@ -88,12 +89,11 @@ def run_airflow(args: list[str], settings: Settings | None = None, check: bool =
     return proc.returncode
 
 
-#: Airflow pools the DAGs use (name → slots, description); created by :func:`ensure_db`.
-POOLS = {"training": (1, "one training run at a time (train_recommender.train)")}
-
-
 def ensure_db(settings: Settings | None = None) -> None:
-    """Create or upgrade the embedded metadata database and its pools (idempotent, quiet)."""
+    """Create or upgrade the embedded metadata database and its pools (idempotent, quiet).
+
+    The pools are :data:`core.names.POOLS`: the ones the DAGs name.
+    """
     s = settings or get_settings()
     s.ensure_home()
     s.airflow_home.mkdir(parents=True, exist_ok=True)

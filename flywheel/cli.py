@@ -1,18 +1,18 @@
 """The ``flywheel`` command: a thin Typer CLI over the library, runnable without Airflow.
 
-Commands live in ``flywheel/commands/<area>.py``; each module defines ``register(app)``.
-Errors derived from :class:`core.errors.FlywheelError` print one line and exit 1.
+Commands live in ``flywheel/commands/<area>.py``; each module defines ``register(app)`` and is
+listed in :data:`COMMANDS`. Errors derived from :class:`core.errors.FlywheelError` print one line
+and exit 1.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
 
 import typer
 
 from core.errors import FlywheelError
+from flywheel.commands import airflow, core, demo, features, ingest, models, serve, simulate, ui
 
 app = typer.Typer(
     name="flywheel",
@@ -22,18 +22,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+#: The command modules, in the order ``--help`` lists their commands.
+COMMANDS = (airflow, core, demo, features, ingest, models, serve, simulate, ui)
 
-def _register_commands() -> None:
-    import flywheel.commands as pkg
-
-    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"flywheel.commands.{mod.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
-
-
-_register_commands()
+for _module in COMMANDS:
+    _module.register(app)
 
 
 def main() -> None:
@@ -48,13 +41,14 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except Exception as exc:
+        # usage errors: Typer raises its own (vendored) click's ClickException, which has
+        # show() and exit_code (2); print them as click does, without a traceback
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if not callable(show) or not isinstance(code, int):
+            raise
+        show()
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ LocalExecutor), MLflow on SQLite, Feast on SQLite, the lake in ``FLYWHEEL_HOME``
    metrics over time, drift decisions, and the URLs of the Airflow, MLflow and Evidently UIs.
 
 Background processes stop at the end unless ``--keep-running`` (then the UIs stay up until
-Ctrl-C). The loop driver (:func:`drive_loop`) and the summary (:func:`collect_summary`) are
-shared with the twin's end-to-end test and the loop benchmark.
+Ctrl-C). This module is the demo's story and its summary; the loop driver it shares with the
+twin's end-to-end test and the loop benchmark is :mod:`flywheel.loop`.
 """
 
 from __future__ import annotations
@@ -23,29 +23,24 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import secrets
 import shutil
-import subprocess
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from core.errors import FlywheelError
-from flywheel.airflow_client import AirflowClient
-from flywheel.processes import (
-    ProcessGroup,
-    ServiceError,
-    free_port,
-    http_ok,
-    venv_bin,
-    wait_until,
-)
-
-INGEST_DAG = "ingest_events"
-ACTIVE = ("queued", "running")
+from core.lake import get_lake
+from core.settings import Settings, get_settings
+from flywheel.airflow_env import airflow_env
+from flywheel.loop import Progress, run_loop, start_embedded_airflow
+from flywheel.processes import ProcessGroup, free_port, http_ok, port_free, venv_bin, wait_until
+from monitoring.monitor import summaries
+from simulation.simulator import simulate
+from simulation.traffic import play
+from training.registry import configure_mlflow, current_champion, list_versions, model_name
+from validation.results import iter_results
 
 
 @dataclass
@@ -71,237 +66,12 @@ class DemoConfig:
         return self.start + dt.timedelta(days=self.days - 1)
 
 
-class Progress:
-    """Timestamped progress lines (``[mm:ss] …``), printed only when the text changes."""
-
-    def __init__(self, out: Callable[[str], None] | None = None):
-        self.t0 = time.monotonic()
-        self.out = out or (lambda s: print(s, flush=True))
-        self._last = ""
-
-    def __call__(self, message: str) -> None:
-        if message != self._last:
-            elapsed = int(time.monotonic() - self.t0)
-            self.out(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {message}")
-            self._last = message
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
-
-
-# --- the loop driver (shared by the demo, the twin test and the loop benchmark) ---------------
-def _day(run: dict) -> dt.date | None:
-    value = run.get("data_interval_start") or run.get("logical_date")
-    return dt.date.fromisoformat(value[:10]) if value else None
-
-
-def wait_for_dags(
-    client: AirflowClient, group: ProcessGroup | None, timeout: float = 240
-) -> list[str]:
-    """Wait until the dag-processor has parsed ``ingest_events`` and its downstream DAGs."""
-
-    def parsed() -> list[str] | None:
-        errors = client.import_errors()
-        if errors:
-            lines = "; ".join(
-                f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}" for e in errors
-            )
-            raise ServiceError(f"DAG import errors: {lines}")
-        ids = client.dag_ids()
-        return ids if INGEST_DAG in ids and len(ids) >= 2 else None
-
-    return wait_until(parsed, timeout, "DAGs parsed by the dag-processor", group, interval=3)
-
-
-def loop_status(client: AirflowClient, start: dt.date, end: dt.date) -> dict[str, Any]:
-    """Counts of runs per DAG and state, and the ingest days done/failed in [start, end]."""
-    status: dict[str, Any] = {"dags": {}, "ingested": [], "failed_days": [], "active": 0}
-    for dag_id in client.dag_ids():
-        runs = client.dag_runs(dag_id)
-        if dag_id == INGEST_DAG:  # the simulated days only (not a run stopped past the data)
-            runs = [r for r in runs if start <= (_day(r) or start) <= end]
-        else:
-            # asset events waiting for a run the scheduler has not created yet (e.g. while the
-            # DAG's previous run was still active): the loop has not settled
-            status["active"] += client.get(f"/dags/{dag_id}/assets/queuedEvents")["total_entries"]
-        counts: dict[str, int] = {}
-        for r in runs:
-            counts[r["state"]] = counts.get(r["state"], 0) + 1
-        status["dags"][dag_id] = counts
-        status["active"] += sum(counts.get(s, 0) for s in ACTIVE)
-        if dag_id == INGEST_DAG:
-            for r in runs:
-                day = _day(r)
-                if day and start <= day <= end:
-                    if r["state"] == "success":
-                        status["ingested"].append(day.isoformat())
-                    elif r["state"] == "failed":
-                        status["failed_days"].append(day.isoformat())
-    return status
-
-
-def _describe(status: dict[str, Any], days: int) -> str:
-    done = len(status["ingested"]) + len(status["failed_days"])
-    parts = [f"ingest {done}/{days} days ({len(status['failed_days'])} rejected)"]
-    for dag_id, counts in sorted(status["dags"].items()):
-        if dag_id == INGEST_DAG:
-            continue
-        ok, bad, act = (
-            counts.get("success", 0),
-            counts.get("failed", 0),
-            sum(counts.get(s, 0) for s in ACTIVE),
-        )
-        parts.append(
-            f"{dag_id} {ok} ok"
-            + (f"/{bad} failed" if bad else "")
-            + (f"/{act} running" if act else "")
-        )
-    return " | ".join(parts)
-
-
-def drive_loop(
-    client: AirflowClient,
-    start: dt.date,
-    days: int,
-    progress: Callable[[str], None],
-    group: ProcessGroup | None = None,
-    timeout: float = 840.0,
-    settle_s: float = 20.0,
-    final: bool = True,
-) -> dict[str, Any]:
-    """Run the loop through the scheduler and wait until it settles.
-
-    The asset-driven DAGs are unpaused first, then ``ingest_events``, whose catch-up (one run at
-    a time, oldest first) walks the simulated days from its ``start_date``. When the run for the
-    last day has finished, ``ingest_events`` is paused again so the catch-up stops there (with
-    ``final``, the end of the data: a run already started past it is marked failed; otherwise a
-    run already started for the next day just finishes); then the function waits until no DAG
-    has a queued or running run for ``settle_s``. Returns the final :func:`loop_status`.
-    """
-    end = start + dt.timedelta(days=days - 1)
-    dag_ids = wait_for_dags(client, group)
-    for dag_id in dag_ids:
-        if dag_id != INGEST_DAG:
-            client.set_paused(dag_id, False)
-    client.set_paused(INGEST_DAG, False)
-    t0 = time.monotonic()
-    deadline = t0 + timeout
-    ingest_done = False
-    ingest_s = None
-    quiet_since: float | None = None
-    while True:
-        if group is not None:
-            group.check_alive()
-        status = loop_status(client, start, end)
-        progress(_describe(status, days))
-        if not ingest_done:
-            last = [r for r in client.dag_runs(INGEST_DAG) if _day(r) == end]
-            if last and last[0]["state"] in ("success", "failed"):
-                client.set_paused(INGEST_DAG, True)
-                if final:
-                    # a run past the data would wait for raw files that never come: mark it
-                    # failed (never delete a run under the scheduler's feet)
-                    for r in client.dag_runs(INGEST_DAG):
-                        if (_day(r) or end) > end and r["state"] in ACTIVE:
-                            run = urllib.parse.quote(r["dag_run_id"], safe="")
-                            client.patch(f"/dags/{INGEST_DAG}/dagRuns/{run}", {"state": "failed"})
-                ingest_done = True
-                ingest_s = time.monotonic() - t0
-                progress(
-                    f"ingest_events caught up to {end}; paused; waiting for the loop to settle"
-                )
-        elif status["active"] == 0:
-            quiet_since = quiet_since or time.monotonic()
-            if time.monotonic() - quiet_since >= settle_s:
-                final = loop_status(client, start, end)
-                final["ingest_s"] = ingest_s  # until the last simulated day was ingested
-                return final
-        else:
-            quiet_since = None
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"the loop did not settle within {timeout:.0f}s: {_describe(status, days)}"
-            )
-        time.sleep(3)
-
-
-def ensure_champion(
-    client: AirflowClient,
-    end_day: dt.date,
-    has_champion: Callable[[], bool],
-    progress: Callable[[str], None],
-    group: ProcessGroup | None = None,
-    timeout: float = 600.0,
-) -> dict[str, Any]:
-    """The first full training, when the asset-triggered ones have not produced a champion.
-
-    Early asset-triggered runs of ``train_recommender`` come before enough history and are
-    skipped; a team would then run it by hand over the whole window. This does that through the
-    REST API (``conf`` ``end_day``) and waits; the promotion gate still decides (a candidate
-    that does not beat popularity does not become champion).
-    """
-    if has_champion():
-        return {"triggered": False}
-    progress(f"no champion yet: triggering train_recommender for the window ending {end_day}")
-    run_id = client.trigger("train_recommender", conf={"end_day": end_day.isoformat()})
-    state = client.wait_run("train_recommender", run_id, timeout, group)
-    champion = has_champion()
-    progress(f"train_recommender {run_id}: {state}; champion: {'yes' if champion else 'none'}")
-    return {"triggered": True, "run_id": run_id, "state": state, "champion": champion}
-
-
-def run_loop(
-    client: AirflowClient,
-    start: dt.date,
-    days: int,
-    shift_day: int | None,
-    progress: Callable[[str], None],
-    has_champion: Callable[[], bool],
-    group: ProcessGroup | None = None,
-    timeout: float = 840.0,
-    settle_s: float = 20.0,
-) -> dict[str, Any]:
-    """The loop in two phases around the shift, as time would pass in production.
-
-    Phase 1 ingests the days before the shift (day index ``shift_day``) until the loop settles
-    and makes sure a champion exists (:func:`ensure_champion`); phase 2 resumes the catch-up with
-    the shifted days, so drift is judged against a champion trained on the world before it.
-    Without a shift inside the range it is one :func:`drive_loop`.
-    """
-    deadline = time.monotonic() + timeout
-    first = None
-    if shift_day is not None and 1 < shift_day < days:
-        progress(f"phase 1: the {shift_day} days before the shift")
-        drive_loop(client, start, shift_day, progress, group, timeout, settle_s, final=False)
-        last = start + dt.timedelta(days=shift_day - 1)
-        first = ensure_champion(
-            client, last, has_champion, progress, group, max(60.0, deadline - time.monotonic())
-        )
-        progress(f"phase 2: the shifted days from {last + dt.timedelta(days=1)}")
-    status = drive_loop(
-        client, start, days, progress, group, max(60.0, deadline - time.monotonic()), settle_s
-    )
-    status["first_training"] = first
-    return status
-
-
 # --- the summary ------------------------------------------------------------------------------
-def _read_json(lake, key: str) -> dict | None:
-    try:
-        return json.loads(lake.read_text(key))
-    except Exception:  # a half-written or foreign file must not break the summary
-        return None
-
-
 def quarantined(lake) -> list[dict[str, Any]]:
     """Rejected batches: ``[{date, table, reasons}]`` from ``quality/results/``."""
     out = []
-    for key in lake.list("quality/results/"):
-        if not key.endswith(".json"):
-            continue
-        r = _read_json(lake, key)
-        if not r or r.get("success", True):
+    for _, r in iter_results(lake):
+        if r.get("success", True):
             continue
         reasons = []
         for f in r.get("failed_expectations", []):
@@ -316,25 +86,14 @@ def quarantined(lake) -> list[dict[str, Any]]:
 
 
 def drift_decisions(lake) -> list[dict[str, Any]]:
-    out = []
-    for key in lake.list("reports/drift/"):
-        if key.endswith("/summary.json"):
-            s = _read_json(lake, key) or {}
-            out.append(
-                {
-                    "date": s.get("date") or key.split("dt=")[1][:10],
-                    "drift_detected": s.get("drift_detected"),
-                    "drift_share": s.get("drift_share"),
-                    "reason": s.get("reason"),
-                    "suppressed_by": s.get("suppressed_by"),
-                }
-            )
-    return sorted(out, key=lambda x: str(x["date"]))
+    """The drift monitor's decision of every day it judged, oldest first."""
+    keys = ("date", "drift_detected", "drift_share", "reason", "suppressed_by")
+    return sorted(
+        ({k: s.get(k) for k in keys} for s in summaries(lake)), key=lambda x: str(x["date"])
+    )
 
 
 def model_versions() -> list[dict[str, Any]]:
-    from training.registry import list_versions
-
     return sorted(list_versions(), key=lambda r: int(r["version"]))
 
 
@@ -427,8 +186,9 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
     return "\n".join(lines)
 
 
-# --- the embedded Airflow --------------------------------------------------------------------
+# --- the demo ---------------------------------------------------------------------------------
 def _reset_home(home: Path, progress: Callable[[str], None]) -> None:
+    """Remove the demo's state under ``home`` (never a source tree's)."""
     if (home / ".git").exists() or (home / "pyproject.toml").exists():
         raise FlywheelError(f"FLYWHEEL_HOME={home} looks like a source tree; refusing to reset it")
     for sub in ("lake", "airflow", "mlflow", "feast", "evidently", "demo"):
@@ -437,91 +197,16 @@ def _reset_home(home: Path, progress: Callable[[str], None]) -> None:
             shutil.rmtree(home / sub)
 
 
-def embedded_airflow_env(settings, jwt_secret: str) -> dict[str, str]:
-    """The embedded Airflow's environment for the demo: DAGs start paused (we unpause them)."""
-    from flywheel.airflow_env import airflow_env
-
-    env = airflow_env(settings)
-    env.update(
-        {
-            # ingest_events catches up from its start_date: it must not start before the data is there
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            # a loaded 2-core machine answers the execution API slowly at times
-            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "10",
-            "FLYWHEEL_AIRFLOW_PORT": str(settings.airflow_port),
-        }
-    )
-    return env
-
-
-def start_embedded_airflow(
-    settings, group: ProcessGroup, progress: Callable[[str], None]
-) -> AirflowClient:
-    """Migrate, create the ``training`` pool, write the admin password, start the components."""
-    jwt_secret = secrets.token_urlsafe(32)
-    env = embedded_airflow_env(settings, jwt_secret)
-    airflow = venv_bin("airflow")
-    settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    progress("migrating the Airflow metadata DB (SQLite)")
-    for args in (
-        ["db", "migrate"],
-        ["pools", "set", "training", "1", "one training run at a time"],
-    ):
-        log = group.log_dir / "airflow-init.log"
-        with log.open("ab") as fh:
-            code = subprocess.run(
-                [airflow, *args], env=env, stdout=fh, stderr=subprocess.STDOUT
-            ).returncode
-        if code:
-            raise ServiceError(f"`airflow {' '.join(args)}` failed ({code}); see {log}")
-    pw_file = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-    if not pw_file.exists():
-        pw_file.write_text(json.dumps({"admin": secrets.token_urlsafe(9)}))
-    password = json.loads(pw_file.read_text())["admin"]
-    progress(
-        f"starting Airflow (api-server :{settings.airflow_port}, scheduler, dag-processor, triggerer)"
-    )
-    for name, args in (
-        ("airflow-apiserver", ["api-server", "--port", str(settings.airflow_port)]),
-        ("airflow-scheduler", ["scheduler"]),
-        ("airflow-dag-processor", ["dag-processor"]),
-        ("airflow-triggerer", ["triggerer"]),
-    ):
-        group.start(name, [airflow, *args], env)
-    client = AirflowClient(settings.airflow_url, "admin", password)
-    wait_until(client.healthy, 240, "airflow-apiserver", group, interval=2)
-    return client
-
-
-def _has_champion(settings) -> bool:
-    from training.registry import configure_mlflow, current_champion, model_name
-
+def _has_champion(settings: Settings) -> bool:
+    """Whether the registry has a champion version (the loop's first training made one)."""
     return current_champion(configure_mlflow(settings), model_name(settings)) is not None
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def serve_and_play(settings, group: ProcessGroup, cfg: DemoConfig, progress) -> dict[str, Any]:
+def serve_and_play(
+    settings: Settings, group: ProcessGroup, cfg: DemoConfig, progress: Callable[[str], None]
+) -> dict[str, Any]:
     """The serving API on a free port and one day of simulated users against it."""
-    from flywheel.airflow_env import airflow_env
-    from simulation.traffic import play
-
-    port = settings.serve_port if _port_free(settings.serve_port) else free_port()
+    port = settings.serve_port if port_free(settings.serve_port) else free_port()
     env = {k: v for k, v in airflow_env(settings).items() if not k.startswith("AIRFLOW")}
     group.start("serving", [venv_bin("flywheel"), "serve", "--port", str(port)], env)
     url = f"http://127.0.0.1:{port}"
@@ -541,10 +226,6 @@ def serve_and_play(settings, group: ProcessGroup, cfg: DemoConfig, progress) -> 
 
 def run_demo(cfg: DemoConfig, out: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The demo end to end; returns the summary (also written to ``FLYWHEEL_HOME/demo/``)."""
-    from core.lake import get_lake
-    from core.settings import get_settings
-    from simulation.simulator import simulate
-
     progress = Progress(out)
     settings = get_settings()
     if settings.profile != "embedded":
@@ -552,7 +233,7 @@ def run_demo(cfg: DemoConfig, out: Callable[[str], None] | None = None) -> dict[
     home = settings.ensure_home()
     if cfg.fresh:
         _reset_home(home, progress)
-    if not _port_free(settings.airflow_port):
+    if not port_free(settings.airflow_port):
         port = free_port()
         progress(f"port {settings.airflow_port} is busy; the demo's Airflow uses {port}")
         settings = settings.model_copy(update={"airflow_port": port})
@@ -611,7 +292,8 @@ def run_demo(cfg: DemoConfig, out: Callable[[str], None] | None = None) -> dict[
     return summary
 
 
-def ui_help(settings, running: bool) -> tuple[dict[str, str], list[str]]:
+def ui_help(settings: Settings, running: bool) -> tuple[dict[str, str], list[str]]:
+    """The UIs' URLs and how to reach them again (``running``: they stay up until Ctrl-C)."""
     pw_file = settings.airflow_home / "simple_auth_manager_passwords.json"
     urls = {
         "Airflow": f"{settings.airflow_url}  (login admin, password in {pw_file})",
@@ -629,10 +311,8 @@ def ui_help(settings, running: bool) -> tuple[dict[str, str], list[str]]:
     ]
 
 
-def keep_uis_up(settings, group: ProcessGroup, progress) -> None:
+def keep_uis_up(settings: Settings, group: ProcessGroup, progress: Callable[[str], None]) -> None:
     """MLflow and Evidently UIs next to the running Airflow, until Ctrl-C."""
-    from flywheel.airflow_env import airflow_env
-
     env = {k: v for k, v in airflow_env(settings).items() if not k.startswith("AIRFLOW")}
     group.start(
         "mlflow-ui",
@@ -670,4 +350,5 @@ def keep_uis_up(settings, group: ProcessGroup, progress) -> None:
 
 
 def config_dict(cfg: DemoConfig) -> dict[str, Any]:
+    """``cfg`` as JSON-ready values (dates as ISO strings)."""
     return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(cfg).items()}

@@ -30,9 +30,20 @@ class ServiceError(FlywheelError):
 
 
 def free_port() -> int:
+    """A port on loopback that is free now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    """Whether ``port`` on loopback can be bound now (the default ports of the embedded UIs)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def http_ok(url: str, timeout: float = 3.0) -> bool:

@@ -23,22 +23,28 @@ after its stem; templates live in ``plugins/templates/flywheel/``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import posixpath
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from core.lake import QUALITY, QUARANTINE, REPORTS, LocalLake, get_lake
+from core.names import CHAMPION
+from monitoring.monitor import REPORT_NAME, report_prefix, summaries
+from training.registry import list_versions
+from validation.results import iter_results
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates" / "flywheel"
 URL_PREFIX = "/flywheel"
 #: Lake folders whose report files the UI may serve, and the file kinds.
-REPORT_ROOTS: tuple[str, ...] = ("reports/", "quality/", "quarantine/")
+REPORT_ROOTS: tuple[str, ...] = tuple(f"{zone}/" for zone in (REPORTS, QUALITY, QUARANTINE))
 REPORT_SUFFIXES: dict[str, str] = {".html": "text/html; charset=utf-8", ".json": "application/json"}
 COOKIE_NAME = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 
@@ -65,15 +71,11 @@ async def require_user(request: Request) -> Any:
 
 
 def _lake():
-    from core.lake import get_lake
-
     return get_lake()
 
 
 def drift_rows(lake) -> list[dict[str, Any]]:
     """Stored drift summaries, newest first, each with a link to its report when there is one."""
-    from monitoring.drift import REPORT_NAME, report_prefix, summaries
-
     rows = []
     for s in summaries(lake):
         day = dt.date.fromisoformat(s["date"])
@@ -83,29 +85,17 @@ def drift_rows(lake) -> list[dict[str, Any]]:
 
 
 def quality_rows(lake) -> list[dict[str, Any]]:
-    """Validation history (``quality/results/dt=D/<table>.json``), newest first."""
-    rows = []
-    for day in reversed(lake.partitions("quality", "results")):
-        for key in sorted(lake.partition_files("quality", "results", day)):
-            if not key.endswith(".json"):
-                continue
-            try:
-                r = json.loads(lake.read_text(key))
-            except (ValueError, UnicodeDecodeError):
-                log.warning("unreadable quality result %s", key)
-                continue
-            r.setdefault("date", day.isoformat())
-            r.setdefault("table", posixpath.basename(key)[: -len(".json")])
-            r["result_key"] = key
-            r["report_key"] = _report_key(lake, r.get("report_uri"))
-            rows.append(r)
-    return rows
+    """Validation history (``validation.results``: the latest per day and table), newest day
+    first, tables in name order."""
+    rows = [
+        {**r, "result_key": key, "report_key": _report_key(lake, r.get("report_uri"))}
+        for key, r in iter_results(lake)
+    ]
+    return sorted(rows, key=lambda r: str(r["date"]), reverse=True)  # stable: keeps table order
 
 
 def _report_key(lake, uri: str | None) -> str | None:
     """The lake key of a report URI, when it lies in the lake's report folders (else no link)."""
-    from urllib.parse import unquote
-
     if not uri:
         return None
     base = lake.url("").rstrip("/") + "/"
@@ -121,15 +111,13 @@ def _report_key(lake, uri: str | None) -> str | None:
 
 def model_rows() -> list[dict[str, Any]]:
     """Registered versions (``training.registry.list_versions``), best NDCG@10 first."""
-    from training.registry import list_versions
-
     rows = []
     for v in list_versions():
         tags, created = v.get("tags", {}), v.get("created")
         rows.append(
             {
                 **v,
-                "champion": "champion" in v.get("aliases", []),
+                "champion": CHAMPION in v.get("aliases", []),
                 "created": dt.datetime.fromtimestamp(created / 1000, dt.UTC).strftime(
                     "%Y-%m-%d %H:%M"
                 )
@@ -166,8 +154,7 @@ def safe_report_key(key: str) -> str | None:
 
 
 def read_report(lake, key: str) -> bytes:
-    from core.lake import LocalLake
-
+    """A report file's bytes; 404 unless it is a report inside the report folders."""
     safe = safe_report_key(key)
     if safe is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such report")

@@ -9,5 +9,5 @@
   lake in atomic batches.
 * :mod:`serving.ab` -- the stable A/B split and the per-variant click-through report.
 
-Heavy libraries (pandas, pyarrow, mlflow, feast) are imported where they are used.
+Heavy libraries (pandas, pyarrow, mlflow, feast, fastapi) are imported where they are used.
 """

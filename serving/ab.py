@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import math
-from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.lake import Lake
+from core.contract import EVENTS, IMPRESSIONS
+from core.lake import RAW, Lake
+from core.names import CHALLENGER, CHAMPION, VARIANTS
+from serving.feedback import EVENT_ID_PREFIX, EVENTS_FILE_PREFIX, IMPRESSIONS_FILE_PREFIX
 
-VARIANTS: tuple[str, ...] = ("champion", "challenger", "fallback")
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 _SALT = b"flywheel-ab:"
 
 
@@ -35,7 +38,7 @@ def bucket(user_id: str) -> float:
 
 def assign_variant(user_id: str, challenger_share: float) -> str:
     """``"challenger"`` for the configured share of users, else ``"champion"``."""
-    return "challenger" if bucket(user_id) < challenger_share else "champion"
+    return CHALLENGER if bucket(user_id) < challenger_share else CHAMPION
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -52,36 +55,17 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 def _days(lake: Lake, table: str, start: dt.date | None, end: dt.date | None) -> list[dt.date]:
     return [
         d
-        for d in lake.partitions("raw", table)
+        for d in lake.partitions(RAW, table)
         if (start is None or d >= start) and (end is None or d <= end)
     ]
 
 
-def _read(lake: Lake, table: str, days: Iterable[dt.date], prefix: str, columns: list[str]):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    parts = []
-    for day in days:
-        for key in lake.partition_files("raw", table, day):
-            name = key.rsplit("/", 1)[-1]
-            if name.startswith(prefix) and name.endswith(".parquet"):
-                parts.append(pq.read_table(io.BytesIO(lake.read_bytes(key)), columns=columns))
-    if not parts:
-        return None
-    return pa.concat_tables(parts)
+def _new_counts() -> dict[str, Any]:
+    return {"impressions": 0, "clicked": set(), "clicks": 0, "add_to_cart": 0, "purchase": 0}
 
 
-def ab_report(
-    lake: Lake, start: dt.date | None = None, end: dt.date | None = None
-) -> dict[str, Any]:
-    """Per-variant impressions, clicks and CTR with a Wilson 95 % interval (see module doc)."""
-    imp_days = _days(lake, "impressions", start, end)
-    ev_end = end + dt.timedelta(days=1) if end else None
-    ev_days = _days(lake, "events", start, ev_end)
-    imps = _read(lake, "impressions", imp_days, "impressions-", ["request_id", "variant"])
-    events = _read(lake, "events", ev_days, "feedback-", ["event_id", "event_type"])
-
+def _count(imps: pa.Table | None, events: pa.Table | None) -> dict[str, dict[str, Any]]:
+    """Per variant: impressions, clicked request ids, clicks, add-to-carts and purchases."""
     variant_of: dict[str, str] = {}
     if imps is not None:
         variant_of = dict(
@@ -91,51 +75,69 @@ def ab_report(
                 strict=True,
             )
         )
-    counts = {
-        v: {"impressions": 0, "clicked": set(), "clicks": 0, "add_to_cart": 0, "purchase": 0}
-        for v in VARIANTS
-    }
+    counts = {v: _new_counts() for v in VARIANTS}
     for variant in variant_of.values():
-        counts.setdefault(
-            variant,
-            {"impressions": 0, "clicked": set(), "clicks": 0, "add_to_cart": 0, "purchase": 0},
-        )["impressions"] += 1
-    if events is not None:
-        for event_id, event_type in zip(
-            events.column("event_id").to_pylist(),
-            events.column("event_type").to_pylist(),
-            strict=True,
-        ):
-            request_id = event_id[3:].rsplit(":", 1)[0]
-            variant = variant_of.get(request_id)
-            if variant is None:
-                continue  # an impression outside the window
-            c = counts[variant]
-            if event_type == "click":
-                c["clicks"] += 1
-                c["clicked"].add(request_id)
-            elif event_type in ("add_to_cart", "purchase"):
-                c[event_type] += 1
+        counts.setdefault(variant, _new_counts())["impressions"] += 1
+    if events is None:
+        return counts
+    for event_id, event_type in zip(
+        events.column("event_id").to_pylist(),
+        events.column("event_type").to_pylist(),
+        strict=True,
+    ):
+        request_id = event_id[len(EVENT_ID_PREFIX) :].rsplit(":", 1)[0]
+        variant = variant_of.get(request_id)
+        if variant is None:
+            continue  # an impression outside the window
+        c = counts[variant]
+        if event_type == "click":
+            c["clicks"] += 1
+            c["clicked"].add(request_id)
+        elif event_type in ("add_to_cart", "purchase"):
+            c[event_type] += 1
+    return counts
 
-    rows = []
-    for variant, c in counts.items():
-        n, clicked = c["impressions"], len(c["clicked"])
-        if n == 0 and variant not in ("champion", "challenger"):
-            continue
-        lo, hi = wilson_interval(clicked, n)
-        rows.append(
-            {
-                "variant": variant,
-                "impressions": n,
-                "clicked_impressions": clicked,
-                "clicks": c["clicks"],
-                "add_to_cart": c["add_to_cart"],
-                "purchases": c["purchase"],
-                "ctr": clicked / n if n else 0.0,
-                "ctr_ci_low": lo,
-                "ctr_ci_high": hi,
-            }
-        )
+
+def _row(variant: str, c: dict[str, Any]) -> dict[str, Any]:
+    """One report row: the counts, the CTR and its Wilson interval."""
+    n, clicked = c["impressions"], len(c["clicked"])
+    lo, hi = wilson_interval(clicked, n)
+    return {
+        "variant": variant,
+        "impressions": n,
+        "clicked_impressions": clicked,
+        "clicks": c["clicks"],
+        "add_to_cart": c["add_to_cart"],
+        "purchases": c["purchase"],
+        "ctr": clicked / n if n else 0.0,
+        "ctr_ci_low": lo,
+        "ctr_ci_high": hi,
+    }
+
+
+def ab_report(
+    lake: Lake, start: dt.date | None = None, end: dt.date | None = None
+) -> dict[str, Any]:
+    """Per-variant impressions, clicks and CTR with a Wilson 95 % interval (see module doc)."""
+    imp_days = _days(lake, IMPRESSIONS.name, start, end)
+    ev_end = end + dt.timedelta(days=1) if end else None
+    ev_days = _days(lake, EVENTS.name, start, ev_end)
+    imps = lake.read(
+        IMPRESSIONS.name,
+        imp_days,
+        ["request_id", "variant"],
+        zone=RAW,
+        name_prefix=IMPRESSIONS_FILE_PREFIX,
+    )
+    events = lake.read(
+        EVENTS.name, ev_days, ["event_id", "event_type"], zone=RAW, name_prefix=EVENTS_FILE_PREFIX
+    )
+    counts = _count(imps, events)
+    rows = [
+        _row(variant, c)
+        for variant, c in counts.items()
+        if c["impressions"] or variant in (CHAMPION, CHALLENGER)
+    ]
     first = start or (imp_days[0] if imp_days else None)
     last = end or (imp_days[-1] if imp_days else None)
     return {

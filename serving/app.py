@@ -20,6 +20,9 @@ Endpoints (the simulated users and the UI code against these; keep them stable):
 A user is served by the model when the online feature store (Feast) has features for them -- or,
 when no feature store is reachable, when validated data knows them -- and the model returns items;
 otherwise the popularity fallback answers and the response says which one.
+
+FastAPI is imported when the app is built (:func:`create_app`), so that the ``flywheel`` CLI,
+which imports this module to offer ``flywheel serve``, starts without it.
 """
 
 from __future__ import annotations
@@ -32,18 +35,30 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from core.lake import Lake, get_lake
+from core.names import (
+    CHALLENGER,
+    CHAMPION,
+    FALLBACK,
+    FEATURE_SERVICE,
+    FEEDBACK_EVENT_TYPES,
+    USER_VIEW,
+)
+from core.privacy import pseudonym_key, pseudonymise
 from core.settings import Settings, get_settings
+from features.store import JOIN_KEY, fv_name, get_store
 from serving.ab import assign_variant
 from serving.fallback import ServingData
 from serving.feedback import FeedbackError, FeedbackLog, Impression
 from serving.model import LoadedModel, ModelFollower
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +70,15 @@ K_MAX = 100
 #: raising = the store is unreachable (the model then uses what it stored at training time).
 FeatureSource = Callable[[str], Mapping[str, Any] | None]
 
+#: The feedback ``POST /feedback`` accepts, as a type pydantic validates and documents
+#: (``Literal[("a", "b")]`` is ``Literal["a", "b"]``).
+FeedbackType = Literal[FEEDBACK_EVENT_TYPES]
+
 
 class FeedbackIn(BaseModel):
     request_id: str = Field(min_length=1, max_length=128)
     item_id: str = Field(min_length=1, max_length=256)
-    event_type: Literal["click", "add_to_cart", "purchase", "rating"]
+    event_type: FeedbackType
     value: float | None = None
     event_ts: dt.datetime | None = Field(
         default=None, description="When it happened (simulated clocks); default: on arrival"
@@ -74,9 +93,6 @@ def feast_user_features(settings: Settings | None = None) -> FeatureSource:
     response is read as a dict, not a DataFrame: a few ms per request instead of tens. Raises
     when the store or the feature service is not set up (serving then runs without features).
     """
-    from features import FEATURE_SERVICE, USER_VIEW
-    from features.store import JOIN_KEY, fv_name, get_store
-
     store = get_store(settings)
     service = store.get_feature_service(FEATURE_SERVICE)
     view = fv_name(USER_VIEW)
@@ -212,10 +228,10 @@ class Service:
         self.lake = lake or get_lake(s.lake_uri)
         self.metrics = Metrics()
         self.champion = champion or ModelFollower(
-            s.registered_model, "champion", s.mlflow_tracking_uri, s.serve_model_poll_s
+            s.registered_model, CHAMPION, s.mlflow_tracking_uri, s.serve_model_poll_s
         )
         self.challenger = challenger or ModelFollower(
-            s.registered_model, "challenger", s.mlflow_tracking_uri, s.serve_model_poll_s
+            s.registered_model, CHALLENGER, s.mlflow_tracking_uri, s.serve_model_poll_s
         )
         for f in (self.champion, self.challenger):
             if f._on_swap is None:
@@ -233,8 +249,6 @@ class Service:
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Load the snapshot and the models synchronously, then start the background threads."""
-        from core.privacy import pseudonym_key
-
         if self._key is None:
             self._key = pseudonym_key(self.settings)
         if self.data is None:
@@ -294,8 +308,6 @@ class Service:
 
     # --- requests -----------------------------------------------------------------------------
     def pseudonym(self, user_id: str) -> str:
-        from core.privacy import pseudonymise
-
         return pseudonymise(user_id, self._key)
 
     def _user_features(
@@ -313,42 +325,51 @@ class Service:
                     log.warning("online features unavailable (%s); serving without them", exc)
         return pseudo in data.user_country or pseudo in data.purchased, None
 
+    def _pick_model(self, pseudo: str) -> tuple[LoadedModel | None, str]:
+        """The model that serves this user, and its variant (the A/B split, see serving.ab)."""
+        challenger = self.challenger.current
+        if (
+            challenger is not None
+            and assign_variant(pseudo, self.settings.ab_challenger_share) == CHALLENGER
+        ):
+            return challenger, CHALLENGER
+        return self.champion.current, CHAMPION
+
+    def _model_items(
+        self, model: LoadedModel, pseudo: str, k: int, purchased: set[str], data: ServingData
+    ) -> tuple[list[str], list[float]]:
+        """The model's (items, scores) for a known user; empty when it cannot serve them."""
+        known, feats = self._user_features(pseudo, data)
+        if not known:
+            return [], []
+        try:
+            items, scores = model.recommend(pseudo, k, purchased, feats)
+        except Exception:  # a broken model must not take serving down
+            log.exception("model %s@%s failed; serving the fallback", model.version, model.alias)
+            return [], []
+        if data.catalog:
+            # only catalogued, unpurchased items: their feedback must pass the gate
+            kept = [
+                (i, s)
+                for i, s in zip(items, scores, strict=False)
+                if i in data.catalog and i not in purchased
+            ]
+            items, scores = [i for i, _ in kept], [s for _, s in kept]
+        return items, scores
+
     def recommend(self, user_id: str, k: int, at: dt.datetime | None = None) -> dict[str, Any]:
         data = self.data or ServingData()
         pseudo = self.pseudonym(user_id)
         purchased = data.purchased_by(pseudo)
-        challenger = self.challenger.current
-        model = self.champion.current
-        variant = "champion"
-        if (
-            challenger is not None
-            and assign_variant(pseudo, self.settings.ab_challenger_share) == "challenger"
-        ):
-            model, variant = challenger, "challenger"
+        model, variant = self._pick_model(pseudo)
         items: list[str] = []
         scores: list[float] = []
         fallback = None
         if model is not None:
-            known, feats = self._user_features(pseudo, data)
-            if known:
-                try:
-                    items, scores = model.recommend(pseudo, k, purchased, feats)
-                except Exception:  # a broken model must not take serving down
-                    log.exception(
-                        "model %s@%s failed; serving the fallback", model.version, model.alias
-                    )
-                    items, scores = [], []
-                if data.catalog:
-                    # only catalogued, unpurchased items: their feedback must pass the gate
-                    kept = [
-                        (i, s)
-                        for i, s in zip(items, scores, strict=False)
-                        if i in data.catalog and i not in purchased
-                    ]
-                    items, scores = [i for i, _ in kept], [s for _, s in kept]
+            items, scores = self._model_items(model, pseudo, k, purchased, data)
         if not items:
             items, scores, fallback = data.fallback(pseudo, k, purchased)
-            variant = "fallback"
+            variant = FALLBACK
             self.metrics.fallbacks.labels(fallback).inc()
         model_version = model.version if (model is not None and fallback is None) else "popularity"
         request_id = uuid.uuid4().hex
@@ -421,11 +442,16 @@ def _clock(value: dt.datetime | None, name: str) -> dt.datetime | None:
 
 
 def _error(status: int, message: str) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(status_code=status, content={"detail": message})
 
 
 def create_app(settings: Settings | None = None, *, service: Service | None = None) -> FastAPI:
     """The FastAPI app; the service starts (models, snapshot) in the lifespan and stops with it."""
+    from fastapi import FastAPI, Path, Query
+    from fastapi.responses import Response
+
     svc = service or Service(settings)
 
     @contextlib.asynccontextmanager
@@ -479,7 +505,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         return svc.health()
 
     @app.get("/metrics")
-    async def metrics(request: Request):
+    async def metrics():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         svc._update_model_metrics()

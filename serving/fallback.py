@@ -21,13 +21,18 @@ rating ``value``/5), scaled so the top item scores 1.0. Purchased items are excl
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from core.lake import Lake
+from core.contract import EVENTS, ITEMS, USERS
+from core.lake import VALIDATED, Lake
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +43,64 @@ WEIGHTS: dict[str, float] = {"view": 0.1, "click": 1.0, "add_to_cart": 2.0, "pur
 _TOP_N = 1000  # popular items kept per list: far more than any k plus purchases to skip
 
 
-def _read_columns(lake: Lake, area: str, table: str, columns: list[str], days=None):
-    """Concatenated columns of the Parquet files of ``<area>/<table>/`` (optionally some days)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    keys: list[str] = []
-    if days is None:
-        keys = [k for k in lake.list(f"{area}/{table}/") if k.endswith(".parquet")]
-    else:
-        for day in days:
-            keys += [k for k in lake.partition_files(area, table, day) if k.endswith(".parquet")]
-    tables = [pq.read_table(io.BytesIO(lake.read_bytes(k)), columns=columns) for k in keys]
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-
-
-def _ranked(scores) -> list[tuple[str, float]]:
+def _ranked(scores: pd.Series) -> list[tuple[str, float]]:
     top = scores.nlargest(_TOP_N)
     peak = float(top.iloc[0]) if len(top) and top.iloc[0] > 0 else 1.0
     return [(str(i), float(s) / peak) for i, s in top.items()]
+
+
+def _pairs(table: pa.Table | None, key: str, value: str) -> list[tuple]:
+    """(key, value) rows of two columns of a table (none when there is no table)."""
+    if table is None:
+        return []
+    return list(zip(table.column(key).to_pylist(), table.column(value).to_pylist(), strict=True))
+
+
+def _purchases(events: pa.Table) -> dict[str, set[str]]:
+    """Items each user purchased in ``events``."""
+    import pyarrow.compute as pc
+
+    bought = events.filter(pc.equal(events.column("event_type"), "purchase"))
+    purchased: dict[str, set[str]] = {}
+    for user, item in _pairs(bought, "user_id", "item_id"):
+        purchased.setdefault(user, set()).add(item)
+    return purchased
+
+
+def _weighted(events: pa.Table, catalog: frozenset[str]) -> pa.Table:
+    """``user_id, item_id, w``: each interaction with a catalogued item and its weight."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    etype = events.column("event_type")
+    weight = pc.multiply(pc.divide(events.column("value"), 5.0), 1.0)
+    for name, w in WEIGHTS.items():
+        weight = pc.if_else(pc.equal(etype, name), w, weight)
+    scored = pa.table(
+        {"user_id": events.column("user_id"), "item_id": events.column("item_id"), "w": weight}
+    )
+    scored = scored.filter(
+        pc.invert(pc.is_null(pc.index_in(etype, pa.array([*WEIGHTS, "rating"]))))
+    )
+    if catalog:
+        scored = scored.filter(pc.is_in(scored.column("item_id"), pa.array(sorted(catalog))))
+    return scored
+
+
+def _popular_by_country(
+    scored: pa.Table, users: pa.Table | None
+) -> dict[str, list[tuple[str, float]]]:
+    """Ranked popularity among the users of each country known from validated users."""
+    if users is None or users.num_rows == 0:
+        return {}
+    joined = scored.join(users, "user_id", join_type="inner")
+    if joined.num_rows == 0:
+        return {}
+    by = joined.group_by(["country", "item_id"]).aggregate([("w", "sum")]).to_pandas()
+    return {
+        str(c): _ranked(g.set_index("item_id")["w_sum"])
+        for c, g in by.groupby("country", sort=False)
+    }
 
 
 @dataclass
@@ -77,65 +119,31 @@ class ServingData:
     @classmethod
     def from_lake(cls, lake: Lake, history_days: int = 28) -> ServingData:
         """Load the snapshot: all validated items and users, the last ``history_days`` of events."""
-        items = _read_columns(lake, "validated", "items", ["item_id"])
+        items = lake.read(ITEMS.name, columns=["item_id"], zone=VALIDATED)
         catalog = (
             frozenset(items.column("item_id").to_pylist()) if items is not None else frozenset()
         )
-        users = _read_columns(lake, "validated", "users", ["user_id", "country"])
-        user_country: dict[str, str] = {}
-        if users is not None:
-            user_country = dict(
-                zip(
-                    users.column("user_id").to_pylist(),
-                    users.column("country").to_pylist(),
-                    strict=True,
-                )
-            )
-        days = lake.partitions("validated", "events")
+        users = lake.read(USERS.name, columns=["user_id", "country"], zone=VALIDATED)
+        days = lake.partitions(VALIDATED, EVENTS.name)
         as_of = days[-1] if days else None
         window = [d for d in days if as_of and d > as_of - dt.timedelta(days=history_days)]
-        events = _read_columns(
-            lake, "validated", "events", ["user_id", "item_id", "event_type", "value"], window
+        events = lake.read(
+            EVENTS.name, window, ["user_id", "item_id", "event_type", "value"], zone=VALIDATED
         )
-        data = cls(catalog=catalog, user_country=user_country, as_of=as_of)
+        data = cls(
+            catalog=catalog, user_country=dict(_pairs(users, "user_id", "country")), as_of=as_of
+        )
         if events is None or events.num_rows == 0:
             return data
         # Arrow kernels, not pandas: the window can hold millions of events, and only the
         # aggregates (per item, per country and item) and the purchases leave Arrow.
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        etype = events.column("event_type")
-        bought = events.filter(pc.equal(etype, "purchase"))
-        purchased: dict[str, set[str]] = {}
-        for user, item in zip(
-            bought.column("user_id").to_pylist(), bought.column("item_id").to_pylist(), strict=True
-        ):
-            purchased.setdefault(user, set()).add(item)
-        data.purchased = purchased
-        weight = pc.multiply(pc.divide(events.column("value"), 5.0), 1.0)
-        for name, w in WEIGHTS.items():
-            weight = pc.if_else(pc.equal(etype, name), w, weight)
-        scored = pa.table(
-            {"user_id": events.column("user_id"), "item_id": events.column("item_id"), "w": weight}
-        )
-        scored = scored.filter(
-            pc.invert(pc.is_null(pc.index_in(etype, pa.array([*WEIGHTS, "rating"]))))
-        )
-        if catalog:
-            scored = scored.filter(pc.is_in(scored.column("item_id"), pa.array(sorted(catalog))))
+        data.purchased = _purchases(events)
+        scored = _weighted(events, catalog)
         if scored.num_rows == 0:
             return data
         overall = scored.group_by("item_id").aggregate([("w", "sum")]).to_pandas()
         data.popular_overall = _ranked(overall.set_index("item_id")["w_sum"])
-        if users is not None and users.num_rows:
-            joined = scored.join(users, "user_id", join_type="inner")
-            if joined.num_rows:
-                by = joined.group_by(["country", "item_id"]).aggregate([("w", "sum")]).to_pandas()
-                data.popular_by_country = {
-                    str(c): _ranked(g.set_index("item_id")["w_sum"])
-                    for c, g in by.groupby("country", sort=False)
-                }
+        data.popular_by_country = _popular_by_country(scored, users)
         return data
 
     # --- purchases ----------------------------------------------------------------------------

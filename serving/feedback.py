@@ -10,7 +10,7 @@ pre-ingestion, the gate pseudonymises it -- ``item_id``, ``event_type``, ``value
   shutdown (the FastAPI lifespan calls :meth:`FeedbackLog.close`);
 * each batch is one Parquet file per table and day, ``raw/impressions/dt=D/impressions-<batch>``
   and ``raw/events/dt=D/feedback-<batch>.parquet`` with a unique batch id, written with
-  ``lake.write_parquet`` (atomic: a file appears complete or not at all), so the next
+  ``Lake.write`` (atomic: a file appears complete or not at all), so the next
   ``ingest_events`` run for day D validates and learns from them;
 * feedback is acknowledged (``202``) only once it is in the buffer. A clean stop loses nothing
   acknowledged; **a crash (kill -9, power loss) loses at most the unflushed buffer**, that is at
@@ -35,12 +35,17 @@ from dataclasses import dataclass
 
 from core.contract import EVENTS, IMPRESSIONS, RATING_MAX, RATING_MIN
 from core.errors import FlywheelError
-from core.lake import Lake, partition_prefix
+from core.lake import RAW, Lake
+from core.names import FEEDBACK_EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_TYPES: tuple[str, ...] = ("click", "add_to_cart", "purchase", "rating")
+#: ``event_id`` of a feedback event: ``fb:<request_id>:<n>``.
 EVENT_ID_PREFIX = "fb:"
+#: File names of a batch: ``raw/impressions/dt=D/impressions-<batch>.parquet`` and
+#: ``raw/events/dt=D/feedback-<batch>.parquet`` (the A/B report reads them by these prefixes).
+IMPRESSIONS_FILE_PREFIX = "impressions-"
+EVENTS_FILE_PREFIX = "feedback-"
 
 
 class FeedbackError(FlywheelError):
@@ -66,8 +71,10 @@ class Impression:
 
 def feedback_value(event_type: str, value: float | None) -> float:
     """The contract's value: 1–5 for ``rating``, else 1.0; raises :class:`FeedbackError`."""
-    if event_type not in FEEDBACK_TYPES:
-        raise FeedbackError(f"event_type {event_type!r} is not one of {', '.join(FEEDBACK_TYPES)}")
+    if event_type not in FEEDBACK_EVENT_TYPES:
+        raise FeedbackError(
+            f"event_type {event_type!r} is not one of {', '.join(FEEDBACK_EVENT_TYPES)}"
+        )
     if event_type == "rating":
         if value is None or not (RATING_MIN <= float(value) <= RATING_MAX):
             raise FeedbackError(
@@ -205,16 +212,16 @@ class FeedbackLog:
                 },
                 schema=IMPRESSIONS.arrow_schema(),
             )
-            key = partition_prefix("raw", "impressions", day) + f"impressions-{batch}.parquet"
-            self.lake.write_parquet(key, table)
+            name = f"{IMPRESSIONS_FILE_PREFIX}{batch}.parquet"
+            self.lake.write(table, IMPRESSIONS.name, day, zone=RAW, name=name)
         ev_by_day: dict[dt.date, list[dict]] = {}
         for ev in events:
             ev_by_day.setdefault(ev["event_ts"].date(), []).append(ev)
         schema = EVENTS.arrow_schema()
         for day, rows in sorted(ev_by_day.items()):
             table = pa.Table.from_pylist(rows, schema=schema)
-            key = partition_prefix("raw", "events", day) + f"feedback-{batch}.parquet"
-            self.lake.write_parquet(key, table)
+            name = f"{EVENTS_FILE_PREFIX}{batch}.parquet"
+            self.lake.write(table, EVENTS.name, day, zone=RAW, name=name)
         return len(imps) + len(events)
 
     # --- background ---------------------------------------------------------------------------

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger(__name__)
+from core.names import CHAMPION
+from training.request import one_row_request
 
-ALIASES = ("champion", "challenger")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,36 +51,6 @@ class LoadedModel:
         if items is None or len(items) == 0:
             return [], []
         return [str(i) for i in items], [float(s) for s in scores]
-
-
-def one_row_request(
-    user_id: str, k: int, exclude: Iterable[str], features: Mapping[str, Any] | None
-):
-    """The pyfunc input for one user, built from 1-element arrays (half the cost of lists).
-
-    Numeric features are sent as float64 (a missing one as NaN): the model's signature declares
-    them double, and MLflow refuses to convert the online store's int64 counts to float64.
-    The promotion smoke test (``training.registry.infra_validate``) builds its requests here too.
-    """
-    import numpy as np
-    import pandas as pd
-
-    def obj(value: Any) -> np.ndarray:
-        arr = np.empty(1, dtype=object)
-        arr[0] = value
-        return arr
-
-    cols: dict[str, np.ndarray] = {
-        "user_id": obj(user_id),
-        "k": np.array([int(k)], dtype=np.int64),
-        "exclude_item_ids": obj(sorted(exclude)),
-    }
-    for name, value in (features or {}).items():
-        if isinstance(value, str):
-            cols[name] = obj(value)
-        else:
-            cols[name] = np.array([np.nan if value is None else value], dtype=np.float64)
-    return pd.DataFrame(cols, copy=False)
 
 
 def load_version(name: str, version: str, tracking_uri: str | None = None) -> Any:
@@ -130,7 +101,7 @@ class ModelFollower:
         self.tracking_uri = tracking_uri
         self.poll_s = poll_s
         self.keep_when_missing = (
-            alias == "champion" if keep_when_missing is None else keep_when_missing
+            alias == CHAMPION if keep_when_missing is None else keep_when_missing
         )
         self._loader = loader or (lambda v: load_version(name, v, tracking_uri))
         self._on_swap = on_swap

@@ -6,7 +6,7 @@ simulator) ask the service for recommendations::
     GET  {url}/recommendations/{user_id}?k=10
          → {"request_id", "user_id", "items": [{"item_id", "score"}], "model_version", "variant", "fallback"}
 
-and answer the slate with the simulator's own behaviour model (:func:`simulation.simulator.respond`,
+and answer the slate with the simulator's own behaviour model (:func:`simulation.behaviour.respond`,
 with a position bias), posting each click, add to cart, purchase and rating::
 
     POST {url}/feedback  {"request_id", "item_id", "event_type", "value"}
@@ -27,14 +27,15 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from simulation.simulator import SimulatorError, Truth, _rng, click_probability, load_truth, respond
+from core.lake import Lake, get_lake
+from core.names import FEEDBACK_EVENT_TYPES
+from simulation.behaviour import click_probability, respond
+from simulation.config import SimulatorError
+from simulation.truth import Truth, load_truth
+from simulation.world import stream_rng
 
 if TYPE_CHECKING:
     import httpx
-
-    from core.lake import Lake
-
-FEEDBACK_TYPES = ("click", "add_to_cart", "purchase", "rating")
 
 
 @dataclass
@@ -48,7 +49,7 @@ class TrafficSummary:
     feedback_errors: int = 0
     fallbacks: int = 0
     unknown_items: int = 0
-    feedback: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FEEDBACK_TYPES, 0))
+    feedback: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FEEDBACK_EVENT_TYPES, 0))
     variants: dict[str, int] = field(default_factory=dict)
     served_relevance: float = 0.0  # mean true relevance of the served slates
     oracle_relevance: float = 0.0  # mean true relevance of each user's true top-k
@@ -112,8 +113,6 @@ def play(
     """
     import httpx
 
-    from core.lake import get_lake
-
     if days < 1 or k < 1 or max_requests < 1:
         raise SimulatorError(
             f"--days, --k and --max-requests must be ≥ 1 (got {days}, {k}, {max_requests})"
@@ -136,7 +135,7 @@ def play(
         for j in range(days):
             day = first + dt.timedelta(days=j)
             summary.days.append(day.isoformat())
-            rng = _rng(seed, 4, day.toordinal())
+            rng = stream_rng(seed, 4, day.toordinal())
             # an even share of the remaining requests; a quiet day leaves more for the next
             share = (max_requests - summary.requests) // (days - j)
             users = active_users(truth, day, rng)[: max(1, share)]

@@ -4,6 +4,9 @@ A config is built from the defaults, then a file (``--config FILE``: TOML or JSO
 groups), then ``--set group.key=value`` overrides. Overrides are type-checked and unknown keys
 are rejected with a :class:`TrainingConfigError` that names the key. The whole config goes into
 the checkpoint and into MLflow (as flat ``group.key`` params).
+
+The ``train_recommender`` DAG's Params (:data:`PARAM_KEYS`) default to ``None``: "use this
+config", so an Airflow run and ``python -m training.train`` start from the same numbers.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import FlywheelError
+from core.names import MIN_POSITIVE_RATING, POSITIVE_EVENT_TYPES
 
 
 class TrainingConfigError(FlywheelError):
@@ -31,8 +35,8 @@ class DataConfig:
     )
     holdout_days: int = 1  # the last day of the window is the holdout (temporal split)
     val_days: int = 1  # the day before the holdout steers early stopping
-    positive_events: tuple[str, ...] = ("click", "add_to_cart", "purchase", "rating")
-    min_rating: float = 4.0  # a rating counts as positive only at 4 or 5 stars
+    positive_events: tuple[str, ...] = POSITIVE_EVENT_TYPES  # a view is exposure, not preference
+    min_rating: float = MIN_POSITIVE_RATING  # a rating counts as positive only at 4 or 5 stars
     feature_source: str = (
         "feast"  # "feast" (recommender_v1, point-in-time) or "contract" (attributes only)
     )
@@ -183,6 +187,40 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
         return cls().merged(values)
+
+    def value(self, dotted: str) -> Any:
+        """The value of one ``group.key`` (a :class:`TrainingConfigError` for an unknown key)."""
+        flat = self.flat()
+        if dotted not in flat:
+            raise TrainingConfigError(f"unknown config key {dotted!r}")
+        return flat[dotted]
+
+
+#: The ``train_recommender`` DAG's Params (manual runs) and the config key each one sets.
+PARAM_KEYS: dict[str, str] = {
+    "epochs": "train.epochs",
+    "learning_rate": "train.lr",
+    "embedding_dim": "model.embedding_dim",
+    "window_days": "data.window_days",
+    "promotion_margin": "promotion.margin",
+    "feature_source": "data.feature_source",
+}
+
+
+def config_from_params(
+    params: dict[str, Any], base: TrainingConfig | None = None
+) -> TrainingConfig:
+    """The training config with the DAG Params applied: ``None`` (the default) keeps the config's
+    value; ``overrides`` (a list of ``group.key=value``) is applied last."""
+    cfg = base or TrainingConfig()
+    values: dict[str, dict[str, Any]] = {}
+    for param, dotted in PARAM_KEYS.items():
+        if params.get(param) is not None:
+            group, key = dotted.split(".")
+            values.setdefault(group, {})[key] = params[param]
+    extra = params.get("overrides") or []
+    cfg = cfg.merged(values) if values else cfg
+    return cfg.with_overrides(list(extra)) if extra else cfg
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -28,19 +28,37 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.contract import EVENTS, ITEMS, TABLES, USERS
 from core.errors import FlywheelError
-from core.lake import Lake, partition_prefix
+from core.lake import TRAINING_SETS, VALIDATED, Lake, get_lake
+from core.names import FEATURE_SERVICE, FEATURE_TTL_DAYS, ITEM_VIEW, USER_VIEW
+from features.columns import ITEM_CATEGORICAL, ITEM_FEATURES, USER_CATEGORICAL, USER_FEATURES
+from features.compute import read_features, serving_day
+from features.store import build_training_frame
 from training.config import DataConfig
 from training.model import FeatureColumns
-
-if TYPE_CHECKING:
-    import pandas as pd
+from validation.results import read_result
 
 log = logging.getLogger(__name__)
 
 FRAMES = ("train", "holdout", "users", "items")
+#: What :func:`build_training_set` returns (and Airflow passes on through XCom) besides the location.
+SUMMARY_KEYS = (
+    "window_start",
+    "holdout_start",
+    "window_end",
+    "rows",
+    "users",
+    "items",
+    "validation_ids",
+    "feature_service",
+)
 CONTRACT_COLUMNS = FeatureColumns(
     user_numeric=[],
     user_categorical=["user_country", "user_age_bucket"],
@@ -92,9 +110,7 @@ def window(end_day: dt.date, cfg: DataConfig) -> dict[str, dt.date]:
     return {"start": start, "val_start": val_start, "holdout_start": holdout_start, "end": end_day}
 
 
-def _midnight(day: dt.date):
-    import pandas as pd
-
+def _midnight(day: dt.date) -> pd.Timestamp:
     return pd.Timestamp(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
 
 
@@ -105,17 +121,9 @@ def _days(start: dt.date, end: dt.date) -> list[dt.date]:
 # --- reading validated data -----------------------------------------------------------------
 
 
-def _read_validated(lake: Lake, table: str, days: list[dt.date]) -> pd.DataFrame:
-    import pyarrow as pa
-
-    from core.contract import TABLES
-
-    schema = TABLES[table].arrow_schema()
-    parts = [
-        lake.read_parquet(partition_prefix("validated", table, d)).select(schema.names).cast(schema)
-        for d in days
-    ]
-    return (pa.concat_tables(parts) if parts else schema.empty_table()).to_pandas()
+def read_validated(lake: Lake, table: str, days: list[dt.date]) -> pd.DataFrame:
+    """The validated rows of a contract ``table`` on ``days``, cast to the contract's types."""
+    return lake.read(table, days, schema=TABLES[table].arrow_schema()).to_pandas()
 
 
 def positives(events: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
@@ -135,39 +143,28 @@ def positives(events: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
 
 def validation_ids(lake: Lake, days: list[dt.date]) -> list[str]:
     """Great Expectations validation ids of the events gate for ``days`` (where recorded)."""
-    ids = []
-    for d in days:
-        key = f"quality/results/dt={d.isoformat()}/events.json"
-        if lake.exists(key):
-            try:
-                vid = json.loads(lake.read_text(key)).get("validation_id")
-            except (ValueError, AttributeError):
-                vid = None
-            if vid:
-                ids.append(str(vid))
-    return ids
+    results = [read_result(lake, d, EVENTS.name) for d in days]
+    return [str(r["validation_id"]) for r in results if r and r.get("validation_id")]
 
 
 # --- features -------------------------------------------------------------------------------
 
 
 def feature_columns(source: str) -> FeatureColumns:
+    """The columns each tower reads: the feature service's, or the contract attributes."""
     if source == "contract":
         return CONTRACT_COLUMNS
-    from features import ITEM_CATEGORICAL, ITEM_FEATURES, USER_CATEGORICAL, USER_FEATURES
-
     return FeatureColumns(
         list(USER_FEATURES), list(USER_CATEGORICAL), list(ITEM_FEATURES), list(ITEM_CATEGORICAL)
     )
 
 
 def _contract_attributes(lake: Lake, end_day: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    items = _read_validated(
-        lake, "items", [d for d in lake.partitions("validated", "items") if d <= end_day]
-    )
-    users = _read_validated(
-        lake, "users", [d for d in lake.partitions("validated", "users") if d <= end_day]
-    )
+    def upto_end(table: str) -> list[dt.date]:
+        return [d for d in lake.partitions(VALIDATED, table) if d <= end_day]
+
+    items = read_validated(lake, ITEMS.name, upto_end(ITEMS.name))
+    users = read_validated(lake, USERS.name, upto_end(USERS.name))
     items = items.rename(columns={"category": "item_category", "price": "item_price"})
     users = users.rename(columns={"country": "user_country", "age_bucket": "user_age_bucket"})
     return (
@@ -189,8 +186,6 @@ def join_features(
     service; ``contract`` attaches the static attributes of validated items and users.
     """
     if source == "feast":
-        from features.store import build_training_frame
-
         return build_training_frame(entity_df)
     users, items = _contract_attributes(lake, end_day)
     out = entity_df.merge(users.drop(columns="signup_ts"), on="user_id", how="left")
@@ -202,9 +197,6 @@ def snapshots(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(users, items) as serving would see them on ``cutoff_day``: features of the day before."""
     if source == "feast":
-        from features import ITEM_VIEW, USER_VIEW
-        from features.compute import read_features, serving_day
-
         day = serving_day(lake, cutoff_day)  # what serving reads on the cutoff day
         if day is None:
             raise TrainingDataError(
@@ -238,37 +230,81 @@ def build_training_set(
     fit for XCom. Raises :class:`TrainingDataError` when no model can be trained from it.
     """
     w = window(end_day, cfg)
-    available = set(lake.partitions("validated", "events"))
-    days = [d for d in _days(w["start"], w["end"]) if d in available]
-    missing = [d.isoformat() for d in _days(w["start"], w["end"]) if d not in available]
+    days, missing = window_days(lake, w, cfg.feature_source)
+    events = read_validated(lake, EVENTS.name, days)
+    before, holdout = temporal_split(positives(events, cfg), w, cfg)
+    source = cfg.feature_source
+    train = join_features(lake, before, source, w["end"])
+    users, items = snapshots(lake, source, w["holdout_start"], w["end"])
+    # interacted items missing from the snapshot (e.g. contract tables trimmed) still get scored
+    extra = sorted(set(before["item_id"]) - set(items["item_id"]))
+    if extra:
+        items = pd.concat([items, pd.DataFrame({"item_id": extra})], ignore_index=True)
+    meta = {
+        "window_start": w["start"].isoformat(),
+        "val_start": w["val_start"].isoformat(),
+        "holdout_start": w["holdout_start"].isoformat(),
+        "window_end": w["end"].isoformat(),
+        "days": [d.isoformat() for d in days],
+        "missing_days": missing,
+        "feature_source": source,
+        "feature_service": _feature_service(source),
+        "feature_columns": feature_columns(source).to_dict(),
+        "validation_ids": validation_ids(lake, days),
+        "rows": {
+            "train": int((train["split"] == "train").sum()),
+            "val": int((train["split"] == "val").sum()),
+            "holdout": len(holdout),
+        },
+        "users": int(before["user_id"].nunique()),
+        "items": len(items),
+    }
+    frames = {"train": train, "holdout": holdout, "users": users, "items": items}
+    where = write_training_set(
+        lake, frames, meta, location or f"{TRAINING_SETS}/dt={end_day.isoformat()}/"
+    )
+    log.info("training set %s: %s", where, meta["rows"])
+    return {"location": where, **{k: meta[k] for k in SUMMARY_KEYS}}
+
+
+def window_days(lake: Lake, w: dict[str, dt.date], source: str) -> tuple[list[dt.date], list[str]]:
+    """(days of the window that can be read, ISO days left out): validated, and with features.
+
+    With ``feast`` a row of day D joins the newest features within the views' TTL (D-1, else
+    D-2 when D-1's batch was quarantined); days without any are left out. Holdout rows are
+    scored with the cutoff snapshot instead, so holdout days need none.
+    """
+    available = set(lake.partitions(VALIDATED, EVENTS.name))
+    every = _days(w["start"], w["end"])
+    days = [d for d in every if d in available]
+    missing = [d.isoformat() for d in every if d not in available]
     if not days:
         raise TrainingDataError(
-            f"no validated events between {w['start']} and {w['end']} ({lake.url('validated/events/')}); "
-            "ingest those days first"
+            f"no validated events between {w['start']} and {w['end']} "
+            f"({lake.url(f'{VALIDATED}/{EVENTS.name}/')}); ingest those days first"
         )
-    if cfg.feature_source == "feast":
-        # a row of day D reads the features of D-1: days without them cannot be joined
-        from features import FEATURE_TTL_DAYS
-        from features.compute import serving_day
+    if source != "feast":
+        return days, missing
+    joinable = [d for d in days if d >= w["holdout_start"] or serving_day(lake, d) is not None]
+    if len(joinable) < len(days):
+        dropped = sorted(set(days) - set(joinable))
+        log.warning(
+            "no features of the previous day for %s: those days are left out",
+            [d.isoformat() for d in dropped],
+        )
+        missing += [d.isoformat() for d in dropped]
+    if not joinable:
+        raise TrainingDataError(
+            f"no day of {w['start']}..{w['end']} has features of the {FEATURE_TTL_DAYS} days "
+            "before it (features/<view>/dt=D-1/): run the build_features DAG for those days first"
+        )
+    return joinable, missing
 
-        # a row of day D joins the newest features within the views' TTL (D-1, else D-2 when
-        # D-1's batch was quarantined); holdout rows are scored with the cutoff snapshot instead
-        joinable = [d for d in days if d >= w["holdout_start"] or serving_day(lake, d) is not None]
-        if len(joinable) < len(days):
-            dropped = sorted(set(days) - set(joinable))
-            log.warning(
-                "no features of the previous day for %s: those days are left out",
-                [d.isoformat() for d in dropped],
-            )
-            missing += [d.isoformat() for d in dropped]
-            days = joinable
-        if not days:
-            raise TrainingDataError(
-                f"no day of {w['start']}..{w['end']} has features of the {FEATURE_TTL_DAYS} days "
-                "before it (features/<view>/dt=D-1/): run the build_features DAG for those days first"
-            )
-    events = _read_validated(lake, "events", days)
-    pos = positives(events, cfg)
+
+def temporal_split(
+    pos: pd.DataFrame, w: dict[str, dt.date], cfg: DataConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train + val rows with a ``split`` column, holdout rows); raises when either cannot serve."""
     span = f"{w['start']}..{w['end']}"
     if pos.empty:
         raise TrainingDataError(
@@ -295,70 +331,14 @@ def build_training_set(
         raise TrainingDataError(
             f"no positive interactions before {w['val_start']} (train split of {span} is empty)"
         )
-
-    source = cfg.feature_source
-    train = join_features(lake, before.reset_index(drop=True), source, w["end"])
-    users, items = snapshots(lake, source, w["holdout_start"], w["end"])
-    # interacted items missing from the snapshot (e.g. contract tables trimmed) still get scored
-    extra = sorted(set(before["item_id"]) - set(items["item_id"]))
-    if extra:
-        import pandas as pd
-
-        items = pd.concat([items, pd.DataFrame({"item_id": extra})], ignore_index=True)
-    meta = {
-        "window_start": w["start"].isoformat(),
-        "val_start": w["val_start"].isoformat(),
-        "holdout_start": w["holdout_start"].isoformat(),
-        "window_end": w["end"].isoformat(),
-        "days": [d.isoformat() for d in days],
-        "missing_days": missing,
-        "feature_source": source,
-        "feature_service": _feature_service(source),
-        "feature_columns": feature_columns(source).to_dict(),
-        "validation_ids": validation_ids(lake, days),
-        "rows": {
-            "train": int((train["split"] == "train").sum()),
-            "val": int((train["split"] == "val").sum()),
-            "holdout": len(holdout),
-        },
-        "users": int(n_users),
-        "items": len(items),
-    }
-    frames = {"train": train, "holdout": holdout, "users": users, "items": items}
-    where = write_training_set(
-        lake, frames, meta, location or f"training_sets/dt={end_day.isoformat()}/"
-    )
-    log.info("training set %s: %s", where, meta["rows"])
-    return {
-        "location": where,
-        **{
-            k: meta[k]
-            for k in (
-                "window_start",
-                "holdout_start",
-                "window_end",
-                "rows",
-                "users",
-                "items",
-                "validation_ids",
-                "feature_service",
-            )
-        },
-    }
+    return before.reset_index(drop=True), holdout
 
 
 def _feature_service(source: str) -> str:
-    if source == "feast":
-        from features import FEATURE_SERVICE
-
-        return FEATURE_SERVICE
-    return "contract"
+    return FEATURE_SERVICE if source == "feast" else "contract"
 
 
 def _to_parquet(df: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
     return buf.getvalue()
@@ -382,19 +362,13 @@ def write_training_set(
 
 def load_training_set(location: str | Path, lake: Lake | None = None) -> TrainingSet:
     """Read a set written by :func:`build_training_set` (local folder or lake prefix)."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     path = Path(location)
     if path.is_dir():
 
         def read(name: str) -> bytes:
             return (path / name).read_bytes()
     else:
-        if lake is None:
-            from core.lake import get_lake
-
-            lake = get_lake()
+        lake = lake or get_lake()
         prefix = str(location) if str(location).endswith("/") else f"{location}/"
 
         def read(name: str) -> bytes:

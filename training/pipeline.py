@@ -10,38 +10,34 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from typing import Any
 
+from mlflow.entities import Metric
+
+from core.contract import EVENTS
 from core.errors import FlywheelError
+from core.lake import VALIDATED, get_lake
+from features.compute import latest_day
 from training.config import TrainingConfig
+from training.data import build_training_set, load_training_set
+from training.evaluation import evaluate_champion, evaluate_model, popularity_metrics
+from training.registry import (
+    Decision,
+    InfraValidationError,
+    configure_mlflow,
+    decide,
+    infra_validate,
+    load_recommender,
+    model_name,
+    record_decision,
+)
+from training.registry import register as register_version
+from training.train import run_training
 
 log = logging.getLogger(__name__)
 
-#: Manual-run Params of the DAG and the config key each one sets.
-PARAM_KEYS = {
-    "epochs": "train.epochs",
-    "learning_rate": "train.lr",
-    "embedding_dim": "model.embedding_dim",
-    "window_days": "data.window_days",
-    "promotion_margin": "promotion.margin",
-    "feature_source": "data.feature_source",
-}
 TAG_LIMIT = 5000  # MLflow tag values are capped (8000 chars); keep well below
-
-
-def config_from_params(
-    params: dict[str, Any], base: TrainingConfig | None = None
-) -> TrainingConfig:
-    """The training config with the DAG Params applied (``None`` leaves the default)."""
-    cfg = base or TrainingConfig()
-    values: dict[str, dict[str, Any]] = {}
-    for param, dotted in PARAM_KEYS.items():
-        if params.get(param) is not None:
-            group, key = dotted.split(".")
-            values.setdefault(group, {})[key] = params[param]
-    extra = params.get("overrides") or []
-    cfg = cfg.merged(values) if values else cfg
-    return cfg.with_overrides(list(extra)) if extra else cfg
 
 
 def summarise_events(events: dict[str, list[dict[str, Any]]]) -> tuple[str, list[dict[str, Any]]]:
@@ -83,19 +79,14 @@ def resolve_end_day(
 
 
 def latest_validated_day() -> dt.date | None:
-    from core.lake import get_lake
-
-    days = get_lake().partitions("validated", "events")
-    return max(days) if days else None
+    """The newest day with validated events (None before the first)."""
+    return max(get_lake().partitions(VALIDATED, EVENTS.name), default=None)
 
 
 def latest_data_day(cfg: TrainingConfig) -> dt.date | None:
     """The newest day a window can end on: with Feast features, the newest featurised day."""
     if cfg.data.feature_source != "feast":
         return latest_validated_day()
-    from core.lake import get_lake
-    from features.compute import latest_day
-
     return latest_day(get_lake())
 
 
@@ -103,15 +94,12 @@ def latest_data_day(cfg: TrainingConfig) -> dt.date | None:
 
 
 def build(end_day: dt.date, cfg: TrainingConfig, location: str | None = None) -> dict[str, Any]:
-    from core.lake import get_lake
-    from training.data import build_training_set
-
+    """Build and write the training set of the window ending on ``end_day`` (its summary)."""
     return build_training_set(get_lake(), end_day, cfg.data, location)
 
 
 def train(cfg: TrainingConfig, location: str, run_key: str, tags: dict[str, str]) -> dict[str, Any]:
-    from training.train import run_training
-
+    """Train the candidate on the set at ``location`` (resumes ``run_key``); the key results."""
     result = run_training(cfg, location, run_key=run_key, tags=tags)
     keep = (
         "holdout_ndcg_at_10",
@@ -132,15 +120,6 @@ def train(cfg: TrainingConfig, location: str, run_key: str, tags: dict[str, str]
 
 def evaluate(cfg: TrainingConfig, location: str, trained: dict[str, Any]) -> dict[str, Any]:
     """Candidate (loaded from its logged model) and champion on the same holdout, + popularity."""
-    from training.data import load_training_set
-    from training.pyfunc import load_recommender
-    from training.registry import (
-        configure_mlflow,
-        evaluate_champion,
-        evaluate_model,
-        popularity_metrics,
-    )
-
     client = configure_mlflow()
     ts = load_training_set(location)
     candidate = evaluate_model(load_recommender(trained["model_uri"]), ts, cfg)
@@ -168,19 +147,13 @@ def evaluate(cfg: TrainingConfig, location: str, trained: dict[str, Any]) -> dic
     }
 
 
-def _metric_list(metrics: dict[str, float]):
-    import time
-
-    from mlflow.entities import Metric
-
+def _metric_list(metrics: dict[str, float]) -> list[Metric]:
     now = int(time.time() * 1000)
     return [Metric(k, float(v), now, 0) for k, v in metrics.items()]
 
 
 def register(trained: dict[str, Any], summary: dict[str, Any]) -> str:
-    from training.registry import configure_mlflow
-    from training.registry import register as register_version
-
+    """Register the candidate with its data window and feature service; its version."""
     client = configure_mlflow()
     tags = {
         "data_window_start": summary["window_start"],
@@ -198,17 +171,6 @@ def promote(
     version: str,
 ) -> dict[str, Any]:
     """Gate, then infra-validation, then the alias; the decision is logged and tagged."""
-    from training.data import load_training_set
-    from training.registry import (
-        Decision,
-        InfraValidationError,
-        configure_mlflow,
-        decide,
-        infra_validate,
-        model_name,
-        record_decision,
-    )
-
     client = configure_mlflow()
     decision = decide(
         evaluation["candidate"],

@@ -1,36 +1,35 @@
 """The MLflow pyfunc wrapper: ``models:/flywheel-recommender@champion`` maps users to top-K items.
 
-Input DataFrame columns:
-
-* ``user_id`` (str, pseudonymised) — required;
-* ``k`` (int, default 10) — optional;
-* ``exclude_item_ids`` (list of str) — optional, items never to return (e.g. already bought);
-* user feature columns (``features.USER_FEATURES`` / ``USER_CATEGORICAL`` names) —
-  optional; when absent the model uses the features it stored at training time for known users
-  and defaults (feature-only cold-start path) for new ones.
-
-Output DataFrame: ``user_id``, ``item_ids`` (list[str]), ``scores`` (list[float]).
+Its input and output frames are the contract in :mod:`training.request`.
 
 Item embeddings for the whole catalog are computed when the model is saved, so serving one
 request is a user-tower pass and one matmul. Serving and the infra-validation smoke test load the
-model the same way: :func:`load_recommender`.
+model the same way: :func:`training.registry.load_recommender`.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, Schema
+
+from core.errors import FlywheelError
+from training.config import TrainingConfig
+from training.model import FeatureEncoder, Retriever, TwoTower
+from training.request import DEFAULT_K
 
 ARTIFACT = "recommender"  # the artifacts key (a folder with recommender.pt + users.parquet)
-DEFAULT_K = 10
 
 
 def save_artifacts(folder: Path, model, encoder, cfg, item_ids, item_embeddings, users) -> Path:
     """Write what the pyfunc needs into ``folder``: weights, encoder, config, catalog embeddings."""
-    import torch
-
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -46,14 +45,8 @@ def save_artifacts(folder: Path, model, encoder, cfg, item_ids, item_embeddings,
     return folder
 
 
-def load_retriever(folder: str | Path):
+def load_retriever(folder: str | Path) -> Retriever:
     """A :class:`training.model.Retriever` from a folder written by :func:`save_artifacts`."""
-    import pandas as pd
-    import torch
-
-    from training.config import TrainingConfig
-    from training.model import FeatureEncoder, Retriever, TwoTower
-
     folder = Path(folder)
     blob = torch.load(folder / "recommender.pt", map_location="cpu", weights_only=False)
     cfg = TrainingConfig.from_dict(blob["config"])
@@ -76,14 +69,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         return recommend_frame(self.retriever, model_input)
 
 
-def recommend_frame(retriever, frame):
+def recommend_frame(retriever: Retriever, frame: pd.DataFrame) -> pd.DataFrame:
     """The pyfunc contract on a :class:`~training.model.Retriever` (also used in-process)."""
-    import numpy as np
-    import pandas as pd
-
     if "user_id" not in frame:
-        from core.errors import FlywheelError
-
         raise FlywheelError("recommender input needs a user_id column")
     df = frame.reset_index(drop=True)
     users = df["user_id"].astype(str).tolist()
@@ -120,11 +108,8 @@ def recommend_frame(retriever, frame):
     return pd.DataFrame({"user_id": users, "item_ids": item_ids, "scores": scores})
 
 
-def signature(user_feature_columns: list[str], numeric: set[str]):
+def signature(user_feature_columns: list[str], numeric: set[str]) -> ModelSignature:
     """Explicit signature: optional k, exclusions and user features; list outputs."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, Schema
-
     inputs = [
         ColSpec("string", "user_id"),
         ColSpec("long", "k", required=False),
@@ -146,8 +131,6 @@ def log_recommender(
     folder: Path, example_users: list[str], user_numeric: list[str], user_categorical: list[str]
 ):
     """Log the pyfunc to the active MLflow run; returns the ``ModelInfo`` (``model_uri``)."""
-    import pandas as pd
-
     example = pd.DataFrame(
         {
             "user_id": example_users[:2] or ["unknown-user"],
@@ -166,14 +149,4 @@ def log_recommender(
 
 def _requirements() -> list[str]:
     """Pinned to what trained the model (also spares MLflow's slow requirement inference)."""
-    from importlib.metadata import version
-
     return [f"{p}=={version(p)}" for p in ("torch", "pandas", "numpy", "pyarrow", "mlflow")]
-
-
-def load_recommender(uri: str):
-    """Load a registered or logged recommender exactly as serving does (pyfunc)."""
-    from training.registry import configure_mlflow
-
-    configure_mlflow()
-    return mlflow.pyfunc.load_model(uri)

@@ -7,8 +7,12 @@ The gate (:func:`decide`): a candidate becomes champion only when its holdout ND
 champion's by more than ``promotion.margin`` and its Recall@20 drops by at most
 ``promotion.recall_tolerance``; with no champion (or a champion whose artifact cannot be loaded) it
 must beat the popularity baseline evaluated on the same holdout. Before any promotion the
-candidate is loaded exactly as serving loads it (:func:`training.pyfunc.load_recommender`) and
-answers a sample of requests (:func:`infra_validate`); a failure blocks the promotion.
+candidate is loaded exactly as serving loads it (:func:`load_recommender`) and answers a sample of
+requests (:func:`infra_validate`); a failure blocks the promotion. Candidate and champion are
+scored on the holdout in :mod:`training.evaluation`.
+
+MLflow is imported inside the functions: the CLI, the Airflow UI plugin and drift monitoring
+import this module to read the registry and must stay fast.
 """
 
 from __future__ import annotations
@@ -17,20 +21,23 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import FlywheelError
+from core.names import CHALLENGER, CHAMPION
+from core.settings import Settings, get_settings
+from training.request import one_row_request
 
 if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel
     from mlflow.tracking import MlflowClient
 
-    from training.config import TrainingConfig
     from training.data import TrainingSet
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "flywheel-recommender"
-CHAMPION, CHALLENGER = "champion", "challenger"
 LINEAGE_TAGS = (
     "data_window_start",
     "data_window_end",
@@ -55,28 +62,22 @@ class RegistryError(FlywheelError):
 # --- setup ----------------------------------------------------------------------------------
 
 
-def configure_mlflow(settings=None) -> MlflowClient:
+def configure_mlflow(settings: Settings | None = None) -> MlflowClient:
     """Point MLflow at the profile's tracking/registry URI (explicitly; never at import)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from core.settings import get_settings
-
     s = settings or get_settings()
     uri = s.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
-        from pathlib import Path
-
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def experiment_id(client: MlflowClient, settings=None) -> str:
+def experiment_id(client: MlflowClient, settings: Settings | None = None) -> str:
     """The training experiment (created with the profile's artifact root when missing)."""
-    from core.settings import get_settings
-
     s = settings or get_settings()
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is not None:
@@ -87,64 +88,17 @@ def experiment_id(client: MlflowClient, settings=None) -> str:
     )
 
 
-def model_name(settings=None) -> str:
-    from core.settings import get_settings
-
+def model_name(settings: Settings | None = None) -> str:
+    """The registered model's name in this profile (``flywheel-recommender``)."""
     return (settings or get_settings()).registered_model
 
 
-# --- evaluation -----------------------------------------------------------------------------
+def load_recommender(uri: str) -> PyFuncModel:
+    """Load a registered or logged recommender exactly as serving does (pyfunc)."""
+    import mlflow.pyfunc
 
-
-def evaluate_model(model, ts: TrainingSet, cfg: TrainingConfig) -> dict[str, float]:
-    """Holdout metrics of a loaded pyfunc (candidate or champion), same users and exclusions."""
-    import pandas as pd
-
-    from training.metrics import evaluate, popularity_counts
-
-    truth, exclude = holdout_requests(ts, cfg)
-    users = list(truth)
-    k = max(cfg.eval.ks)
-    frame = pd.DataFrame({"user_id": users, "k": [k] * len(users)})
-    if exclude:
-        frame["exclude_item_ids"] = [sorted(exclude.get(u, ())) for u in users]
-    out = model.predict(frame)
-    recs = dict(zip(out["user_id"], out["item_ids"], strict=True))
-    pop = popularity_counts(ts.train["item_id"])  # as in training's holdout metrics (novelty)
-    return evaluate(recs, truth, cfg.eval.ks, catalog_size=len(ts.items), popularity=pop)
-
-
-def holdout_requests(
-    ts: TrainingSet, cfg: TrainingConfig
-) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(truth, exclusions) for the holdout users, capped to ``data.max_eval_users`` (seeded)."""
-    truth = ts.truth(cfg.eval.exclude_seen)
-    users = sorted(truth)
-    if len(users) > cfg.data.max_eval_users:
-        import random
-
-        users = sorted(random.Random(cfg.train.seed).sample(users, cfg.data.max_eval_users))
-        truth = {u: truth[u] for u in users}
-    exclude = {}
-    if cfg.eval.exclude_seen:
-        seen = ts.seen()
-        exclude = {u: seen[u] for u in users if u in seen}
-    return truth, exclude
-
-
-def popularity_metrics(
-    ts: TrainingSet, cfg: TrainingConfig, split: str = "all"
-) -> dict[str, float]:
-    """The popularity baseline on the holdout (popularity of the training positives)."""
-    from training.metrics import evaluate, popularity_counts, popularity_recommendations
-
-    truth, exclude = holdout_requests(ts, cfg)
-    source = ts.train if split == "all" else ts.split(split)
-    pop = popularity_counts(source["item_id"])
-    recs = popularity_recommendations(
-        pop, truth, max(cfg.eval.ks), exclude, set(ts.items["item_id"])
-    )
-    return evaluate(recs, truth, cfg.eval.ks, catalog_size=len(ts.items), popularity=pop)
+    configure_mlflow()
+    return mlflow.pyfunc.load_model(uri)
 
 
 # --- the gate -------------------------------------------------------------------------------
@@ -228,29 +182,6 @@ def current_champion(client: MlflowClient, name: str | None = None):
         return None
 
 
-def evaluate_champion(
-    client: MlflowClient, ts: TrainingSet, cfg: TrainingConfig
-) -> tuple[dict[str, float] | None, str | None, str]:
-    """(metrics, version, note): ``metrics`` is None when there is no usable champion."""
-    name = model_name()
-    mv = current_champion(client, name)
-    if mv is None:
-        return None, None, "no champion yet"
-    try:
-        from training.pyfunc import load_recommender
-
-        model = load_recommender(f"models:/{name}@{CHAMPION}")
-        return evaluate_model(model, ts, cfg), mv.version, f"champion v{mv.version}"
-    except Exception as exc:  # a missing/corrupt artifact must not block the pipeline
-        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        log.warning("champion v%s cannot be loaded: %s", mv.version, msg)
-        return (
-            None,
-            mv.version,
-            f"champion v{mv.version} cannot be loaded ({type(exc).__name__}: {msg}), candidate judged against popularity",
-        )
-
-
 # --- infra validation -----------------------------------------------------------------------
 
 
@@ -264,8 +195,6 @@ def infra_validate(
     row (fewer only when the catalog is smaller), finite scores in descending order.
     """
     import pandas as pd
-
-    from training.pyfunc import load_recommender
 
     t0 = time.perf_counter()
     try:
@@ -290,8 +219,6 @@ def infra_validate(
         out = model.predict(requests)
         feature_cols = [c for c in ts.users.columns if c != "user_id"]
         if feature_cols and len(ts.users):
-            from serving.model import one_row_request
-
             row = ts.users.head(1).to_dict("records")[0]
             user = row.pop("user_id")
             served = model.predict(one_row_request(user, k, (), row))  # as serving sends it
@@ -368,7 +295,7 @@ def record_decision(client: MlflowClient, version: str, run_id: str, decision: D
     log.info("promotion of %s v%s: %s — %s", name, version, verdict, decision.reason)
 
 
-def list_versions(settings=None) -> list[dict[str, Any]]:
+def list_versions(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every registered version, newest first: version, aliases, metrics, lineage tags."""
     from mlflow.exceptions import MlflowException
 

@@ -1,14 +1,25 @@
 """Train the two-tower recommender on a training set (see ``training/data.py``).
 
+On one device (CUDA when present, else CPU)::
+
     python -m training.train --data training_sets/dt=2026-01-14/
+    python -m training.train --build-end-day 2026-01-14 --set train.epochs=5
     python -m training.train --config my.toml --data /tmp/set --set train.epochs=5 --set model.embedding_dim=64
+
+With DDP on 2 processes (NCCL on GPUs, gloo on CPU)::
+
     torchrun --nproc-per-node 2 -m training.train --data /tmp/set --run-key demo-ddp
 
 ``--data`` is a lake prefix or a local folder written by ``flywheel train`` / the
-``build_training_set`` task (or ``--build-end-day YYYY-MM-DD`` builds it first). The device is
-chosen automatically (CUDA when present, else CPU), bf16 autocast on CUDA only, everything seeded.
-Under torchrun the same code runs with DDP (NCCL on GPU, gloo on CPU); only rank 0 logs to MLflow,
-evaluates and saves.
+``build_training_set`` task (or ``--build-end-day YYYY-MM-DD`` builds it first). Every default is
+in :class:`training.config.TrainingConfig`; ``--config FILE`` and ``--set group.key=value``
+override it. bf16 autocast on CUDA only, everything seeded. Under torchrun the same code runs
+with DDP; only rank 0 logs to MLflow, evaluates and saves.
+
+The flow, :func:`run_training`: config → :func:`setup` (seed, threads, device, DDP) → the data →
+:func:`build_job` (encoder, model, optimizer) → :func:`resume` → per epoch :func:`train_epoch`
+then :func:`end_epoch` (validate under ``torch.no_grad()``, keep the best weights, log, save a
+checkpoint) → :func:`evaluate_and_log` (holdout metrics, the pyfunc model ``model`` in MLflow).
 
 Every epoch is checkpointed (model, optimizer, config, encoder, epoch, best metric, history, the
 MLflow run id) locally under ``$FLYWHEEL_HOME/checkpoints/<run key>/`` and to the run's artifacts
@@ -24,31 +35,105 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import torch
+from mlflow.tracking import MlflowClient
 from torch import distributed as torch_dist
+from torch.nn.parallel import DistributedDataParallel
 
 from core.errors import FlywheelError
-from training.config import TrainingConfig
-from training.data import TrainingSet, load_training_set
-from training.metrics import evaluate, popularity_counts
+from core.lake import get_lake
+from core.settings import get_settings
+from training.config import TrainConfig, TrainingConfig
+from training.data import TrainingSet, build_training_set, load_training_set
+from training.evaluation import holdout_metrics, validation_metrics
 from training.model import FeatureEncoder, Retriever, TwoTower
+from training.pyfunc import log_recommender, save_artifacts
+from training.registry import configure_mlflow, experiment_id
 
 log = logging.getLogger("training.train")
 
 CHECKPOINT = "last.pt"
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None
+    model_uri: str | None
+    epochs_run: int
+    best_epoch: int
+    resumed_from: int
+    metrics: dict[str, float]
+    interactions_per_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def run_training(
+    cfg: TrainingConfig,
+    data: str | Path | TrainingSet,
+    run_key: str | None = None,
+    tags: dict[str, str] | None = None,
+    log_mlflow: bool = True,
+) -> TrainResult:
+    """Train, checkpoint, early-stop, evaluate and log one model; see the module docstring."""
+    device, d = setup(cfg.train)
+    ts = data if isinstance(data, TrainingSet) else load_training_set(data)
+    run_key = run_key or f"manual-{ts.meta['window_end']}-{config_digest(cfg)}"
+    job = build_job(cfg, ts, device)
+    client = configure_mlflow() if log_mlflow and d.main else None
+    progress = resume(job, cfg, run_key, client, d)
+    net = distributed(job.model, device, d)
+    location = "in-memory" if isinstance(data, TrainingSet) else str(data)
+    tags = run_tags(ts, run_key, device, d, tags) if client else {}
+    rows, seconds = 0, 0.0
+    with mlflow_run(client, cfg, ts, progress, tags, location) as run_id:
+        progress.mlflow_run_id = run_id or progress.mlflow_run_id
+        while not progress.stop and progress.epoch < cfg.train.epochs:
+            progress.epoch += 1
+            loss, epoch_rows, epoch_s = train_epoch(net, job, cfg.train, progress.epoch, d)
+            rows, seconds = rows + epoch_rows, seconds + epoch_s
+            if d.main:
+                end_epoch(job, ts, cfg, progress, loss, run_key, use_mlflow=client is not None)
+            progress.stop = agree_to_stop(progress.stop, device, d)
+            if cfg.train.epoch_delay_s:
+                time.sleep(cfg.train.epoch_delay_s)
+        result = TrainResult(
+            run_id=progress.mlflow_run_id,
+            model_uri=None,
+            epochs_run=progress.epoch,
+            best_epoch=0,
+            resumed_from=progress.resumed_from,
+            metrics={},
+            interactions_per_s=rows / seconds if seconds else 0.0,
+        )
+        if d.main:
+            evaluate_and_log(job, ts, cfg, progress, result, use_mlflow=client is not None)
+    if d.enabled:
+        torch_dist.barrier()
+    if d.main:  # finished: a later run with this key starts afresh (the run keeps its artifact)
+        shutil.rmtree(checkpoint_dir(run_key), ignore_errors=True)
+    return result
 
 
 # --- process setup --------------------------------------------------------------------------
@@ -69,6 +154,17 @@ class Dist:
         return self.world_size > 1
 
 
+def setup(train: TrainConfig) -> tuple[torch.device, Dist]:
+    """Device, process group, CPU threads and seeds: everything before the first tensor."""
+    device = pick_device(train.device)
+    d = setup_distributed(device)
+    if train.num_threads:
+        torch.set_num_threads(train.num_threads)
+    seed_everything(train.seed)
+    log.info("rank %d/%d on %s", d.rank, d.world_size, device)
+    return device, d
+
+
 def setup_distributed(device: torch.device) -> Dist:
     """Join the torchrun process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -82,11 +178,21 @@ def setup_distributed(device: torch.device) -> Dist:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto``: this process's GPU when CUDA is present (``LOCAL_RANK`` under torchrun), else CPU."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
     return torch.device(name)
+
+
+def distributed(model: TwoTower, device: torch.device, d: Dist) -> torch.nn.Module:
+    """The model under DDP when there are several ranks (gradients averaged across them)."""
+    if not d.enabled:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -96,6 +202,7 @@ def seed_everything(seed: int) -> None:
 
 
 def git_commit() -> str:
+    """The commit of the code that trains (``unknown`` outside a git checkout)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -109,25 +216,222 @@ def git_commit() -> str:
         return "unknown"
 
 
+# --- the model and its data -----------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """What one run trains: the encoder, the model, its optimizer and the encoded train rows."""
+
+    encoder: FeatureEncoder
+    model: TwoTower
+    optimizer: torch.optim.Optimizer
+    users: dict[str, torch.Tensor]  # the user side of every train row, on the device
+    items: dict[str, torch.Tensor]  # the item side of every train row, on the device
+    log_q: torch.Tensor  # log popularity of each item index: the logQ correction
+    device: torch.device
+
+    @property
+    def rows(self) -> int:
+        return len(self.users["id"])
+
+
+def build_job(cfg: TrainingConfig, ts: TrainingSet, device: torch.device) -> Job:
+    """Fit the encoder on the train split; the model, its optimizer and the encoded rows."""
+    train = ts.split("train")
+    encoder = FeatureEncoder.fit(train, ts.users, ts.items, ts.columns)
+    model = TwoTower(encoder, cfg.model).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
+    users = encoder.user.encode(train["user_id"].tolist(), train)
+    items = encoder.item.encode(train["item_id"].tolist(), train)
+    return Job(
+        encoder=encoder,
+        model=model,
+        optimizer=optimizer,
+        users={k: v.to(device) for k, v in users.items()},
+        items={k: v.to(device) for k, v in items.items()},
+        log_q=item_log_q(items["id"], len(encoder.item.ids)).to(device),
+        device=device,
+    )
+
+
+def item_log_q(item_index: torch.Tensor, n_items: int) -> torch.Tensor:
+    """log P(item) among the train positives, per item index (0 = unknown; unseen count as 1)."""
+    counts = np.bincount(item_index.cpu().numpy(), minlength=n_items + 1).astype("float64")
+    return torch.from_numpy(np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))).float()
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int, d: Dist) -> list[np.ndarray]:
+    """Equal number of batches on every rank (DDP needs the same number of steps)."""
+    order = np.random.default_rng(seed + epoch).permutation(n)
+    per_rank = n // d.world_size
+    mine = order[d.rank * per_rank : (d.rank + 1) * per_rank] if d.enabled else order
+    # the last short batch is merged into the previous one (a 1-row batch has no negatives)
+    bounds = list(range(0, len(mine), batch_size))
+    out = [mine[s : s + batch_size] for s in bounds]
+    if len(out) > 1 and len(out[-1]) < 2:
+        out[-2] = np.concatenate([out[-2], out.pop()])
+    return out
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; full precision on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_epoch(
+    net: torch.nn.Module, job: Job, train: TrainConfig, epoch: int, d: Dist
+) -> tuple[float, int, float]:
+    """One pass over this rank's rows: (mean loss, rows trained on all ranks, seconds)."""
+    net.train()
+    t0 = time.perf_counter()
+    losses, rows = [], 0
+    for idx_np in _batches(job.rows, train.batch_size, train.seed, epoch, d):
+        idx = torch.from_numpy(idx_np).to(job.device)
+        u = {k: v[idx] for k, v in job.users.items()}
+        i = {k: v[idx] for k, v in job.items.items()}
+        with autocast(job.device):
+            loss = net(u, i, job.log_q[i["id"]])
+        job.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        job.optimizer.step()
+        losses.append(float(loss.detach()))
+        rows += len(idx_np) * d.world_size
+    mean = float(np.mean(losses)) if losses else float("nan")
+    return mean, rows, time.perf_counter() - t0
+
+
+def end_epoch(
+    job: Job,
+    ts: TrainingSet,
+    cfg: TrainingConfig,
+    progress: Progress,
+    train_loss: float,
+    run_key: str,
+    use_mlflow: bool,
+) -> None:
+    """Rank 0 after an epoch: validate, keep the best weights, log, checkpoint, decide to stop."""
+    entry = {"epoch": progress.epoch, "train_loss": train_loss}
+    job.model.eval()
+    val = validation_metrics(job.model, job.encoder, ts, cfg)  # under torch.no_grad()
+    entry |= {f"val_{k}": v for k, v in val.items() if k != "users"}
+    score = val.get("ndcg_at_10", -train_loss)
+    if score > progress.best_metric:
+        progress.best_metric, progress.bad_epochs = score, 0
+        progress.best_state = {
+            k: v.detach().cpu().clone() for k, v in job.model.state_dict().items()
+        }
+    else:
+        progress.bad_epochs += 1
+    progress.history.append(entry)
+    log.info("epoch %d: %s", progress.epoch, json.dumps({k: round(v, 5) for k, v in entry.items()}))
+    if use_mlflow:
+        mlflow.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=progress.epoch)
+    save_checkpoint(checkpoint_state(job, cfg, progress, run_key), run_key, log_artifact=use_mlflow)
+    progress.stop = progress.bad_epochs >= cfg.train.patience
+
+
+def agree_to_stop(stop: bool, device: torch.device, d: Dist) -> bool:
+    """Rank 0 decides early stopping; every rank follows (DDP ranks must take the same steps)."""
+    if not d.enabled:
+        return stop
+    flag = torch.tensor([float(stop)], device=device)  # NCCL broadcasts CUDA tensors only
+    torch_dist.broadcast(flag, src=0)
+    return bool(flag[0])
+
+
 # --- checkpoints ----------------------------------------------------------------------------
 
 
-def checkpoint_dir(run_key: str) -> Path:
-    from core.settings import get_settings
+@dataclass
+class Progress:
+    """Where a run stands: saved in every checkpoint, restored by :func:`resume`."""
 
+    epoch: int = 0
+    best_metric: float = -1.0  # validation NDCG@10 of the best epoch (minus the loss without val)
+    best_state: dict[str, torch.Tensor] | None = None  # the best epoch's weights, on the CPU
+    bad_epochs: int = 0  # epochs since the best one (early stopping at train.patience)
+    history: list[dict[str, float]] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+    resumed_from: int = 0  # the epoch this process started after
+    stop: bool = False  # early stopping decided (rank 0's decision, shared by every rank)
+
+
+def checkpoint_state(
+    job: Job, cfg: TrainingConfig, progress: Progress, run_key: str
+) -> dict[str, Any]:
+    """The checkpoint: model, optimizer, config, encoder, epoch, best metric and the rest."""
+    return {
+        "model": job.model.state_dict(),
+        "optimizer": job.optimizer.state_dict(),
+        "config": cfg.to_dict(),
+        "encoder": job.encoder.to_dict(),
+        "epoch": progress.epoch,
+        "best_metric": progress.best_metric,
+        "best_state": progress.best_state,
+        "bad_epochs": progress.bad_epochs,
+        "history": progress.history,
+        "mlflow_run_id": progress.mlflow_run_id,
+        "run_key": run_key,
+    }
+
+
+def resume(
+    job: Job, cfg: TrainingConfig, run_key: str, client: MlflowClient | None, d: Dist
+) -> Progress:
+    """Load the last checkpoint of ``run_key`` into the job; a fresh :class:`Progress` if none."""
+    ckpt = find_checkpoint(run_key, client)
+    if (
+        d.enabled
+    ):  # every rank resumes from the same checkpoint (rank 0 may have found it in MLflow)
+        holder = [ckpt]
+        torch_dist.broadcast_object_list(holder, src=0)
+        ckpt = holder[0]
+    if ckpt is None:
+        return Progress()
+    check_compatible(ckpt, cfg, job.encoder, run_key)
+    job.model.load_state_dict(ckpt["model"])
+    job.optimizer.load_state_dict(ckpt["optimizer"])
+    progress = Progress(
+        epoch=ckpt["epoch"],
+        best_metric=ckpt["best_metric"],
+        best_state=ckpt["best_state"],
+        bad_epochs=ckpt["bad_epochs"],
+        history=ckpt["history"],
+        mlflow_run_id=ckpt.get("mlflow_run_id"),
+        resumed_from=ckpt["epoch"],
+        stop=ckpt["bad_epochs"] >= cfg.train.patience,
+    )
+    if d.main:
+        log.info(
+            "resumed %s from epoch %d (best val NDCG@10 %.4f)",
+            run_key,
+            progress.epoch,
+            progress.best_metric,
+        )
+    return progress
+
+
+def checkpoint_dir(run_key: str) -> Path:
+    """``$FLYWHEEL_HOME/checkpoints/<run key>/`` (the key made safe for a folder name)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_key)
     return get_settings().home / "checkpoints" / safe
 
 
-def find_checkpoint(run_key: str, client=None) -> dict[str, Any] | None:
+def find_checkpoint(run_key: str, client: MlflowClient | None = None) -> dict[str, Any] | None:
     """The last checkpoint of ``run_key``: local first, else the unfinished MLflow run's artifact."""
     local = checkpoint_dir(run_key) / CHECKPOINT
     if local.exists():
         return torch.load(local, map_location="cpu", weights_only=False)
     if client is None:
         return None
-    from training.registry import experiment_id
-
     runs = client.search_runs(
         [experiment_id(client)],
         filter_string=f"tags.run_key = '{run_key}' and attributes.status != 'FINISHED'",
@@ -145,8 +449,7 @@ def find_checkpoint(run_key: str, client=None) -> dict[str, Any] | None:
 
 
 def config_digest(cfg: TrainingConfig) -> str:
-    import hashlib
-
+    """A short hash of the config (names a manual run's key)."""
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -175,105 +478,136 @@ def check_compatible(
 
 
 def save_checkpoint(state: dict[str, Any], run_key: str, log_artifact: bool) -> Path:
+    """Write ``state`` atomically under :func:`checkpoint_dir` (and to the MLflow run)."""
     folder = checkpoint_dir(run_key)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (CHECKPOINT + ".tmp")
     torch.save(state, tmp)
     tmp.replace(folder / CHECKPOINT)  # atomic: a kill never leaves half a checkpoint
     if log_artifact:
-        import mlflow
-
         mlflow.log_artifact(str(folder / CHECKPOINT), artifact_path="checkpoints")
     return folder / CHECKPOINT
 
 
-# --- evaluation -----------------------------------------------------------------------------
+# --- logging and the outcome ---------------------------------------------------------------
 
 
-def recommend_all(
-    retriever: Retriever, users: list[str], k: int, exclude: dict[str, set[str]]
-) -> dict[str, list[str]]:
-    ids, _ = retriever.recommend(users, k, [sorted(exclude.get(u, ())) for u in users])
-    return dict(zip(users, ids, strict=True))
+def run_tags(
+    ts: TrainingSet, run_key: str, device: torch.device, d: Dist, extra: dict[str, str] | None
+) -> dict[str, str]:
+    """The MLflow run's lineage tags: data window, feature service, gate ids, code, trigger."""
+    return {
+        "run_key": run_key,
+        "data_window_start": ts.meta["window_start"],
+        "data_window_end": ts.meta["window_end"],
+        "holdout_start": ts.meta["holdout_start"],
+        "feature_service": ts.meta["feature_service"],
+        "validation_ids": ",".join(ts.meta.get("validation_ids", [])),
+        "git_commit": git_commit(),
+        "trigger": "manual",
+        "device": str(device),
+        "world_size": str(d.world_size),
+        **(extra or {}),
+    }
 
 
-def validation_metrics(
-    model: TwoTower, encoder: FeatureEncoder, ts: TrainingSet, cfg: TrainingConfig
-) -> dict[str, float]:
-    """NDCG/Recall@K on the validation days (users' earlier positives excluded)."""
-    val = ts.split("val")
-    if val.empty:
-        return {}
-    truth = val.groupby("user_id")["item_id"].agg(set).to_dict()
-    seen = (
-        ts.split("train").groupby("user_id")["item_id"].agg(set).to_dict()
-        if cfg.eval.exclude_seen
-        else {}
-    )
-    truth = {u: s - seen.get(u, set()) for u, s in truth.items()}
-    truth = {u: s for u, s in truth.items() if s}
-    users = sorted(truth)[: cfg.data.max_eval_users]
-    truth = {u: truth[u] for u in users}
-    retriever = Retriever(model, encoder, ts.items, ts.users)
-    return evaluate(recommend_all(retriever, users, max(cfg.eval.ks), seen), truth, cfg.eval.ks)
+@contextlib.contextmanager
+def mlflow_run(
+    client: MlflowClient | None,
+    cfg: TrainingConfig,
+    ts: TrainingSet,
+    progress: Progress,
+    tags: dict[str, str],
+    location: str,
+) -> Iterator[str | None]:
+    """The run's MLflow run (the checkpoint's when resuming); yields its id, or None without MLflow.
+
+    A new run logs the config (flat ``group.key`` params), the data location and the set's meta;
+    a resumed one is tagged ``resumed_from_epoch``.
+    """
+    if client is None:
+        yield None
+        return
+    known = progress.mlflow_run_id
+    with mlflow.start_run(
+        run_id=known,
+        experiment_id=None if known else experiment_id(client),
+        run_name=None if known else f"train-{ts.meta['window_end']}",
+        tags=tags,
+        log_system_metrics=True,
+    ) as active:
+        if progress.resumed_from == 0:
+            mlflow.log_params(cfg.flat() | {"data.location": location})
+            mlflow.log_dict(ts.meta, "training_set_meta.json")
+        else:
+            mlflow.set_tag("resumed_from_epoch", str(progress.resumed_from))
+        yield active.info.run_id
 
 
-def holdout_metrics(retriever: Retriever, ts: TrainingSet, cfg: TrainingConfig) -> dict[str, float]:
-    """Model, popularity and (on simulated data) oracle metrics on the holdout, prefixed."""
-    from training.registry import holdout_requests, popularity_metrics
-
-    truth, exclude = holdout_requests(ts, cfg)
-    users = list(truth)
-    pop = popularity_counts(ts.train["item_id"])
-    model_m = evaluate(
-        recommend_all(retriever, users, max(cfg.eval.ks), exclude),
-        truth,
-        cfg.eval.ks,
-        len(ts.items),
-        pop,
-    )
-    out = {f"holdout_{k}": v for k, v in model_m.items()}
-    out |= {f"popularity_{k}": v for k, v in popularity_metrics(ts, cfg).items() if k != "users"}
-    oracle = oracle_metrics(ts, cfg, truth, exclude)
-    if oracle:
-        out |= {f"oracle_{k}": v for k, v in oracle.items() if k != "users"}
-        if oracle.get("ndcg_at_10"):
-            out["ndcg_to_oracle_ratio"] = model_m["ndcg_at_10"] / oracle["ndcg_at_10"]
-    return out
+def best_epoch(history: list[dict[str, float]]) -> int:
+    """The epoch with the best validation NDCG@10 (the lowest loss without validation days)."""
+    if not history:
+        return 0
+    return int(max(history, key=lambda h: h.get("val_ndcg_at_10", -h["train_loss"]))["epoch"])
 
 
-def oracle_metrics(ts: TrainingSet, cfg: TrainingConfig, truth, exclude) -> dict[str, float] | None:
-    """Holdout metrics of the simulator's ground truth ranking, when the lake holds ``sim/``."""
-    from core.lake import get_lake
+def evaluate_and_log(
+    job: Job,
+    ts: TrainingSet,
+    cfg: TrainingConfig,
+    progress: Progress,
+    result: TrainResult,
+    use_mlflow: bool,
+) -> None:
+    """Rank 0 at the end: the best weights on the holdout, into ``result`` (and MLflow)."""
+    if progress.best_state is not None:
+        job.model.load_state_dict(progress.best_state)
+    job.model.eval()
+    result.best_epoch = best_epoch(progress.history)
+    retriever = Retriever(job.model, job.encoder, ts.items, ts.users)
+    metrics = holdout_metrics(retriever, ts, cfg)  # under torch.no_grad()
+    metrics["interactions_per_s"] = result.interactions_per_s
+    metrics["best_epoch"] = float(result.best_epoch)
+    if job.device.type == "cuda":
+        metrics["gpu_max_memory_mib"] = torch.cuda.max_memory_allocated(job.device) / 2**20
+    result.metrics = metrics
+    log.info("holdout: %s", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    if use_mlflow:
+        result.model_uri = log_outcome(job, cfg, ts, retriever, progress.history, metrics)
 
-    lake = get_lake()
-    if not lake.list("sim/"):
-        return None
-    try:
-        from core.privacy import pseudonymise_many
-        from simulation.simulator import load_truth
-    except ImportError:
-        return None
-    from training.metrics import oracle_recommendations
 
-    gt = load_truth(lake)
-    raw_users = list(gt.user_pos)
-    to_raw = dict(zip(pseudonymise_many(raw_users), raw_users, strict=True))
-    users = [u for u in truth if u in to_raw]
-    if not users:
-        return None
-    catalog = ts.items["item_id"].astype(str).tolist()
-
-    def relevance(chunk: list[str], items: list[str]):
-        return gt.relevance(
-            [to_raw[u] for u in chunk], items, dt.date.fromisoformat(ts.meta["holdout_start"])
+def log_outcome(
+    job: Job,
+    cfg: TrainingConfig,
+    ts: TrainingSet,
+    retriever: Retriever,
+    history: list[dict[str, float]],
+    metrics: dict[str, float],
+) -> str:
+    """Holdout metrics, the training curve and the pyfunc model to the active run; its URI."""
+    mlflow.log_metrics(metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(curve_plot(history, Path(tmp) / "training_curve.png")))
+        folder = save_artifacts(
+            Path(tmp) / "recommender",
+            job.model,
+            job.encoder,
+            cfg,
+            retriever.item_ids,
+            retriever.item_embeddings,
+            ts.users,
         )
-
-    recs = oracle_recommendations(relevance, users, catalog, max(cfg.eval.ks), exclude)
-    return evaluate(recs, {u: truth[u] for u in users}, cfg.eval.ks)
+        info = log_recommender(
+            folder,
+            sorted(ts.holdout["user_id"].unique())[:2],
+            job.encoder.user.numeric,
+            list(job.encoder.user.categorical),
+        )
+    return info.model_uri
 
 
 def curve_plot(history: list[dict[str, float]], path: Path) -> Path:
+    """Train loss and validation NDCG@10 per epoch, as a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,285 +632,6 @@ def curve_plot(history: list[dict[str, float]], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-# --- training -------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainResult:
-    run_id: str | None
-    model_uri: str | None
-    epochs_run: int
-    best_epoch: int
-    resumed_from: int
-    metrics: dict[str, float]
-    interactions_per_s: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
-def _batches(n: int, batch_size: int, seed: int, epoch: int, d: Dist) -> list[np.ndarray]:
-    """Equal number of batches on every rank (DDP needs the same number of steps)."""
-    order = np.random.default_rng(seed + epoch).permutation(n)
-    per_rank = n // d.world_size
-    mine = order[d.rank * per_rank : (d.rank + 1) * per_rank] if d.enabled else order
-    # the last short batch is merged into the previous one (a 1-row batch has no negatives)
-    bounds = list(range(0, len(mine), batch_size))
-    out = [mine[s : s + batch_size] for s in bounds]
-    if len(out) > 1 and len(out[-1]) < 2:
-        out[-2] = np.concatenate([out[-2], out.pop()])
-    return out
-
-
-def run_training(
-    cfg: TrainingConfig,
-    data: str | Path | TrainingSet,
-    run_key: str | None = None,
-    tags: dict[str, str] | None = None,
-    log_mlflow: bool = True,
-) -> TrainResult:
-    """Train, checkpoint, early-stop, evaluate and log one model; see the module docstring."""
-    device = pick_device(cfg.train.device)
-    d = setup_distributed(device)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    seed_everything(cfg.train.seed)
-    log.info("rank %d/%d on %s", d.rank, d.world_size, device)
-    ts = data if isinstance(data, TrainingSet) else load_training_set(data)
-    run_key = run_key or f"manual-{ts.meta['window_end']}-{config_digest(cfg)}"
-    train = ts.split("train")
-    encoder = FeatureEncoder.fit(train, ts.users, ts.items, ts.columns)
-    model = TwoTower(encoder, cfg.model).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-    )
-    user_t = {
-        k: v.to(device) for k, v in encoder.user.encode(train["user_id"].tolist(), train).items()
-    }
-    item_t = {
-        k: v.to(device) for k, v in encoder.item.encode(train["item_id"].tolist(), train).items()
-    }
-    counts = np.bincount(item_t["id"].cpu().numpy(), minlength=len(encoder.item.ids) + 1).astype(
-        "float64"
-    )
-    log_q_all = (
-        torch.from_numpy(np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0)))
-        .float()
-        .to(device)
-    )
-
-    use_mlflow = log_mlflow and d.main
-    client = None
-    if use_mlflow:
-        from training.registry import configure_mlflow
-
-        client = configure_mlflow()
-    ckpt = find_checkpoint(run_key, client)
-    if (
-        d.enabled
-    ):  # every rank resumes from the same checkpoint (rank 0 may have found it in MLflow)
-        holder = [ckpt]
-        torch_dist.broadcast_object_list(holder, src=0)
-        ckpt = holder[0]
-    start_epoch, best, best_state, history, bad_epochs, mlflow_run_id = 0, -1.0, None, [], 0, None
-    if ckpt is not None:
-        check_compatible(ckpt, cfg, encoder, run_key)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, best, best_state = ckpt["epoch"], ckpt["best_metric"], ckpt["best_state"]
-        history, bad_epochs, mlflow_run_id = (
-            ckpt["history"],
-            ckpt["bad_epochs"],
-            ckpt.get("mlflow_run_id"),
-        )
-        if d.main:
-            log.info("resumed %s from epoch %d (best val NDCG@10 %.4f)", run_key, start_epoch, best)
-    resumed_from = start_epoch
-
-    ddp_model = model
-    if d.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    run_ctx = contextlib.nullcontext()
-    if use_mlflow:
-        import mlflow
-
-        from training.registry import experiment_id
-
-        run_tags = {
-            "run_key": run_key,
-            "data_window_start": ts.meta["window_start"],
-            "data_window_end": ts.meta["window_end"],
-            "holdout_start": ts.meta["holdout_start"],
-            "feature_service": ts.meta["feature_service"],
-            "validation_ids": ",".join(ts.meta.get("validation_ids", [])),
-            "git_commit": git_commit(),
-            "trigger": "manual",
-            "device": str(device),
-            "world_size": str(d.world_size),
-            **(tags or {}),
-        }
-        run_ctx = mlflow.start_run(
-            run_id=mlflow_run_id,
-            experiment_id=None if mlflow_run_id else experiment_id(client),
-            run_name=None if mlflow_run_id else f"train-{ts.meta['window_end']}",
-            tags=run_tags,
-            log_system_metrics=True,
-        )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    rows_trained, train_seconds = 0, 0.0
-    with run_ctx as active:
-        if use_mlflow:
-            mlflow_run_id = active.info.run_id
-            if resumed_from == 0:
-                mlflow.log_params(
-                    cfg.flat()
-                    | {
-                        "data.location": str(
-                            data if not isinstance(data, TrainingSet) else "in-memory"
-                        )
-                    }
-                )
-                mlflow.log_dict(ts.meta, "training_set_meta.json")
-            else:
-                mlflow.set_tag("resumed_from_epoch", str(resumed_from))
-        stop = bad_epochs >= cfg.train.patience
-        epoch = start_epoch
-        while not stop and epoch < cfg.train.epochs:
-            epoch += 1
-            ddp_model.train()
-            t0 = time.perf_counter()
-            losses = []
-            for idx_np in _batches(len(train), cfg.train.batch_size, cfg.train.seed, epoch, d):
-                idx = torch.from_numpy(idx_np).to(device)
-                u = {k: v[idx] for k, v in user_t.items()}
-                i = {k: v[idx] for k, v in item_t.items()}
-                with autocast:
-                    loss = ddp_model(u, i, log_q_all[i["id"]])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                rows_trained += len(idx_np) * d.world_size
-            train_seconds += time.perf_counter() - t0
-            entry = {
-                "epoch": epoch,
-                "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            }
-            flag = torch.zeros(1)
-            if d.main:
-                model.eval()
-                val = validation_metrics(model, encoder, ts, cfg)
-                entry |= {f"val_{k}": v for k, v in val.items() if k != "users"}
-                score = val.get("ndcg_at_10", -entry["train_loss"])
-                if score > best:
-                    best, bad_epochs = score, 0
-                    best_state = {
-                        k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-                    }
-                else:
-                    bad_epochs += 1
-                history.append(entry)
-                log.info(
-                    "epoch %d: %s", epoch, json.dumps({k: round(v, 5) for k, v in entry.items()})
-                )
-                if use_mlflow:
-                    mlflow.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=epoch)
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "config": cfg.to_dict(),
-                    "encoder": encoder.to_dict(),
-                    "epoch": epoch,
-                    "best_metric": best,
-                    "best_state": best_state,
-                    "bad_epochs": bad_epochs,
-                    "history": history,
-                    "mlflow_run_id": mlflow_run_id,
-                    "run_key": run_key,
-                }
-                save_checkpoint(state, run_key, log_artifact=use_mlflow)
-                stop = bad_epochs >= cfg.train.patience
-                flag[0] = float(stop)
-            if d.enabled:
-                torch_dist.broadcast(flag, src=0)
-                stop = bool(flag[0])
-            if cfg.train.epoch_delay_s:
-                time.sleep(cfg.train.epoch_delay_s)
-        epochs_run = epoch
-        result = TrainResult(
-            mlflow_run_id,
-            None,
-            epochs_run,
-            0,
-            resumed_from,
-            {},
-            rows_trained / train_seconds if train_seconds else 0.0,
-        )
-        if d.main:
-            if best_state is not None:
-                model.load_state_dict(best_state)
-            model.eval()
-            best_epoch = (
-                max(history, key=lambda h: h.get("val_ndcg_at_10", -h["train_loss"]))["epoch"]
-                if history
-                else 0
-            )
-            retriever = Retriever(model, encoder, ts.items, ts.users)
-            metrics = holdout_metrics(retriever, ts, cfg)
-            metrics["interactions_per_s"] = result.interactions_per_s
-            metrics["best_epoch"] = float(best_epoch)
-            if device.type == "cuda":
-                metrics["gpu_max_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-            result.metrics, result.best_epoch = metrics, best_epoch
-            log.info("holdout: %s", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-            if use_mlflow:
-                result.model_uri = _log_outcome(
-                    model, encoder, cfg, ts, retriever, history, metrics
-                )
-    if d.enabled:
-        torch_dist.barrier()
-    if d.main:  # finished: a later run with this key starts afresh (the run keeps its artifact)
-        import shutil
-
-        shutil.rmtree(checkpoint_dir(run_key), ignore_errors=True)
-    return result
-
-
-def _log_outcome(model, encoder, cfg, ts, retriever, history, metrics) -> str:
-    import mlflow
-
-    from training.pyfunc import log_recommender, save_artifacts
-
-    mlflow.log_metrics(metrics)
-    with tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_artifact(str(curve_plot(history, Path(tmp) / "training_curve.png")))
-        folder = save_artifacts(
-            Path(tmp) / "recommender",
-            model,
-            encoder,
-            cfg,
-            retriever.item_ids,
-            retriever.item_embeddings,
-            ts.users,
-        )
-        info = log_recommender(
-            folder,
-            sorted(ts.holdout["user_id"].unique())[:2],
-            encoder.user.numeric,
-            list(encoder.user.categorical),
-        )
-    return info.model_uri
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -617,9 +672,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainingConfig.load(args.config, args.set)
         data = args.data
         if args.build_end_day:
-            from core.lake import get_lake
-            from training.data import build_training_set
-
             data = build_training_set(get_lake(), args.build_end_day, cfg.data, data)["location"]
         if not data:
             raise FlywheelError("--data (a training set location) or --build-end-day is required")

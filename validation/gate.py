@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ContractError
+from validation import suites
 from validation.config import DEFAULT, GateConfig
 
 if TYPE_CHECKING:
@@ -97,8 +98,6 @@ class Gate:
 
     def _checkpoint(self, table: str, kind: str):
         import great_expectations as gx
-
-        from validation import suites
 
         name = f"{table}_{kind}"
         cp = self._checkpoints.get(name)

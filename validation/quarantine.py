@@ -11,7 +11,7 @@ import html
 import json
 from typing import TYPE_CHECKING
 
-from core.lake import partition_prefix
+from core.lake import QUARANTINE, partition_prefix
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -23,7 +23,7 @@ REPORT_NAME = "validation_report.html"
 
 
 def quarantine_prefix(table: str, day: dt.date) -> str:
-    return partition_prefix("quarantine", table, day)
+    return partition_prefix(QUARANTINE, table, day)
 
 
 def quarantine(

@@ -30,7 +30,7 @@ from core.contract import (
 if TYPE_CHECKING:
     import great_expectations as gx
 
-#: Arrow type names the contract's column types conform to (see ``ingest.conform``).
+#: Arrow type names the contract's column types conform to (see ``ingestion.conform``).
 ARROW_TYPE_NAMES = {"string": "string", "float64": "double", "timestamp": "timestamp[us, tz=UTC]"}
 
 
@@ -83,115 +83,137 @@ def _not_null(table: str) -> list:
     ]
 
 
+def _events_expectations() -> list:
+    """Value rules of the day's events (cross-day inputs come as suite parameters)."""
+    import great_expectations.expectations as gxe
+
+    # GX registers the custom expectation when its module is imported, and that module
+    # imports GX: imported here, with GX, so that importing the suites stays light
+    from validation.expectations import ExpectValueToMatchEventType
+
+    return [
+        # duplicates inflate popularity and leak between train and test
+        gxe.ExpectColumnValuesToBeUnique(
+            column="event_id", meta={"rule": "event_id unique in the batch"}
+        ),
+        # an event validated on another day must not be counted twice (re-sent exports)
+        gxe.ExpectColumnValuesToNotBeInSet(
+            column="event_id",
+            value_set=_p("event_ids_seen"),
+            meta={"rule": "event_id not already in validated data"},
+        ),
+        # unknown types have no meaning for the model
+        gxe.ExpectColumnValuesToBeInSet(
+            column="event_type",
+            value_set=list(EVENT_TYPES),
+            meta={"rule": "allowed event_type"},
+        ),
+        # ratings are on a 1-5 scale; implicit feedback carries no magnitude (1.0). One
+        # pass over (event_type, value): see validation.expectations for why not two
+        # row-conditioned checks
+        ExpectValueToMatchEventType(
+            column_A="event_type",
+            column_B="value",
+            rated_type="rating",
+            min_value=RATING_MIN,
+            max_value=RATING_MAX,
+            implicit_value=IMPLICIT_VALUE,
+            meta={"rule": "value in 1-5 for ratings, 1.0 otherwise", "column": "value"},
+        ),
+        # events belong to the day they are filed under (late/early clocks tolerated)
+        gxe.ExpectColumnValuesToBeBetween(
+            column="event_ts",
+            min_value=_p("ts_min"),
+            max_value=_p("ts_max"),
+            meta={"rule": "event_ts inside the data interval"},
+        ),
+        # a timestamp after the moment of validation is a broken clock
+        gxe.ExpectColumnValuesToBeBetween(
+            column="event_ts", max_value=_p("now"), meta={"rule": "event_ts not in the future"}
+        ),
+        # an event on an item nobody created cannot be joined to item features
+        gxe.ExpectColumnValuesToNotBeInSet(
+            column="item_id",
+            value_set=_p("unknown_item_ids"),
+            meta={"rule": "item_id known from items (catalog so far or same day)"},
+        ),
+        # a collapse or flood of volume means a broken export, not a change in users
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=_p("min_rows"),
+            max_value=_p("max_rows"),
+            meta={"rule": "row volume within the band of trailing days"},
+        ),
+    ]
+
+
+def _items_expectations() -> list:
+    """Value rules of the day's items."""
+    import great_expectations.expectations as gxe
+
+    return [
+        # one row per item: duplicates make the catalog ambiguous
+        gxe.ExpectColumnValuesToBeUnique(
+            column="item_id", meta={"rule": "item_id unique in the batch"}
+        ),
+        # negative prices are export errors
+        gxe.ExpectColumnValuesToBeBetween(
+            column="price", min_value=0.0, meta={"rule": "price >= 0"}
+        ),
+        # the catalog cannot contain items from the future
+        gxe.ExpectColumnValuesToBeBetween(
+            column="created_ts",
+            max_value=_p("ts_max"),
+            meta={"rule": "created_ts not after the day"},
+        ),
+    ]
+
+
+def _users_expectations() -> list:
+    """Value rules of the day's users."""
+    import great_expectations.expectations as gxe
+
+    return [
+        # one row per user: duplicates double-count signups
+        gxe.ExpectColumnValuesToBeUnique(
+            column="user_id", meta={"rule": "user_id unique in the batch"}
+        ),
+        # country feeds features and reports; free text is not a country. The allowed set
+        # is the batch's distinct values that are ISO codes (``iso_countries``, computed at
+        # run time): the same rule as the full ISO list, but GX serialises a handful of
+        # values per check instead of 250.
+        gxe.ExpectColumnValuesToBeInSet(
+            column="country",
+            value_set=_p("iso_countries"),
+            meta={"rule": "country is ISO 3166-1 alpha-2"},
+        ),
+        # age bands are a closed vocabulary
+        gxe.ExpectColumnValuesToBeInSet(
+            column="age_bucket",
+            value_set=list(AGE_BUCKETS),
+            meta={"rule": "allowed age_bucket"},
+        ),
+        # nobody signs up in the future
+        gxe.ExpectColumnValuesToBeBetween(
+            column="signup_ts",
+            max_value=_p("ts_max"),
+            meta={"rule": "signup_ts not after the day"},
+        ),
+    ]
+
+
+#: The value rules of each raw table, besides its not-null rules.
+_VALUE_RULES = {
+    "events": _events_expectations,
+    "items": _items_expectations,
+    "users": _users_expectations,
+}
+
+
 def data_suite(table: str) -> gx.ExpectationSuite:
     """Value rules of one raw table; parameters are listed in :func:`parameter_names`."""
     import great_expectations as gx
-    import great_expectations.expectations as gxe
 
-    from validation.expectations import ExpectValueToMatchEventType
-
-    exps = _not_null(table)
-    if table == "events":
-        exps += [
-            # duplicates inflate popularity and leak between train and test
-            gxe.ExpectColumnValuesToBeUnique(
-                column="event_id", meta={"rule": "event_id unique in the batch"}
-            ),
-            # an event validated on another day must not be counted twice (re-sent exports)
-            gxe.ExpectColumnValuesToNotBeInSet(
-                column="event_id",
-                value_set=_p("event_ids_seen"),
-                meta={"rule": "event_id not already in validated data"},
-            ),
-            # unknown types have no meaning for the model
-            gxe.ExpectColumnValuesToBeInSet(
-                column="event_type",
-                value_set=list(EVENT_TYPES),
-                meta={"rule": "allowed event_type"},
-            ),
-            # ratings are on a 1-5 scale; implicit feedback carries no magnitude (1.0). One
-            # pass over (event_type, value): see validation.expectations for why not two
-            # row-conditioned checks
-            ExpectValueToMatchEventType(
-                column_A="event_type",
-                column_B="value",
-                rated_type="rating",
-                min_value=RATING_MIN,
-                max_value=RATING_MAX,
-                implicit_value=IMPLICIT_VALUE,
-                meta={"rule": "value in 1-5 for ratings, 1.0 otherwise", "column": "value"},
-            ),
-            # events belong to the day they are filed under (late/early clocks tolerated)
-            gxe.ExpectColumnValuesToBeBetween(
-                column="event_ts",
-                min_value=_p("ts_min"),
-                max_value=_p("ts_max"),
-                meta={"rule": "event_ts inside the data interval"},
-            ),
-            # a timestamp after the moment of validation is a broken clock
-            gxe.ExpectColumnValuesToBeBetween(
-                column="event_ts", max_value=_p("now"), meta={"rule": "event_ts not in the future"}
-            ),
-            # an event on an item nobody created cannot be joined to item features
-            gxe.ExpectColumnValuesToNotBeInSet(
-                column="item_id",
-                value_set=_p("unknown_item_ids"),
-                meta={"rule": "item_id known from items (catalog so far or same day)"},
-            ),
-            # a collapse or flood of volume means a broken export, not a change in users
-            gxe.ExpectTableRowCountToBeBetween(
-                min_value=_p("min_rows"),
-                max_value=_p("max_rows"),
-                meta={"rule": "row volume within the band of trailing days"},
-            ),
-        ]
-    elif table == "items":
-        exps += [
-            # one row per item: duplicates make the catalog ambiguous
-            gxe.ExpectColumnValuesToBeUnique(
-                column="item_id", meta={"rule": "item_id unique in the batch"}
-            ),
-            # negative prices are export errors
-            gxe.ExpectColumnValuesToBeBetween(
-                column="price", min_value=0.0, meta={"rule": "price >= 0"}
-            ),
-            # the catalog cannot contain items from the future
-            gxe.ExpectColumnValuesToBeBetween(
-                column="created_ts",
-                max_value=_p("ts_max"),
-                meta={"rule": "created_ts not after the day"},
-            ),
-        ]
-    elif table == "users":
-        exps += [
-            # one row per user: duplicates double-count signups
-            gxe.ExpectColumnValuesToBeUnique(
-                column="user_id", meta={"rule": "user_id unique in the batch"}
-            ),
-            # country feeds features and reports; free text is not a country. The allowed set
-            # is the batch's distinct values that are ISO codes (``iso_countries``, computed at
-            # run time): the same rule as the full ISO list, but GX serialises a handful of
-            # values per check instead of 250.
-            gxe.ExpectColumnValuesToBeInSet(
-                column="country",
-                value_set=_p("iso_countries"),
-                meta={"rule": "country is ISO 3166-1 alpha-2"},
-            ),
-            # age bands are a closed vocabulary
-            gxe.ExpectColumnValuesToBeInSet(
-                column="age_bucket",
-                value_set=list(AGE_BUCKETS),
-                meta={"rule": "allowed age_bucket"},
-            ),
-            # nobody signs up in the future
-            gxe.ExpectColumnValuesToBeBetween(
-                column="signup_ts",
-                max_value=_p("ts_max"),
-                meta={"rule": "signup_ts not after the day"},
-            ),
-        ]
-    else:
-        raise KeyError(table)
+    exps = _not_null(table) + _VALUE_RULES[table]()  # KeyError for a table without a suite
     suite = gx.ExpectationSuite(name=f"{table}_data")
     for exp in exps:
         suite.add_expectation(exp)

@@ -8,6 +8,7 @@ import json
 import typer
 
 from core.errors import FlywheelError
+from flywheel.airflow_env import ensure_db, run_airflow
 
 
 def register(app: typer.Typer) -> None:
@@ -18,8 +19,6 @@ def register(app: typer.Typer) -> None:
     )
     def airflow_cmd(ctx: typer.Context) -> None:
         """Run the airflow CLI with Flywheel's embedded configuration (e.g. `flywheel airflow standalone`)."""
-        from flywheel.airflow_env import ensure_db, run_airflow
-
         if ctx.args[:1] == ["standalone"]:
             ensure_db()  # the pools our DAGs need exist before the scheduler starts
         raise typer.Exit(run_airflow(list(ctx.args)))
@@ -36,8 +35,6 @@ def register(app: typer.Typer) -> None:
         conf: str | None = typer.Option(None, "--conf", help="JSON run configuration"),
     ) -> None:
         """Run one DAG run through Airflow's own dag.test(); exit non-zero when the run fails."""
-        from flywheel.airflow_env import ensure_db, run_airflow
-
         try:
             day = dt.date.fromisoformat(date)
         except ValueError:

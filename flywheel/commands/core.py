@@ -6,27 +6,25 @@ import json
 
 import typer
 
+from core.contract import markdown
+from core.privacy import pseudonymise
+from core.settings import get_settings
+
 
 def register(app: typer.Typer) -> None:
     @app.command("contract")
     def contract_cmd() -> None:
         """Print the raw-data contract as Markdown."""
-        from core.contract import markdown
-
         typer.echo(markdown())
 
     @app.command("pseudonymise")
     def pseudonymise_cmd(user_id: str = typer.Argument(..., help="Raw user id")) -> None:
         """Print the pseudonym of a raw user id (for support requests)."""
-        from core.privacy import pseudonymise
-
         typer.echo(pseudonymise(user_id))
 
     @app.command("settings")
     def settings_cmd() -> None:
         """Print the effective settings (secrets hidden) as JSON."""
-        from core.settings import get_settings
-
         s = get_settings()
         data = json.loads(s.model_dump_json())
         data["airflow_home"] = str(s.airflow_home)

@@ -6,6 +6,8 @@ import datetime as dt
 
 import typer
 
+from flywheel.demo import DemoConfig, run_demo
+
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
@@ -36,8 +38,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Simulate a month, run the loop through Airflow's scheduler, print what happened."""
-        from flywheel.demo import DemoConfig, run_demo
-
         run_demo(
             DemoConfig(
                 days=days,

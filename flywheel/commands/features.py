@@ -7,10 +7,20 @@ import json
 
 import typer
 
+from core.privacy import pseudonymise
+from features.compute import FeatureError
+from features.store import (
+    apply_if_changed,
+    check_freshness,
+    compute_day,
+    materialize_days,
+    online_features,
+    render_yaml,
+    require_online,
+)
+
 
 def _day(value: str) -> dt.date:
-    from features import FeatureError
-
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
@@ -23,63 +33,56 @@ def _records(frame) -> dict:
     return row[0] if row else {}
 
 
+def get_cmd(
+    user: str = typer.Option(None, "--user", help="Raw or pseudonymous (p_…) user id"),
+    item: str = typer.Option(None, "--item", help="Item id"),
+) -> None:
+    """Print the online features of recommender_v1 for a user and/or an item as JSON."""
+    if user is None and item is None:
+        raise FeatureError("give --user and/or --item")
+    uid = pseudonymise(user) if user is not None else None
+    frames = online_features(
+        user_ids=[uid] if uid is not None else None,
+        item_ids=[item] if item is not None else None,
+    )
+    out = {}
+    if "users" in frames:
+        require_online(frames["users"], "user_id")
+        out["user"] = _records(frames["users"])
+    if "items" in frames:
+        require_online(frames["items"], "item_id")
+        out["item"] = _records(frames["items"])
+    typer.echo(json.dumps(out, indent=2))
+
+
+def apply_cmd() -> None:
+    """`feast apply` feature_repo/ when it differs from the registry; render the store yaml."""
+    result = apply_if_changed()
+    result["feature_store_yaml"] = str(render_yaml())
+    typer.echo(json.dumps(result, indent=2))
+
+
+def compute_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
+    """Compute a day's feature partitions from validated data."""
+    typer.echo(json.dumps(compute_day(_day(day)), indent=2))
+
+
+def materialize_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
+    """Apply if needed, materialize a day into the online store, check freshness."""
+    apply_if_changed()
+    done = materialize_days([_day(day)])
+    newest = max(dt.date.fromisoformat(m["day"]) for m in done)
+    typer.echo(json.dumps({"materialized": done, "freshness": check_freshness(newest)}, indent=2))
+
+
 def register(app: typer.Typer) -> None:
+    """Add ``flywheel features get|apply|compute|materialize`` to ``app``."""
     features = typer.Typer(
         help="Feast feature store: online lookups, apply, compute, materialize.",
         no_args_is_help=True,
     )
+    features.command("get")(get_cmd)
+    features.command("apply")(apply_cmd)
+    features.command("compute")(compute_cmd)
+    features.command("materialize")(materialize_cmd)
     app.add_typer(features, name="features")
-
-    @features.command("get")
-    def get_cmd(
-        user: str = typer.Option(None, "--user", help="Raw or pseudonymous (p_…) user id"),
-        item: str = typer.Option(None, "--item", help="Item id"),
-    ) -> None:
-        """Print the online features of recommender_v1 for a user and/or an item as JSON."""
-        from core.privacy import pseudonymise
-        from features import FeatureError
-        from features.store import online_features, require_online
-
-        if user is None and item is None:
-            raise FeatureError("give --user and/or --item")
-        uid = pseudonymise(user) if user is not None else None
-        frames = online_features(
-            user_ids=[uid] if uid is not None else None,
-            item_ids=[item] if item is not None else None,
-        )
-        out = {}
-        if "users" in frames:
-            require_online(frames["users"], "user_id")
-            out["user"] = _records(frames["users"])
-        if "items" in frames:
-            require_online(frames["items"], "item_id")
-            out["item"] = _records(frames["items"])
-        typer.echo(json.dumps(out, indent=2))
-
-    @features.command("apply")
-    def apply_cmd() -> None:
-        """`feast apply` feature_repo/ when it differs from the registry; render the store yaml."""
-        from features.store import apply_if_changed, render_yaml
-
-        result = apply_if_changed()
-        result["feature_store_yaml"] = str(render_yaml())
-        typer.echo(json.dumps(result, indent=2))
-
-    @features.command("compute")
-    def compute_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
-        """Compute a day's feature partitions from validated data."""
-        from features.store import compute_day
-
-        typer.echo(json.dumps(compute_day(_day(day)), indent=2))
-
-    @features.command("materialize")
-    def materialize_cmd(day: str = typer.Option(..., "--day", help="YYYY-MM-DD")) -> None:
-        """Apply if needed, materialize a day into the online store, check freshness."""
-        from features.store import apply_if_changed, check_freshness, materialize_days
-
-        apply_if_changed()
-        done = materialize_days([_day(day)])
-        newest = max(dt.date.fromisoformat(m["day"]) for m in done)
-        typer.echo(
-            json.dumps({"materialized": done, "freshness": check_freshness(newest)}, indent=2)
-        )

@@ -4,61 +4,63 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 
 import typer
 
+from core.errors import FlywheelError
+from core.lake import get_lake
+from core.settings import get_settings
+from serving.ab import ab_report, format_report
+from serving.app import create_app
+
+
+def serve_cmd(
+    host: str = typer.Option(None, "--host", help="Bind address (default: settings.serve_host)"),
+    port: int = typer.Option(None, "--port", help="Port (default: settings.serve_port)"),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+) -> None:
+    """Serve recommendations from the champion model (FastAPI on uvicorn).
+
+    Follows the champion/challenger aliases in MLflow, logs impressions and feedback to the
+    raw lake in batches, flushes them on Ctrl-C/SIGTERM.
+    """
+    import uvicorn
+
+    s = get_settings()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(s),
+        host=host or s.serve_host,
+        port=port or s.serve_port,
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+def _day(value: str | None, name: str) -> dt.date | None:
+    """``--start``/``--end`` as a date (None when not given)."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise FlywheelError(f"--{name} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def ab_report_cmd(
+    start: str = typer.Option(None, "--start", help="First day YYYY-MM-DD (default: all)"),
+    end: str = typer.Option(None, "--end", help="Last day YYYY-MM-DD (default: all)"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
+) -> None:
+    """Per-variant click-through (champion vs challenger) with Wilson 95% intervals."""
+    report = ab_report(get_lake(), _day(start, "start"), _day(end, "end"))
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("serve")
-    def serve_cmd(
-        host: str = typer.Option(
-            None, "--host", help="Bind address (default: settings.serve_host)"
-        ),
-        port: int = typer.Option(None, "--port", help="Port (default: settings.serve_port)"),
-        log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
-    ) -> None:
-        """Serve recommendations from the champion model (FastAPI on uvicorn).
-
-        Follows the champion/challenger aliases in MLflow, logs impressions and feedback to the
-        raw lake in batches, flushes them on Ctrl-C/SIGTERM.
-        """
-        import logging
-
-        import uvicorn
-
-        from core.settings import get_settings
-        from serving.app import create_app
-
-        s = get_settings()
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        uvicorn.run(
-            create_app(s),
-            host=host or s.serve_host,
-            port=port or s.serve_port,
-            log_level=log_level,
-            access_log=False,
-        )
-
-    @app.command("ab-report")
-    def ab_report_cmd(
-        start: str = typer.Option(None, "--start", help="First day YYYY-MM-DD (default: all)"),
-        end: str = typer.Option(None, "--end", help="Last day YYYY-MM-DD (default: all)"),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
-    ) -> None:
-        """Per-variant click-through (champion vs challenger) with Wilson 95% intervals."""
-        from core.errors import FlywheelError
-        from core.lake import get_lake
-        from serving.ab import ab_report, format_report
-
-        def day(value: str | None, name: str) -> dt.date | None:
-            if value is None:
-                return None
-            try:
-                return dt.date.fromisoformat(value)
-            except ValueError:
-                raise FlywheelError(f"--{name} {value!r} is not a date (YYYY-MM-DD)") from None
-
-        report = ab_report(get_lake(), day(start, "start"), day(end, "end"))
-        typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    """Add ``flywheel serve`` and ``flywheel ab-report`` to ``app``."""
+    app.command("serve")(serve_cmd)
+    app.command("ab-report")(ab_report_cmd)

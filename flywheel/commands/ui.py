@@ -16,8 +16,10 @@ from pathlib import Path
 
 import typer
 
+from core.settings import Settings, get_settings
 
-def ui_urls(settings) -> dict[str, str]:
+
+def ui_urls(settings: Settings) -> dict[str, str]:
     """Where each UI listens (embedded profile: loopback, ports from the settings)."""
     host = settings.airflow_host
     return {
@@ -28,7 +30,8 @@ def ui_urls(settings) -> dict[str, str]:
     }
 
 
-def evidently_command(settings) -> list[str]:
+def evidently_command(settings: Settings) -> list[str]:
+    """The Evidently UI on the drift workspace."""
     return [
         str(Path(sys.executable).parent / "evidently"),
         "ui",
@@ -41,7 +44,8 @@ def evidently_command(settings) -> list[str]:
     ]
 
 
-def mlflow_command(settings) -> list[str]:
+def mlflow_command(settings: Settings) -> list[str]:
+    """The MLflow UI on the tracking store (one worker: a UI for one person)."""
     return [
         str(Path(sys.executable).parent / "mlflow"),
         "ui",
@@ -65,8 +69,6 @@ def register(app: typer.Typer) -> None:
         urls_only: bool = typer.Option(False, "--urls", help="Only print the URLs (start nothing)"),
     ) -> None:
         """Start the Evidently UI on the drift workspace (and MLflow's); print every UI's URL."""
-        from core.settings import get_settings
-
         s = get_settings()
         urls = ui_urls(s)
         width = max(len(k) for k in urls)

@@ -16,7 +16,7 @@ def dag(airflow_db):
 
 
 def test_shape_schedule_queue_pool_and_params(dag):
-    from training.config import TrainingConfig
+    from training.config import PARAM_KEYS, TrainingConfig, config_from_params
 
     assert [t.task_id for t in dag.topological_sort()] == [
         "build_training_set",
@@ -39,18 +39,28 @@ def test_shape_schedule_queue_pool_and_params(dag):
     assert {"evaluate", "build_training_set"} <= {
         t.task_id for t in dag.get_task("register").upstream_list
     }
+    # every training Param defaults to "use the config" and names the config's value
     defaults = TrainingConfig()
+    for name, key in PARAM_KEYS.items():
+        param = dag.params.get_param(name)
+        assert param.value is None, name
+        assert f"{key} ({defaults.value(key)})" in param.description, param.description
+    assert (
+        defaults.train.epochs,
+        defaults.train.lr,
+        defaults.model.embedding_dim,
+        defaults.data.window_days,
+        defaults.promotion.margin,
+        defaults.data.feature_source,
+    ) == tuple(defaults.value(k) for k in PARAM_KEYS.values())
+    # an Airflow run with the default Params trains with TrainingConfig's defaults
     params = {k: dag.params[k] for k in dag.params}
-    assert params["epochs"] == defaults.train.epochs
-    assert params["learning_rate"] == defaults.train.lr
-    assert params["embedding_dim"] == defaults.model.embedding_dim
-    assert params["window_days"] == defaults.data.window_days
-    assert params["promotion_margin"] == defaults.promotion.margin
-    assert params["feature_source"] == defaults.data.feature_source
+    assert config_from_params(params) == defaults
 
 
 def test_trigger_summary_and_end_day():
-    from training.pipeline import config_from_params, resolve_end_day, summarise_events
+    from training.config import config_from_params
+    from training.pipeline import resolve_end_day, summarise_events
 
     events = {
         "flywheel://features": [
@@ -94,15 +104,17 @@ def test_trigger_summary_and_end_day():
 def test_manual_run_trains_registers_and_promotes(dag, fw_home, lake, caplog):
     from airflow.models.pool import Pool
 
+    from tests.fixtures.lake import write_simulated
+    from tests.fixtures.models import seed_tracking_db
+    from training.config import TrainingConfig
     from training.registry import configure_mlflow
-    from training.simdata import seed_tracking_db, simulated_validated
 
     # the DAG's train task runs in pool "training": the demo setup creates it the same way
     Pool.create_or_update_pool(
         "training", slots=1, description="one training at a time", include_deferred=False
     )
     seed_tracking_db(fw_home)
-    end = simulated_validated(lake, days=8, users=300, items=120, seed=3)
+    end = write_simulated(lake, days=8, users=300, items=120, seed=3)
     conf = {"end_day": end.isoformat(), "epochs": 5, "window_days": 8, "feature_source": "contract"}
     run = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf=conf)
     assert run.state == "success", [(ti.task_id, ti.state) for ti in run.get_task_instances()]
@@ -119,11 +131,20 @@ def test_manual_run_trains_registers_and_promotes(dag, fw_home, lake, caplog):
         "train_recommender/"
     )
     assert lake.exists(f"training_sets/dt={end.isoformat()}/train.parquet")
+    # the Params left empty (learning_rate, embedding_dim, promotion_margin) kept the config's
+    # values: the run trained with TrainingConfig's defaults plus the conf
+    expected = TrainingConfig().merged(
+        {"train": {"epochs": 5}, "data": {"window_days": 8, "feature_source": "contract"}}
+    )
+    logged = client.get_run(mv.run_id).data.params
+    assert {k: logged[k] for k in expected.flat()} == {
+        k: str(v) for k, v in expected.flat().items()
+    }
     assert "PROMOTED to champion" in caplog.text or "promoted" in caplog.text
 
 
 def test_manual_run_without_data_fails_with_the_reason(dag, fw_home, lake):
-    from training.simdata import seed_tracking_db
+    from tests.fixtures.models import seed_tracking_db
 
     seed_tracking_db(fw_home)
     conf = {"end_day": "2026-03-01", "feature_source": "contract"}

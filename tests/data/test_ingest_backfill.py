@@ -18,8 +18,8 @@ DAYS = 2
 
 @pytest.mark.slow
 def test_backfill_equals_single_runs(airflow_db, lake, fw_home, tmp_path, monkeypatch):
+    from flywheel.backfill import airflow_backfill
     from flywheel.processes import free_port
-    from ingestion.pipeline import airflow_backfill
 
     monkeypatch.setenv("FLYWHEEL_AIRFLOW_PORT", str(free_port()))
     for k in range(DAYS):

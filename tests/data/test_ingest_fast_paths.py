@@ -13,7 +13,9 @@ import pyarrow.compute as pc
 import pytest
 
 from core.privacy import pseudonymise, pseudonymise_array, pseudonymise_many
-from ingestion.pipeline import Pseudonyms, encode_strings, gx_frame
+from ingestion.conform import encode_strings
+from ingestion.gate import gx_frame
+from ingestion.publish import Pseudonyms
 
 IDS = ["", "u1", "ü日本", "x" * 3000, "p_" + "a" * 24, "p_short", "p_" + "é" * 24, "u1"]
 KEYS = [b"", b"k", b"x" * 64, b"y" * 65, b"z" * 200, "ключ".encode()]

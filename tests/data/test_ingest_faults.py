@@ -14,9 +14,10 @@ import shutil
 import pytest
 
 from core.lake import Lake
-from ingestion.pipeline import ingest_day, read_quality_history
+from ingestion.pipeline import ingest_day
 from simulation.simulator import inject_fault, repair_fault, simulate
 from validation.gate import GateFailure
+from validation.results import read_quality_history
 
 D0 = dt.date(2026, 1, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

@@ -12,8 +12,9 @@ import pytest
 
 from core.lake import Lake
 from core.privacy import is_pseudonym, pseudonymise
-from ingestion.pipeline import ingest_day, read_quality_history
+from ingestion.pipeline import ingest_day
 from simulation.simulator import SimConfig, simulate
+from validation.results import read_quality_history
 
 D0 = dt.date(2026, 1, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

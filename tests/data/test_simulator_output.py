@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from core.contract import AGE_BUCKETS, EVENT_TYPES, ISO_COUNTRIES, TABLES
-from core.lake import Lake
+from core.lake import RAW, Lake, part_key, partition_prefix
 from simulation.simulator import load_truth, simulate
 
 D0 = dt.date(2026, 1, 5)  # a Monday: two full weeks
@@ -26,8 +26,8 @@ def run(tmp_path_factory):
 def frames(lake: Lake, table: str) -> pd.DataFrame:
     """All partitions of a raw table, with the partition day in ``dt``."""
     parts = []
-    for day in lake.partitions("raw", table):
-        t = lake.read_parquet(f"raw/{table}/dt={day}/")
+    for day in lake.partitions(RAW, table):
+        t = lake.read_parquet(partition_prefix(RAW, table, day))
         assert t.schema.equals(TABLES[table].arrow_schema()), (table, day)
         parts.append(t.to_pandas().assign(dt=day))
     return pd.concat(parts, ignore_index=True)
@@ -42,7 +42,7 @@ def test_same_seed_same_bytes_other_seed_other_data(run, tmp_path):
     assert all(lake.read_bytes(k) == again.read_bytes(k) for k in keys)
     other = Lake.from_uri(str(tmp_path / "other"))
     simulate(other, days=2, users=800, items=200, seed=8, start=D0)
-    key = f"raw/events/dt={D0}/part-00000.parquet"
+    key = part_key(RAW, "events", D0)
     assert other.read_bytes(key) != lake.read_bytes(key)
 
 
@@ -50,7 +50,7 @@ def test_partitions_follow_the_contract(run):
     lake, summary = run
     days = [D0 + dt.timedelta(days=d) for d in range(DAYS)]
     for table in TABLES:
-        assert lake.partitions("raw", table) == days
+        assert lake.partitions(RAW, table) == days
     ev, items, users = frames(lake, "events"), frames(lake, "items"), frames(lake, "users")
     assert len(ev) == summary.total_events > 30_000
     for df in (ev, items, users):

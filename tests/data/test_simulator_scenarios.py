@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from core.contract import TABLES
-from core.lake import Lake
+from core.lake import RAW, Lake, part_key, partition_prefix
 from simulation.simulator import SHIFTS, SimConfig, load_truth, simulate
 
 D0 = dt.date(2026, 1, 1)
@@ -35,8 +35,8 @@ def events(lake: Lake) -> pd.DataFrame:
     def read(table):
         return pd.concat(
             [
-                lake.read_parquet(f"raw/{table}/dt={d}/").to_pandas().assign(dt=d)
-                for d in lake.partitions("raw", table)
+                lake.read_parquet(partition_prefix(RAW, table, d)).to_pandas().assign(dt=d)
+                for d in lake.partitions(RAW, table)
             ]
         )
 
@@ -78,7 +78,7 @@ def test_days_before_the_shift_equal_the_stable_run(lakes, scenario):
     stable, shifted = lakes["stable"], lakes[scenario]
     for table in TABLES:
         for k in range(SHIFT):
-            key = f"raw/{table}/dt={day(k)}/part-00000.parquet"
+            key = part_key(RAW, table, day(k))
             assert shifted.read_bytes(key) == stable.read_bytes(key), key
     meta = json.loads(shifted.read_text("sim/meta.json"))
     assert (meta["scenario"], meta["shift_day"], meta["shift_date"]) == (
@@ -107,8 +107,8 @@ def test_taste_shift_moves_category_mix_on_its_first_day(lakes):
 
 def test_catalog_shift_new_items_take_over_and_prices_rise(lakes):
     lake = lakes["catalog_shift"]
-    items = lake.read_parquet(f"raw/items/dt={day(SHIFT)}/").to_pandas()
-    old = set(lake.read_parquet(f"raw/items/dt={D0}/").column("category").to_pylist())
+    items = lake.read_parquet(partition_prefix(RAW, "items", day(SHIFT))).to_pandas()
+    old = set(lake.read_parquet(partition_prefix(RAW, "items", D0)).column("category").to_pylist())
     assert len(items) > 0.3 * SIZE["items"] and set(items.category) - old
     ev = events(lake)
     views = ev[ev.event_type == "view"]
@@ -121,7 +121,7 @@ def test_catalog_shift_new_items_take_over_and_prices_rise(lakes):
 
 def test_population_shift_brings_many_different_users(lakes):
     lake = lakes["population_shift"]
-    signups = lake.read_parquet(f"raw/users/dt={day(SHIFT)}/").to_pandas()
+    signups = lake.read_parquet(partition_prefix(RAW, "users", day(SHIFT))).to_pandas()
     assert len(signups) > 0.4 * SIZE["users"]
     ev = events(lake)
     for column in ("country", "age_bucket"):
@@ -146,7 +146,7 @@ def test_faults_break_only_the_listed_batches(tmp_path):
     valid: dict[str, set[str]] = {"items": set(), "users": set()}
     for k in range(12):
         for table in ("items", "users", "events"):
-            files = lake.partition_files("raw", table, day(k))
+            files = lake.partition_files(RAW, table, day(k))
             if (str(day(k)), table) in broken:
                 assert files == [
                     next(

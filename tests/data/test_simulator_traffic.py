@@ -16,9 +16,12 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
-from core.lake import Lake, partition_prefix
+from core.lake import RAW, Lake
+from core.names import ALIASES
+from simulation.config import SIM
 from simulation.simulator import SimulatorError, load_truth, simulate
 from simulation.traffic import check_loopback, play
+from tests.fixtures.lake import publish_raw
 
 D0 = dt.date(2026, 1, 1)
 DAYS = 4
@@ -132,38 +135,27 @@ def test_cli_plays_users_over_real_http(lake):
 
 def test_real_service_records_the_simulated_feedback(lake, tmp_path, monkeypatch):
     """The real serving app (popularity fallback, no model yet): feedback lands as raw events."""
-    from core.privacy import pseudonymise_many
     from core.settings import get_settings
     from serving.app import Service, create_app
     from serving.model import ModelFollower
 
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     served = Lake.from_uri(str(tmp_path / "served"))
-    for key in lake.list("sim/"):
+    for key in lake.list(SIM):
         served.write_bytes(key, lake.read_bytes(key))
-    for k in range(DAYS):  # validated = the raw days, user ids pseudonymised (as ingestion does)
-        day = D0 + dt.timedelta(days=k)
-        for table in ("items", "users", "events"):
-            t = lake.read_parquet(partition_prefix("raw", table, day))
-            if "user_id" in t.column_names:
-                users = pseudonymise_many(t.column("user_id").to_pylist())
-                t = t.set_column(t.schema.get_field_index("user_id"), "user_id", [users])
-            served.write_parquet(
-                partition_prefix("validated", table, day) + "part-00000.parquet", t
-            )
+    # validated = the raw days, user ids pseudonymised (as ingestion does)
+    publish_raw(lake, [D0 + dt.timedelta(days=k) for k in range(DAYS)], into=served)
 
     class NoModelYet(ModelFollower):  # a registry without a champion, without starting MLflow
         def check(self) -> bool:
             return False
 
-    followers = {
-        a: NoModelYet("flywheel-recommender", a, "unused") for a in ("champion", "challenger")
-    }
+    followers = {a: NoModelYet("flywheel-recommender", a, "unused") for a in ALIASES}
     svc = Service(get_settings(), lake=served, features=None, **followers)
     with TestClient(create_app(service=svc)) as client:
         t = play("http://serve", 1, lake=served, seed=3, client=client, max_requests=40)
     assert t.requests == 40 and t.errors == 0 and t.feedback_errors == 0
     assert t.fallbacks == 40 and t.unknown_items == 0
     assert sum(t.feedback.values()) > 0
-    raw = [k for k in served.list("raw/") if k.endswith(".parquet")]
+    raw = [k for k in served.list(f"{RAW}/") if k.endswith(".parquet")]
     assert raw, "the service wrote no feedback back to the lake"

@@ -8,8 +8,8 @@ import pendulum
 import pytest
 
 from core.assets import FEATURES
-from features.synthetic import write_validated
 from tests.conftest import load_dag
+from tests.fixtures.lake import write_validated
 
 START = dt.date(2026, 5, 1)
 

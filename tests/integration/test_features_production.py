@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import USER_FEATURES
 from features import store as fstore
+from features.columns import USER_FEATURES
 from features.compute import read_features
-from features.synthetic import item_id, user_id, write_validated
+from tests.fixtures.lake import item_id, user_id, write_validated
 from tests.s3_server import moto_s3
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

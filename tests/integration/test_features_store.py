@@ -13,16 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import (
+from features import store as fstore
+from features.columns import (
     ITEM_CATEGORICAL,
     ITEM_FEATURES,
     USER_CATEGORICAL,
     USER_FEATURES,
-    FeatureError,
 )
-from features import store as fstore
-from features.compute import read_features
-from features.synthetic import item_id, user_id, write_validated
+from features.compute import FeatureError, read_features
+from tests.fixtures.lake import item_id, user_id, write_validated
 
 START = dt.date(2026, 2, 1)
 DAYS = [START + dt.timedelta(days=k) for k in range(4)]

@@ -18,6 +18,7 @@ import time
 import httpx
 import pytest
 
+from core.names import CHAMPION, DRIFT_DAG, DRIFT_URI, FEATURES_DAG, POOLS, TRAIN_DAG
 from tests.integration.airflow_api import read_asset_events
 from tests.integration.test_plugin_http import AirflowProcesses
 from tests.unit.test_drift_detection import validate_raw
@@ -100,13 +101,14 @@ def test_drift_triggers_retraining_under_the_scheduler(tmp_path, monkeypatch):
 
     af = AirflowProcesses(home, {"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"})
     af.prepare()
-    af.airflow("pools", "set", "training", "1", "one training at a time")
+    for pool, (slots, description) in POOLS.items():
+        af.airflow("pools", "set", pool, str(slots), description)
     try:
         af.start_api()
         af.start("dag-processor")
         af.start("scheduler")
         api = Api(af)
-        loop = ("build_features", "monitor_drift", "train_recommender")
+        loop = (FEATURES_DAG, DRIFT_DAG, TRAIN_DAG)
         api.wait(
             "the DAGs to be parsed",
             lambda: all(api.client.get(f"/dags/{d}").status_code == 200 for d in loop),
@@ -117,27 +119,27 @@ def test_drift_triggers_retraining_under_the_scheduler(tmp_path, monkeypatch):
 
         # the first champion, trained on the history (small and quick)
         small = {"epochs": 1, "embedding_dim": 8, "window_days": 6}
-        first = api.trigger("train_recommender", {"end_day": _day(SHIFT - 1).isoformat(), **small})
-        api.wait("the first training", lambda: _finished(api, "train_recommender", first), 900)
+        first = api.trigger(TRAIN_DAG, {"end_day": _day(SHIFT - 1).isoformat(), **small})
+        api.wait("the first training", lambda: _finished(api, TRAIN_DAG, first), 900)
         _ensure_champion(home)
 
         # the shift day's features → monitor_drift → drift → retraining. train_recommender is
         # paused while the features land, so the routine features-triggered training does not
         # run first (it would double the test's time); unpaused before the drift is decided.
-        api.unpause("train_recommender", paused=True)
-        feats = api.trigger("build_features", {"day": _day(SHIFT).isoformat()})
-        api.wait("build_features", lambda: _finished(api, "build_features", feats), 600)
-        api.unpause("train_recommender")
+        api.unpause(TRAIN_DAG, paused=True)
+        feats = api.trigger(FEATURES_DAG, {"day": _day(SHIFT).isoformat()})
+        api.wait(FEATURES_DAG, lambda: _finished(api, FEATURES_DAG, feats), 600)
+        api.unpause(TRAIN_DAG)
 
         def monitor_done():
-            runs = [r for r in api.runs("monitor_drift") if r["run_type"] == "asset_triggered"]
-            return runs and _finished(api, "monitor_drift", runs[-1]["dag_run_id"]) and runs[-1]
+            runs = [r for r in api.runs(DRIFT_DAG) if r["run_type"] == "asset_triggered"]
+            return runs and _finished(api, DRIFT_DAG, runs[-1]["dag_run_id"]) and runs[-1]
 
-        monitor = api.wait("monitor_drift", monitor_done, 600)
-        states = api.task_states("monitor_drift", monitor["dag_run_id"])
+        monitor = api.wait(DRIFT_DAG, monitor_done, 600)
+        states = api.task_states(DRIFT_DAG, monitor["dag_run_id"])
         assert states["emit_drift"] == "success", states
 
-        drift_asset = _asset_id(api, "flywheel://drift")
+        drift_asset = _asset_id(api, DRIFT_URI)
         events = read_asset_events(lambda: api.get("/assets/events", asset_id=drift_asset))
         (drift,) = events["asset_events"]
         assert drift["extra"]["drift_detected"] is True
@@ -145,10 +147,10 @@ def test_drift_triggers_retraining_under_the_scheduler(tmp_path, monkeypatch):
         assert "item_category" in drift["extra"]["drifted_columns"]
 
         def drift_training():
-            for r in api.runs("train_recommender"):
+            for r in api.runs(TRAIN_DAG):
                 if r["run_type"] != "asset_triggered":
                     continue
-                path = f"/dags/train_recommender/dagRuns/{r['dag_run_id']}/upstreamAssetEvents"
+                path = f"/dags/{TRAIN_DAG}/dagRuns/{r['dag_run_id']}/upstreamAssetEvents"
                 evs = read_asset_events(lambda path=path: api.get(path))["asset_events"]
                 if any(e.get("id") == drift["id"] for e in evs):
                     return r
@@ -157,18 +159,18 @@ def test_drift_triggers_retraining_under_the_scheduler(tmp_path, monkeypatch):
         retrain = api.wait("a drift-triggered train_recommender run", drift_training, 900)
         api.wait(
             "the retraining",
-            lambda: _finished(api, "train_recommender", retrain["dag_run_id"]),
+            lambda: _finished(api, TRAIN_DAG, retrain["dag_run_id"]),
             1200,
         )
         decision = _mlflow_decision(home, retrain["dag_run_id"])
-        assert "flywheel://drift" in decision["trigger"]
+        assert DRIFT_URI in decision["trigger"]
         assert decision["promotion_decision"]
     finally:
         af.stop()
 
 
 def _asset_id(api: Api, uri: str) -> int:
-    assets = api.get("/assets", uri_pattern="flywheel://drift")["assets"]
+    assets = api.get("/assets", uri_pattern=uri)["assets"]
     return next(a["id"] for a in assets if a["uri"].rstrip("/") == uri)
 
 
@@ -181,7 +183,7 @@ def _ensure_champion(home) -> None:
     client = configure_mlflow(s)
     if current_champion(client, model_name(s)) is None:
         (mv,) = client.search_model_versions(f"name='{model_name(s)}'")
-        client.set_registered_model_alias(model_name(s), "champion", mv.version)
+        client.set_registered_model_alias(model_name(s), CHAMPION, mv.version)
 
 
 def _mlflow_decision(home, dag_run_id: str) -> dict:

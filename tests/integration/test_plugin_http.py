@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.names import CHAMPION
+
 pytestmark = pytest.mark.slow
 
 PASSWORD = "flywheel-test-password"
@@ -251,7 +253,10 @@ def _seed_lake(home: Path) -> None:
 
     from core.lake import Lake
     from core.settings import Settings
-    from monitoring.drift import DriftConfig, DriftResult, run_report, store
+    from monitoring.config import DriftConfig
+    from monitoring.decision import DriftResult
+    from monitoring.monitor import store
+    from monitoring.report import run_report
 
     lake = Lake.from_uri((home / "lake").as_uri())
     rng = np.random.default_rng(0)
@@ -335,7 +340,7 @@ def _register_models(home: Path) -> None:
         client.log_metric(run.info.run_id, "holdout_recall_at_20", ndcg + 0.1)
         client.set_terminated(run.info.run_id)
         mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
-    client.set_registered_model_alias(name, "champion", mv.version)
+    client.set_registered_model_alias(name, CHAMPION, mv.version)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from core.lake import get_lake
 from core.privacy import pseudonymise
 from core.settings import get_settings
 from serving.app import Service, create_app
-from serving.toy import register_toy, write_validated
+from tests.fixtures.lake import write_rows
+from tests.fixtures.models import register_toy
 
 D0 = dt.date(2026, 1, 1)
 ITEMS = {f"i{n:02d}": "books" for n in range(20)}
@@ -50,7 +51,7 @@ def env(registry, tmp_path, monkeypatch):
     lake = get_lake()
     events = [("alice", "i00", "purchase"), ("bob", "i05", "purchase"), ("bob", "i05", "click")]
     events += [("carol", "i07", "click")] * 3 + [("carol", "i08", "purchase")]
-    write_validated(lake, D0, items=ITEMS, users=USERS, events=events)
+    write_rows(lake, D0, items=ITEMS, users=USERS, events=events)
     return lake
 
 
@@ -241,7 +242,7 @@ def test_ab_split_serves_the_challenger_to_a_stable_share(env, registry, monkeyp
     monkeypatch.setenv("FLYWHEEL_REGISTERED_MODEL", "ab-recommender")
     monkeypatch.setenv("FLYWHEEL_AB_CHALLENGER_SHARE", "0.5")
     users = {f"user{n:03d}": "US" for n in range(60)}
-    write_validated(env, D0 + dt.timedelta(days=1), users=users)
+    write_rows(env, D0 + dt.timedelta(days=1), users=users)
     champion = register_toy(SCORES_V1, None, aliases=("champion",))
     challenger = register_toy(SCORES_V2, None, aliases=("challenger",))
     svc = Service(get_settings(), features=None)
@@ -338,34 +339,33 @@ def test_real_http_then_shutdown_flush_then_ingest_gate_passes(env, registry, mo
 def test_online_features_decide_model_or_fallback(registry, tmp_path, monkeypatch):
     """With the real online store (Feast embedded: SQLite): users with materialised features
     are served by the model, users without them get the fallback."""
-    from features import USER_FEATURES, synthetic
+    from features.columns import USER_FEATURES
     from features.store import apply_if_changed, compute_day, get_store, materialize_day
     from serving.app import feast_user_features
+    from tests.fixtures.lake import item_id, user_id, write_validated
 
     monkeypatch.setenv("FLYWHEEL_LAKE_URI", (tmp_path / "lake").as_uri())
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))  # its own Feast registry
     monkeypatch.setenv("FLYWHEEL_FEAST_PROJECT", "serving_test")
     monkeypatch.setenv("FLYWHEEL_REGISTERED_MODEL", "features-recommender")
     lake = get_lake()
-    days = synthetic.write_validated(
-        lake, dt.date(2026, 1, 1), 2, n_users=30, n_items=15, events_per_day=400
-    )
+    days = write_validated(lake, dt.date(2026, 1, 1), 2, n_users=30, n_items=15, events_per_day=400)
     compute_day(days[-1])
     store = get_store()
     apply_if_changed(store)
     materialize_day(days[-1], store)
-    items = [synthetic.item_id(i) for i in range(15)]
+    items = [item_id(i) for i in range(15)]
     version = register_toy({item: 15.0 - n for n, item in enumerate(items)}, None)
 
     lookup = feast_user_features(get_settings())
-    feats = lookup(synthetic.user_id(3))
+    feats = lookup(user_id(3))
     assert feats is not None and set(USER_FEATURES) <= set(feats)
     assert lookup("p_" + "0" * 23 + "x") is None  # never materialised
 
     svc = Service(get_settings())  # features="feast": the store of the active profile
     with TestClient(create_app(service=svc)) as client:
         assert client.get("/health").json()["features"] is True
-        known = client.get(f"/recommendations/{synthetic.user_id(3)}?k=5").json()
+        known = client.get(f"/recommendations/{user_id(3)}?k=5").json()
         assert known["variant"] == "champion" and known["model_version"] == version
         assert len(known["items"]) == 5
         stranger = client.get("/recommendations/stranger-1?k=5").json()

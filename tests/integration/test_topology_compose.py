@@ -189,3 +189,7 @@ def test_twin_runs_every_service_with_the_same_config(tmp_path: Path):
     assert "${" not in "".join(env.values())
     assert env["FLYWHEEL_PROFILE"] == "production"
     assert env["FLYWHEEL_LAKE_URI"] == f"s3://{topology.BUCKET}/lake"
+    # the library finds dags/, plugins/ and feature_repo/ through the settings, never __file__
+    for service_env in (env, twin.env(airflow=False)):
+        assert service_env["FLYWHEEL_PROJECT_DIR"] == str(REPO_ROOT)
+    assert f"--chdir {REPO_ROOT / 'feature_repo'}" in plan["feast"][-1]

@@ -17,8 +17,17 @@ import subprocess
 import pytest
 
 from core.assets import DRIFT
+from core.names import (
+    CHAMPION,
+    DEFAULT_QUEUE,
+    DRIFT_DAG,
+    FEATURES_DAG,
+    GPU_QUEUE,
+    TRAIN_DAG,
+    TRAINING_POOL,
+)
 from deploy.twin import Twin, venv_bin
-from flywheel.demo import Progress, run_loop
+from flywheel.loop import Progress, run_loop
 from tests.integration.airflow_api import read_asset_events
 
 pytestmark = [
@@ -79,47 +88,45 @@ def test_twin_runs_the_loop_on_the_production_topology(tmp_path):
 
         # every simulated day went through the gate; the loop ran every stage
         assert len(status["ingested"]) == DAYS, status
-        for dag_id in ("build_features", "train_recommender", "monitor_drift"):
+        for dag_id in (FEATURES_DAG, TRAIN_DAG, DRIFT_DAG):
             assert status["dags"][dag_id].get("success", 0) >= 1, (dag_id, status["dags"])
 
         # where each task ran: training on the gpu worker, everything else on the default one
         tis = [
             ti for ti in twin.client.all_task_instances() if ti["state"] in ("success", "failed")
         ]
-        train = [
-            ti for ti in tis if (ti["dag_id"], ti["task_id"]) == ("train_recommender", "train")
-        ]
+        train = [ti for ti in tis if (ti["dag_id"], ti["task_id"]) == (TRAIN_DAG, "train")]
         assert train, "no training task ran"
         for ti in train:
-            assert ti["queue"] == "gpu" and ti["pool"] == "training", ti
+            assert ti["queue"] == GPU_QUEUE and ti["pool"] == TRAINING_POOL, ti
             assert ti["hostname"].endswith("-worker-gpu"), ti["hostname"]
         for ti in tis:
             if ti not in train:
-                assert ti["queue"] == "default", (ti["dag_id"], ti["task_id"], ti["queue"])
+                assert ti["queue"] == DEFAULT_QUEUE, (ti["dag_id"], ti["task_id"], ti["queue"])
                 assert ti["hostname"].endswith("-worker-default"), (ti["task_id"], ti["hostname"])
 
         # the shift was detected, emitted the drift Asset, and that started a retraining
-        drift_runs = [r for r in twin.client.dag_runs("monitor_drift") if r["state"] == "success"]
+        drift_runs = [r for r in twin.client.dag_runs(DRIFT_DAG) if r["state"] == "success"]
         emitted = [
             r
             for r in drift_runs
             if any(
                 ti["task_id"] == "emit_drift" and ti["state"] == "success"
-                for ti in twin.client.task_instances("monitor_drift", r["dag_run_id"])
+                for ti in twin.client.task_instances(DRIFT_DAG, r["dag_run_id"])
             )
         ]
         assert emitted, "no drift decided after the taste shift"
         retrain = [
             r
-            for r in twin.client.dag_runs("train_recommender")
-            if DRIFT.uri in _upstream_assets(twin.client, "train_recommender", r["dag_run_id"])
+            for r in twin.client.dag_runs(TRAIN_DAG)
+            if DRIFT.uri in _upstream_assets(twin.client, TRAIN_DAG, r["dag_run_id"])
         ]
         assert retrain and any(r["state"] == "success" for r in retrain), "drift did not retrain"
 
         # final state: versions in the MLflow server (Postgres + S3 artifacts), a champion
         versions = client.search_model_versions(f"name='{name}'")
         assert len(versions) >= 2
-        champion = client.get_model_version_by_alias(name, "champion")
+        champion = client.get_model_version_by_alias(name, CHAMPION)
         assert champion.source or champion.run_id
         # promotion after the shift: the champion now was trained on shifted days
         shift_date = (START + dt.timedelta(days=SHIFT_DAY)).isoformat()

@@ -171,14 +171,14 @@ def sim_set(tmp_path_factory):
     import os
 
     from core.lake import get_lake
-    from training.simdata import simulated_validated
+    from tests.fixtures.lake import write_simulated
 
     home = tmp_path_factory.mktemp("sim")
     old = os.environ.get("FLYWHEEL_HOME")
     os.environ["FLYWHEEL_HOME"] = str(home)
     try:
         lake = get_lake()
-        end = simulated_validated(lake, days=8, users=300, items=120, seed=3)
+        end = write_simulated(lake, days=8, users=300, items=120, seed=3)
         cfg = TrainingConfig.load(None, FAST)
         summary = build_training_set(lake, end, cfg.data, home / "set")
         yield home, cfg, load_training_set(summary["location"])
@@ -238,12 +238,13 @@ def test_retriever_cold_start_exclusions_and_features(sim_set):
 
 def test_training_set_through_feast_is_point_in_time(lake, fw_home):
     """End to end with the real feature store: recommender_v1 joined, first day left out."""
-    from features import FEATURE_SERVICE, ITEM_FEATURES, USER_FEATURES
+    from core.names import FEATURE_SERVICE
+    from features.columns import ITEM_FEATURES, USER_FEATURES
     from features.store import apply_if_changed, compute_day
-    from training.simdata import simulated_validated
+    from tests.fixtures.lake import write_simulated
     from training.train import run_training
 
-    end = simulated_validated(lake, days=5, users=120, items=60, seed=7)
+    end = write_simulated(lake, days=5, users=120, items=60, seed=7)
     for i in range(5):
         compute_day(START + dt.timedelta(days=i))
     apply_if_changed()

@@ -91,10 +91,11 @@ def test_gate_with_unloadable_champion_judges_against_popularity():
 
 @pytest.fixture
 def sim_lake(fw_home, lake):
-    from training.simdata import seed_tracking_db, simulated_validated
+    from tests.fixtures.lake import write_simulated
+    from tests.fixtures.models import seed_tracking_db
 
     seed_tracking_db(fw_home)
-    end = simulated_validated(lake, days=8, users=300, items=120, seed=3)
+    end = write_simulated(lake, days=8, users=300, items=120, seed=3)
     return lake, end
 
 
@@ -116,11 +117,11 @@ def _cfg(*extra: str):
 def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     from typer.testing import CliRunner
 
+    from core.names import CHAMPION
     from flywheel.cli import app
     from training import pipeline
     from training.data import load_training_set
-    from training.pyfunc import load_recommender
-    from training.registry import CHAMPION, configure_mlflow, infra_validate, list_versions
+    from training.registry import configure_mlflow, infra_validate, list_versions, load_recommender
 
     lake, end = sim_lake
     monkeypatch.setenv(
@@ -227,7 +228,7 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
 
 
 def test_infra_validation_failure_blocks_promotion(sim_lake, monkeypatch):
-    import training.pyfunc
+    import training.registry
     from training import pipeline
     from training.registry import configure_mlflow
 
@@ -248,7 +249,7 @@ def test_infra_validation_failure_blocks_promotion(sim_lake, monkeypatch):
                 }
             )
 
-    monkeypatch.setattr(training.pyfunc, "load_recommender", lambda uri: Broken())
+    monkeypatch.setattr(training.registry, "load_recommender", lambda uri: Broken())
     evaluation["candidate"]["ndcg_at_10"] = (
         evaluation["baseline"]["ndcg_at_10"] + 0.1
     )  # the gate alone would promote

@@ -26,11 +26,11 @@ ARGS = [
 
 @pytest.fixture
 def train_set(fw_home, lake):
+    from tests.fixtures.lake import write_simulated
     from training.config import TrainingConfig
     from training.data import build_training_set
-    from training.simdata import simulated_validated
 
-    end = simulated_validated(lake, days=8, users=200, items=80, seed=5)
+    end = write_simulated(lake, days=8, users=200, items=80, seed=5)
     cfg = TrainingConfig.load(None, ["data.feature_source=contract", "data.window_days=8"])
     return build_training_set(lake, end, cfg.data, fw_home / "set")["location"]
 
@@ -48,8 +48,8 @@ def _env(fw_home: Path) -> dict[str, str]:
 
 
 def test_resume_after_killed_training(train_set, fw_home, tmp_path):
+    from tests.fixtures.models import seed_tracking_db
     from training.registry import configure_mlflow
-    from training.simdata import seed_tracking_db
     from training.train import checkpoint_dir
 
     seed_tracking_db(fw_home)

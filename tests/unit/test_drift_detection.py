@@ -18,10 +18,12 @@ import pyarrow as pa
 import pytest
 
 from core.contract import TABLES
-from core.lake import Lake, partition_prefix
+from core.lake import FEATURES, RAW, VALIDATED, Lake, partition_prefix
+from core.names import VIEWS
 from core.privacy import pseudonymise_many
-from features.compute import compute_features
-from monitoring.drift import DriftConfig, check_drift
+from features.compute import compute_features, feature_key
+from monitoring.config import DriftConfig
+from monitoring.monitor import check_drift, report_prefix, unchecked_days
 from simulation.simulator import simulate
 
 START = dt.date(2026, 1, 1)
@@ -38,7 +40,7 @@ def _day(k: int) -> dt.date:
 def validate_raw(lake: Lake, day: dt.date) -> None:
     """The gate's output without the gate: contract columns and types, user ids pseudonymised."""
     for table in ("events", "items", "users"):
-        prefix = partition_prefix("raw", table, day)
+        prefix = partition_prefix(RAW, table, day)
         if not lake.list(prefix):
             continue
         schema = TABLES[table].arrow_schema()
@@ -46,7 +48,7 @@ def validate_raw(lake: Lake, day: dt.date) -> None:
         if "user_id" in schema.names:
             ids = pseudonymise_many(t["user_id"].to_pylist())
             t = t.set_column(schema.names.index("user_id"), "user_id", pa.array(ids, pa.string()))
-        lake.write_parquet(partition_prefix("validated", table, day) + "part-00000.parquet", t)
+        lake.write(t, table, day, zone=VALIDATED)
 
 
 def build(lake: Lake, scenario: str, first_day: int = 0) -> None:
@@ -68,9 +70,9 @@ def stable_lake(tmp_path_factory) -> Lake:
 def shifted_lake(stable: Lake, scenario: str, root) -> Lake:
     lake = Lake.from_uri(root.as_uri())
     simulate(lake, days=DAYS, scenario=scenario, shift_day=ONSET, **WORLD)
-    before = partition_prefix("raw", "events", _day(ONSET - 1))
+    before = partition_prefix(RAW, "events", _day(ONSET - 1))
     assert lake.read_parquet(before).equals(stable.read_parquet(before)), "pre-shift days differ"
-    for area in ("validated", "features"):  # days before the onset are the stable run's
+    for area in (VALIDATED, FEATURES):  # days before the onset are the stable run's
         for key in stable.list(f"{area}/"):
             if any(f"dt={_day(k).isoformat()}/" in key for k in range(ONSET)):
                 shutil.copyfile(stable.path(key), _ensure(lake.path(key)))
@@ -122,10 +124,6 @@ def test_shift_decided_within_two_days(stable_lake, tmp_path, scenario, signal):
 
 def test_unchecked_days_are_featurised_days_without_a_summary(lake):
     # what a monitor_drift run checks besides its triggering days
-    from features import VIEWS
-    from features.compute import feature_key
-    from monitoring.drift import report_prefix, unchecked_days
-
     d1, d2, d3 = (dt.date(2026, 4, k) for k in (1, 2, 3))
     for d in (d1, d2):
         for view in VIEWS:

@@ -14,17 +14,13 @@ import pandas as pd
 import pendulum
 import pytest
 
-from core.lake import Lake, get_lake, partition_prefix
-from monitoring.drift import (
-    STATE_KEY,
-    DriftConfig,
-    DriftResult,
-    apply_cooldown,
-    monitor_day,
-    read_summary,
-    record_trigger,
-    slate_rows,
-)
+from core.lake import RAW, Lake, get_lake, partition_prefix
+from core.names import CHAMPION, DRIFT_DAG
+from monitoring.config import DriftConfig
+from monitoring.decision import DriftResult, apply_cooldown
+from monitoring.frames import slate_rows
+from monitoring.monitor import STATE_KEY, last_trigger, monitor_day, read_summary, record_trigger
+from monitoring.report import PROJECT
 from simulation.simulator import simulate
 from tests.unit.test_drift_detection import validate_raw
 
@@ -80,7 +76,7 @@ def test_drift_day_writes_report_summary_and_workspace_run(home_lake, fw_home):
     assert json.loads(home_lake.read_text(STATE_KEY))["last_trigger"] == _day(ONSET).isoformat()
 
     ws = Workspace(str(fw_home / "evidently"))
-    (project,) = ws.search_project("flywheel")
+    (project,) = ws.search_project(PROJECT)
     assert len(ws.list_runs(project.id)) == 1
     # re-running the day replaces its report and its workspace run, never duplicates them
     again = monitor_day(_day(ONSET), reference_window=WINDOW)
@@ -118,20 +114,20 @@ def _candidate(day: dt.date) -> DriftResult:
 def test_cooldown_after_trigger_and_while_training(lake):
     config = DriftConfig(cooldown_days=3)
     d0 = dt.date(2026, 1, 10)
-    first = apply_cooldown(_candidate(d0), lake, config)
+    first = apply_cooldown(_candidate(d0), config, last_trigger(lake))
     assert first.drift_detected and first.suppressed_by is None
     record_trigger(lake, first)
     for k, expected in ((1, False), (2, False), (3, True)):
-        r = apply_cooldown(_candidate(d0 + dt.timedelta(days=k)), lake, config)
+        r = apply_cooldown(_candidate(d0 + dt.timedelta(days=k)), config, last_trigger(lake))
         assert r.drift_detected is expected, (k, r.reason)
         if not expected:
             assert "cooldown" in r.reason and r.candidate
     busy = apply_cooldown(
-        _candidate(d0 + dt.timedelta(days=5)), lake, config, trainings_in_flight=1
+        _candidate(d0 + dt.timedelta(days=5)), config, last_trigger(lake), trainings_in_flight=1
     )
     assert not busy.drift_detected and "queued" in busy.suppressed_by
     # re-running the trigger day itself is not blocked by its own trigger
-    assert apply_cooldown(_candidate(d0), lake, config).drift_detected
+    assert apply_cooldown(_candidate(d0), config, last_trigger(lake)).drift_detected
 
 
 def _impressions(lake: Lake, day: dt.date, users, items, clicked_share: float) -> None:
@@ -148,7 +144,7 @@ def _impressions(lake: Lake, day: dt.date, users, items, clicked_share: float) -
                 "item_ids": json.dumps(shown),
                 "scores": json.dumps([1.0] * len(shown)),
                 "model_version": "1",
-                "variant": "champion",
+                "variant": CHAMPION,
                 "served_ts": pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=12),
             }
         )
@@ -164,11 +160,11 @@ def _impressions(lake: Lake, day: dt.date, users, items, clicked_share: float) -
                 }
             )
     lake.write_parquet(
-        partition_prefix("raw", "impressions", day) + "serving-0.parquet",
+        partition_prefix(RAW, "impressions", day) + "serving-0.parquet",
         pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False),
     )
     lake.write_parquet(
-        partition_prefix("raw", "events", day) + "feedback-0.parquet",
+        partition_prefix(RAW, "events", day) + "feedback-0.parquet",
         pa.Table.from_pandas(pd.DataFrame(events), preserve_index=False),
     )
 
@@ -208,7 +204,7 @@ def _register_champion(window: tuple[dt.date, dt.date]) -> str:
     name = model_name()
     client.create_registered_model(name)
     mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
-    client.set_registered_model_alias(name, "champion", mv.version)
+    client.set_registered_model_alias(name, CHAMPION, mv.version)
     return str(mv.version)
 
 
@@ -221,7 +217,7 @@ def test_dag_emits_drift_asset_with_summary(airflow_db, home_lake):
     from core.assets import DRIFT
 
     version = _register_champion(WINDOW)
-    dag = DagBag().get_dag("monitor_drift")
+    dag = DagBag().get_dag(DRIFT_DAG)
 
     def drift_events(session):
         return session.scalars(

@@ -7,10 +7,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from features import ITEM_FEATURES, USER_FEATURES, FeatureError
-from features.compute import compute_features, feature_key, read_features
+from features.columns import ITEM_FEATURES, USER_FEATURES
+from features.compute import FeatureError, compute_features, feature_key, read_features
 from features.pipeline import asset_metadata, days_from_events, unbuilt_days
-from features.synthetic import write_table
+from tests.fixtures.lake import write_table
 
 D1, D2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
 U1, U2 = "p_" + "1" * 24, "p_" + "2" * 24

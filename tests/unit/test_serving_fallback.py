@@ -6,17 +6,15 @@ import datetime as dt
 
 from core.privacy import pseudonymise
 from serving.fallback import POPULAR_COUNTRY, POPULAR_OVERALL, ServingData
-from serving.toy import write_validated
+from tests.fixtures.lake import write_rows
 
 D0 = dt.date(2026, 1, 1)
 
 
 def test_snapshot_and_fallback(lake):
     items = {f"i{n}": "c" for n in range(6)}
-    write_validated(
-        lake, D0, items=items, users={"fr1": "FR", "fr2": "FR", "us1": "US", "de1": "DE"}
-    )
-    write_validated(
+    write_rows(lake, D0, items=items, users={"fr1": "FR", "fr2": "FR", "us1": "US", "de1": "DE"})
+    write_rows(
         lake,
         D0 + dt.timedelta(days=1),
         events=[
@@ -31,7 +29,7 @@ def test_snapshot_and_fallback(lake):
         ],
     )
     # an event older than the history window is ignored
-    write_validated(lake, D0 - dt.timedelta(days=40), events=[("us1", "i2", "purchase")] * 50)
+    write_rows(lake, D0 - dt.timedelta(days=40), events=[("us1", "i2", "purchase")] * 50)
     data = ServingData.from_lake(lake, history_days=28)
     assert data.catalog == frozenset(items)
     assert data.as_of == D0 + dt.timedelta(days=1)

@@ -82,11 +82,11 @@ class FlakyLake:
     def __init__(self, lake):
         self.lake, self.fail = lake, True
 
-    def write_parquet(self, key, table):
+    def write(self, data, table, day, **where):
         if self.fail:
             self.fail = False
             raise LakeError("S3 endpoint unreachable")
-        self.lake.write_parquet(key, table)
+        return self.lake.write(data, table, day, **where)
 
 
 def test_a_failed_batch_stays_buffered_and_is_written_next_time(lake):

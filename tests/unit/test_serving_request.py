@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from serving.model import one_row_request
+from training.request import one_row_request
 
 
 def test_numeric_features_are_float64_and_missing_is_nan():

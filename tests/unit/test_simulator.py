@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.contract import TABLES
-from core.lake import Lake
+from core.lake import RAW, Lake, partition_prefix
 from simulation.simulator import (
     FAULT_KINDS,
     FAULT_TABLE,
@@ -170,11 +170,11 @@ def test_inject_fault_breaks_the_batch_in_the_named_way(small, tmp_path, kind):
     lake = _copy(small, tmp_path)
     day = D0 + dt.timedelta(days=3)
     table = FAULT_TABLE[kind]
-    clean_key = lake.partition_files("raw", table, day)[0]
+    clean_key = lake.partition_files(RAW, table, day)[0]
     clean = lake.read_parquet(clean_key)
     rec = inject_fault(lake, day, kind)
     assert rec == {"date": "2026-01-04", "table": table, "kind": kind, "file": rec["file"]}
-    assert lake.partition_files("raw", table, day) == [rec["file"]]
+    assert lake.partition_files(RAW, table, day) == [rec["file"]]
     assert json.loads(lake.read_text("sim/faults.json")) == [rec]
     data = lake.read_bytes(rec["file"])
     schema = TABLES[table].arrow_schema()
@@ -205,7 +205,8 @@ def test_inject_fault_breaks_the_batch_in_the_named_way(small, tmp_path, kind):
     elif kind == "duplicate_event_id":
         assert len(set(t.column("event_id").to_pylist())) < n
     elif kind == "duplicate_event_id_earlier":
-        earlier = set(lake.read_parquet("raw/events/dt=2026-01-03/").column("event_id").to_pylist())
+        earlier = lake.read_parquet(partition_prefix(RAW, "events", day - dt.timedelta(days=1)))
+        earlier = set(earlier.column("event_id").to_pylist())
         assert earlier & set(t.column("event_id").to_pylist())
     elif kind == "unknown_event_type":
         assert "like" in t.column("event_type").to_pylist()
@@ -216,7 +217,7 @@ def test_inject_fault_breaks_the_batch_in_the_named_way(small, tmp_path, kind):
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         assert max(t.column("event_ts").to_pylist()) > end
     elif kind == "unknown_items":
-        known = set(lake.read_parquet("raw/items/").column("item_id").to_pylist())
+        known = set(lake.read_parquet(f"{RAW}/items/").column("item_id").to_pylist())
         assert set(t.column("item_id").to_pylist()) - known
     elif kind == "volume_collapse":
         assert 0 < t.num_rows < 0.1 * n
@@ -249,7 +250,7 @@ def test_simulate_and_faults_on_an_s3_lake(s3_lake):
     """The production profile's lake: same partitions, truth and fault records through boto3."""
     summary = simulate(s3_lake, days=4, users=40, items=20, seed=1, scenario="faults")
     assert s3_lake.uri == "s3://flywheel-test/lake"
-    assert s3_lake.partitions("raw", "events") == [D0 + dt.timedelta(days=k) for k in range(4)]
+    assert s3_lake.partitions(RAW, "events") == [D0 + dt.timedelta(days=k) for k in range(4)]
     assert json.loads(s3_lake.read_text("sim/faults.json")) == summary.faults
     truth = load_truth(s3_lake)
     assert truth.relevance(["u000000"], ["i00000", "i00001"]).shape == (1, 2)

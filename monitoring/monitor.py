@@ -1,0 +1,255 @@
+"""The daily drift check end to end, and what it keeps in the lake.
+
+:func:`monitor_day`: the champion's training window (its MLflow run's ``data_window_start`` …
+``data_window_end`` tags, through :mod:`training.registry`) → reference and current frames
+(:mod:`monitoring.frames`) → Evidently report (:mod:`monitoring.report`) → decision and
+cooldown (:mod:`monitoring.decision`) → stored results. Per day D it writes
+``reports/drift/dt=D/report.html`` beside ``summary.json`` (a re-run replaces both) and adds the
+snapshot to the Evidently workspace; a trigger is remembered in a private state file beside the
+reports, which the cooldown reads.
+
+Run it without Airflow::
+
+    python -c "import datetime as d; from monitoring.monitor import monitor_day; \
+print(monitor_day(d.date(2026, 1, 10)))"
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from core.lake import REPORTS, Lake, get_lake, partition_prefix
+from core.settings import Settings
+from features.compute import featurised_days
+from monitoring import DriftError
+from monitoring.config import DriftConfig
+from monitoring.decision import DriftResult, apply_cooldown, decide, too_little_traffic
+from monitoring.frames import feature_frame, served_frames, stack
+from monitoring.report import add_to_workspace, report_html, run_report
+from training.registry import configure_mlflow, current_champion, model_name
+
+log = logging.getLogger(__name__)
+
+#: The reports table of the drift check: ``reports/drift/dt=D/``.
+DRIFT_REPORTS = "drift"
+REPORT_NAME = "report.html"
+SUMMARY_NAME = "summary.json"
+#: Private (never listed) state of the trigger cooldown, beside the reports.
+STATE_KEY = f"{REPORTS}/{DRIFT_REPORTS}/_trigger_state.json"
+_DAY = dt.timedelta(days=1)
+
+
+# --- one check ---------------------------------------------------------------------------------
+
+
+def check_drift(
+    lake: Lake,
+    day: dt.date,
+    reference_window: tuple[dt.date, dt.date],
+    config: DriftConfig | None = None,
+) -> tuple[DriftResult, Any]:
+    """Compare day D with the reference window; returns ``(result, evidently snapshot)``.
+
+    The result's ``drift_detected`` is the drift *decision* before any cooldown (``candidate``);
+    the snapshot is None when the day had too little traffic to judge.
+    """
+    config = config or DriftConfig()
+    start, end = reference_window
+    if end < start:
+        raise DriftError(f"reference window is empty: {start} is after {end}")
+    reference = feature_frame(lake, start, end, config, skip_missing=True)
+    current = feature_frame(lake, day, day, config)
+    # prediction and quality drift: only when the serving API left impressions
+    served = served_frames(lake, day, reference_window, config)
+    if served is not None:
+        reference = stack(reference, served.reference)
+        current = stack(current, served.current)
+    result = DriftResult(
+        date=day.isoformat(),
+        drift_detected=False,
+        drift_share=None,
+        drifted_columns=[],
+        quality_drop=served.quality_drop if served else None,
+        reason="",
+        reference_window=[start.isoformat(), end.isoformat()],
+        reference_rows=len(reference),
+        current_rows=len(current),
+        quality=served.quality if served else None,
+    )
+    if too_little_traffic(result, config):
+        return result, None
+    end_of_day = dt.datetime.combine(day + _DAY, dt.time(), tzinfo=dt.UTC)
+    snapshot, per_column, share = run_report(
+        reference.drop(columns=["day"]),
+        current.drop(columns=["day"]),
+        config,
+        timestamp=end_of_day.replace(tzinfo=None),
+        metadata={"date": day.isoformat(), "reference_window": f"{start}..{end}"},
+        name=f"drift {day.isoformat()}",
+    )
+    return decide(result, per_column, share, config), snapshot
+
+
+# --- the champion ------------------------------------------------------------------------------
+
+
+@dataclass
+class Champion:
+    """The serving model a day is judged against: its version and training window."""
+
+    version: str
+    window: tuple[dt.date, dt.date]
+    run_id: str | None = None
+
+
+def champion_window(settings: Settings | None = None) -> Champion | None:
+    """The champion's version and training window (its run's ``data_window_*`` tags), or None."""
+    client = configure_mlflow(settings)
+    mv = current_champion(client, model_name(settings))
+    if mv is None:
+        return None
+    tags = dict(mv.tags or {})
+    if mv.run_id:
+        tags = {**client.get_run(mv.run_id).data.tags, **tags}
+    try:
+        window = (
+            dt.date.fromisoformat(tags["data_window_start"][:10]),
+            dt.date.fromisoformat(tags["data_window_end"][:10]),
+        )
+    except (KeyError, ValueError):
+        raise DriftError(
+            f"champion {mv.name} v{mv.version} (run {mv.run_id}) has no "
+            "data_window_start/data_window_end tags: cannot tell its training window"
+        ) from None
+    return Champion(version=str(mv.version), window=window, run_id=mv.run_id)
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+
+def report_prefix(day: dt.date) -> str:
+    """``reports/drift/dt=D/``: where day D's report and summary live."""
+    return partition_prefix(REPORTS, DRIFT_REPORTS, day)
+
+
+def store(
+    lake: Lake, day: dt.date, result: DriftResult, snapshot, settings: Settings | None = None
+) -> DriftResult:
+    """Write ``report.html`` + ``summary.json`` (replacing the day's) and add the workspace run."""
+    files: dict[str, bytes] = {}
+    if snapshot is not None:
+        files[REPORT_NAME] = report_html(snapshot)
+        result.report_uri = lake.url(report_prefix(day) + REPORT_NAME)
+        result.snapshot_id = add_to_workspace(snapshot, day, settings)
+    files[SUMMARY_NAME] = json.dumps(result.summary(), indent=2, default=str).encode("utf-8")
+    lake.replace_partition(report_prefix(day), files)
+    return result
+
+
+def read_summary(lake: Lake, day: dt.date) -> dict[str, Any] | None:
+    """Day D's stored summary, or None when the day was not checked."""
+    key = report_prefix(day) + SUMMARY_NAME
+    return json.loads(lake.read_text(key)) if lake.exists(key) else None
+
+
+def summaries(lake: Lake) -> list[dict[str, Any]]:
+    """Every stored day's summary, newest first (for the UI)."""
+    out = []
+    for day in reversed(lake.partitions(REPORTS, DRIFT_REPORTS)):
+        s = read_summary(lake, day)
+        if s is not None:
+            out.append(s)
+    return out
+
+
+def read_trigger_state(lake: Lake) -> dict[str, Any]:
+    """``{"last_trigger": ISO day, "history": [ISO days]}``, or ``{}`` before the first trigger."""
+    return json.loads(lake.read_text(STATE_KEY)) if lake.exists(STATE_KEY) else {}
+
+
+def last_trigger(lake: Lake) -> str | None:
+    """The day (ISO) of the last retraining trigger, or None."""
+    return read_trigger_state(lake).get("last_trigger")
+
+
+def record_trigger(lake: Lake, result: DriftResult) -> None:
+    """Remember that ``result``'s day sent a trigger (the cooldown counts from it)."""
+    state = read_trigger_state(lake)
+    history = [h for h in state.get("history", []) if h != result.date] + [result.date]
+    lake.write_text(
+        STATE_KEY, json.dumps({"last_trigger": result.date, "history": sorted(history)}, indent=2)
+    )
+
+
+def unchecked_days(lake: Lake, after: dt.date) -> list[str]:
+    """Days after ``after`` with features in every view but no drift summary yet, oldest first.
+
+    Features events that arrive while a trigger is already pending are folded into it and not
+    handed to the run it creates: those days come after the run's newest event day. Older
+    unchecked days are left alone: judging them now would use a champion they never met.
+    """
+    return sorted(
+        d.isoformat()
+        for d in featurised_days(lake)
+        if d > after and not lake.exists(report_prefix(d) + SUMMARY_NAME)
+    )
+
+
+# --- the daily check ---------------------------------------------------------------------------
+
+
+def _reference(
+    day: dt.date, window: tuple[dt.date, dt.date] | None, settings: Settings | None
+) -> tuple[tuple[dt.date, dt.date] | None, Champion | None, str]:
+    """The window day D is compared with (never D itself) and the champion it comes from.
+
+    ``window`` given: used as is (cut before D). Else the champion's. The window is None, with
+    the reason, when there is nothing to compare: no champion yet, or D inside its window.
+    """
+    champion = None
+    if window is None:
+        champion = champion_window(settings)
+        if champion is None:
+            return None, None, "no champion model yet: no training window to compare against"
+        window = champion.window
+    if window[1] >= day:  # never compare a day with itself
+        window = (window[0], day - _DAY)
+        if window[1] < window[0]:
+            return (
+                None,
+                champion,
+                f"{day} lies inside the champion's training window: nothing to compare",
+            )
+    return window, champion, ""
+
+
+def monitor_day(
+    day: dt.date,
+    *,
+    lake: Lake | None = None,
+    config: DriftConfig | None = None,
+    trainings_in_flight: int = 0,
+    reference_window: tuple[dt.date, dt.date] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """The whole daily check: champion → report → decision with cooldown → stored summary.
+
+    Returns the summary dict (``drift_detected``, ``drift_share``, ``drifted_columns``,
+    ``quality_drop``, ``reason``, ``report_uri`` and details). Re-running a day overwrites it.
+    """
+    config = config or DriftConfig()
+    lake = lake or get_lake()
+    window, champion, why_not = _reference(day, reference_window, settings)
+    if window is None:
+        return store(lake, day, DriftResult.no_decision(day, why_not), None, settings).summary()
+    result, snapshot = check_drift(lake, day, window, config)
+    result.champion_version = champion.version if champion else None
+    apply_cooldown(result, config, last_trigger(lake), trainings_in_flight)
+    store(lake, day, result, snapshot, settings)
+    if result.drift_detected:
+        record_trigger(lake, result)
+    return result.summary()
