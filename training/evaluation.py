@@ -4,8 +4,9 @@ Every model is judged on the same requests: the holdout users (capped to
 ``data.max_eval_users``, a seeded sample) with the items they had before the holdout excluded
 (:func:`holdout_requests`). The trained model (:func:`holdout_metrics`), a loaded pyfunc --
 the candidate or the champion -- (:func:`evaluate_model`, :func:`evaluate_champion`), the
-popularity baseline (:func:`popularity_metrics`) and, on simulated data, the simulator's ground
-truth ranking (:func:`oracle_metrics`) all answer them. The metrics are in :mod:`training.metrics`.
+popularity baseline (:func:`popularity_metrics`, its lists :func:`popularity_lists`) and, on
+simulated data, the simulator's ground truth ranking (:func:`oracle_metrics`) all answer them.
+The metrics are in :mod:`training.metrics`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -118,16 +121,37 @@ def holdout_metrics(retriever: Retriever, ts: TrainingSet, cfg: TrainingConfig) 
     return out
 
 
+def _popularity(ts: TrainingSet, split: str) -> Counter:
+    """Counts of the training positives: ``"all"`` = every split before the holdout."""
+    source = ts.train if split == "all" else ts.split(split)
+    return popularity_counts(source["item_id"])
+
+
+def popularity_lists(
+    ts: TrainingSet,
+    users: Iterable[str],
+    k: int,
+    exclude: Mapping[str, set[str]],
+    split: str = "all",
+) -> dict[str, list[str]]:
+    """The popularity baseline's top-``k`` list for each of ``users``.
+
+    Catalog items ranked by their count among the training positives (``split="all"``: train +
+    validation; ties by item id), without each user's ``exclude`` items. :func:`popularity_metrics`
+    scores these lists; other baselines use them for the users they cannot score (the training
+    benchmark's implicit ALS for users it never saw).
+    """
+    pop = _popularity(ts, split)
+    return popularity_recommendations(pop, users, k, exclude, set(ts.items["item_id"]))
+
+
 def popularity_metrics(
     ts: TrainingSet, cfg: TrainingConfig, split: str = "all"
 ) -> dict[str, float]:
     """The popularity baseline on the holdout (popularity of the training positives)."""
     truth, exclude = holdout_requests(ts, cfg)
-    source = ts.train if split == "all" else ts.split(split)
-    pop = popularity_counts(source["item_id"])
-    recs = popularity_recommendations(
-        pop, truth, max(cfg.eval.ks), exclude, set(ts.items["item_id"])
-    )
+    recs = popularity_lists(ts, truth, max(cfg.eval.ks), exclude, split)
+    pop = _popularity(ts, split)
     return evaluate(recs, truth, cfg.eval.ks, catalog_size=len(ts.items), popularity=pop)
 
 
