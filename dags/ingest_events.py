@@ -26,8 +26,9 @@ One task per day on purpose: a backfill of a year is 365 task starts, not a mult
      events last); the Asset `flywheel://validated/events` is emitted with metadata `date`,
      `rows`, `distinct_users`, `distinct_items`, `validation_id`.
    * **any table fails** → the task fails **without retry**. The failing table's raw files are
-     moved, byte-identical, to `quarantine/<table>/dt=D/` with `validation_result.json` and
-     `validation_report.html` beside them; the error names file, column, expectation and
+     moved, byte-identical, to `quarantine/<table>/dt=D/` (nothing else is written there: the
+     full result is `quality/quarantined/dt=D/<table>.json`, the HTML report
+     `quality/reports/dt=D/<table>.html`); the error names file, column, expectation and
      offending values. **Nothing of D is published**: the tables of D that passed are not
      written to `validated/` and stay in `raw/`, so after fixing the failing files and putting
      them back under `raw/<table>/dt=D/`, clearing this task re-runs the whole day cleanly.

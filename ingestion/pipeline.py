@@ -12,12 +12,12 @@
 5. if every table passed: pseudonymise ``user_id``, write ``validated/<table>/dt=D/`` (items and
    users first, events last), each partition replaced atomically (the Parquet bytes are made in
    a thread while GX checks the events, and written only once the whole day has passed);
-   if any failed: move the failing tables' raw files to ``quarantine/`` with the result and an
-   HTML report, publish nothing of ``D`` (passing tables stay in ``raw/`` for the re-run), and
-   raise :class:`validation.gate.GateFailure`;
+   if any failed: move the failing tables' raw files to ``quarantine/`` (their full result to
+   ``quality/quarantined/``), publish nothing of ``D`` (passing tables stay in ``raw/`` for the
+   re-run), and raise :class:`validation.gate.GateFailure`;
 6. record each table's outcome under ``quality/results/dt=D/<table>.json`` (latest) and
-   ``quality/runs/dt=D/<table>/<validation_id>.json`` (every run) for the UI
-   (:mod:`validation.results`).
+   ``quality/runs/dt=D/<table>/<validation_id>.json`` (every run), with its HTML report at
+   ``quality/reports/dt=D/<table>.html``, for the UI (:mod:`validation.results`).
 
 The steps live in modules of their own: :mod:`ingestion.read` (1-2), :mod:`ingestion.conform`
 (3), :mod:`ingestion.gate` (4), :mod:`ingestion.publish` (5); this module runs them.

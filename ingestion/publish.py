@@ -4,7 +4,7 @@ A passing day's tables become ``validated/<table>/dt=D/part-00000.parquet`` with
 pseudonymised (:class:`Pseudonyms`), each partition replaced atomically. The Parquet bytes are
 made ahead (:func:`partition_files`, in a thread while GX checks the events) and written only
 once the whole day has passed (:func:`publish`). A failing table's raw files move to
-quarantine with their result and report (:func:`quarantine_failed`).
+quarantine, its full result to ``quality/`` (:func:`quarantine_failed`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from core.contract import TABLES
 from core.lake import PART_NAME, VALIDATED, partition_prefix
 from core.privacy import pseudonym_key, pseudonymise_array
 from ingestion.conform import one_chunk
-from validation.quarantine import REPORT_NAME, quarantine, render_report
+from validation.quarantine import quarantine, quarantine_prefix
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -109,16 +109,15 @@ def publish(lake: Lake, day: dt.date, files: dict[str, dict[str, bytes]]) -> Non
 def quarantine_failed(
     lake: Lake, day: dt.date, failed: dict[str, TableCheck], outcomes: dict[str, dict[str, Any]]
 ) -> dict[str, str]:
-    """Move the raw files of the ``failed`` tables to quarantine with their result and report;
-    returns table → quarantine prefix (tables that had files). Fills in the outcomes'
-    ``report_uri`` and ``quarantined``."""
+    """Move the raw files of the ``failed`` tables to quarantine and keep their full result
+    (:func:`validation.quarantine.quarantine`); returns table → quarantine prefix (tables that
+    had files). Fills in the outcomes' ``quarantined``; their report is written, like every
+    table's, when the outcome is recorded (:func:`validation.results.record`)."""
     where: dict[str, str] = {}
     for table, c in failed.items():
         if c.keys:
-            report = render_report(outcomes[table])
             gx_json = [r.to_json_dict() for r in c.gx_results]
             result = {"outcome": outcomes[table], "great_expectations": gx_json}
-            where[table] = quarantine(lake, table, day, c.keys, result, report)
-            outcomes[table]["report_uri"] = lake.url(where[table] + REPORT_NAME)
-            outcomes[table]["quarantined"] = [where[table] + r.name for r in c.files]
+            outcomes[table]["quarantined"] = quarantine(lake, table, day, c.keys, result)
+            where[table] = quarantine_prefix(table, day)
     return where

@@ -13,7 +13,13 @@ Pages:
   results by day (pass/fail, failed expectations, link to the report) and the leaderboard.
 * ``/flywheel/files/<key>`` — a report file from the lake. Only ``.html``/``.json`` under
   ``reports/``, ``quality/`` or ``quarantine/``; ``..``, absolute paths and anything that resolves
-  outside those folders are refused (404), so a link can never escape the reports.
+  outside those folders are refused (404), so a link can never escape the reports. The
+  pipeline's own pages (``reports/``, ``quality/``) open as pages; everything under
+  ``quarantine/`` came from ``raw/`` (anyone's bytes, any name) and is only ever a download
+  (``Content-Disposition: attachment``, ``application/octet-stream``), never linked from the
+  page. Every ``/files/`` answer carries ``Content-Security-Policy: sandbox`` (an opaque origin:
+  no Airflow cookie, no same-origin requests; Evidently's drift reports, which draw with
+  JavaScript, get ``sandbox allow-scripts``) and ``X-Content-Type-Options: nosniff``.
 * ``/flywheel/api/{drift,quality,models}`` — the same data as JSON.
 
 One file on purpose: Airflow imports every ``.py`` under ``plugins/`` as a top-level module named
@@ -27,7 +33,7 @@ import logging
 import posixpath
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request, status
@@ -46,6 +52,16 @@ URL_PREFIX = "/flywheel"
 #: Lake folders whose report files the UI may serve, and the file kinds.
 REPORT_ROOTS: tuple[str, ...] = tuple(f"{zone}/" for zone in (REPORTS, QUALITY, QUARANTINE))
 REPORT_SUFFIXES: dict[str, str] = {".html": "text/html; charset=utf-8", ".json": "application/json"}
+#: Under this folder every file came from raw/ (quarantined payloads): served only as a download.
+PAYLOAD_ROOT = f"{QUARANTINE}/"
+#: Drift reports (Evidently) draw with JavaScript: there scripts may run, still sandboxed.
+SCRIPTED_ROOT = f"{REPORTS}/"
+FILES_PATH = "/files/"
+#: Headers on every ``/files/`` answer (``Content-Security-Policy`` unless the route set one).
+FILE_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": "sandbox",
+    "X-Content-Type-Options": "nosniff",
+}
 COOKIE_NAME = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 
 
@@ -106,7 +122,8 @@ def _report_key(lake, uri: str | None) -> str | None:
         key = uri
     else:
         return None
-    return safe_report_key(key)
+    safe = safe_report_key(key)
+    return None if safe is None or safe.startswith(PAYLOAD_ROOT) else safe  # never a payload
 
 
 def model_rows() -> list[dict[str, Any]]:
@@ -168,6 +185,30 @@ def read_report(lake, key: str) -> bytes:
     return lake.read_bytes(safe)
 
 
+def file_response(key: str, data: bytes) -> Response:
+    """A served file: a quarantined payload as a download, a pipeline report as itself."""
+    name = posixpath.basename(key)
+    if key.startswith(PAYLOAD_ROOT):
+        plain = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
+        disposition = f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
+        return Response(
+            content=data,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": disposition},
+        )
+    media = REPORT_SUFFIXES[posixpath.splitext(key)[1]]
+    csp = "sandbox allow-scripts" if key.startswith(SCRIPTED_ROOT) else "sandbox"
+    return Response(content=data, media_type=media, headers={"Content-Security-Policy": csp})
+
+
+def _is_files_request(scope: dict[str, Any]) -> bool:
+    """Whether the request is for ``/files/…`` (its path with or without the mount prefix)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.startswith(FILES_PATH)
+
+
 # --- the app -----------------------------------------------------------------------------------
 
 
@@ -210,14 +251,17 @@ def create_app() -> FastAPI:
             )
         )
 
-    @app.get("/files/{key:path}")
+    @app.middleware("http")
+    async def file_headers(request: Request, call_next):
+        response = await call_next(request)
+        if _is_files_request(request.scope):  # every answer: the file, 404, 401, 403
+            for name, value in FILE_HEADERS.items():
+                response.headers.setdefault(name, value)
+        return response
+
+    @app.get(FILES_PATH + "{key:path}")
     def report_file(key: str) -> Response:
-        lake = _lake()
-        data = read_report(lake, key)
-        media = REPORT_SUFFIXES[posixpath.splitext(key)[1]]
-        return Response(
-            content=data, media_type=media, headers={"X-Content-Type-Options": "nosniff"}
-        )
+        return file_response(key, read_report(_lake(), key))
 
     @app.get("/api/drift")
     def api_drift() -> JSONResponse:

@@ -1,8 +1,16 @@
-"""Quarantine: failing raw files moved byte-identical, with the result (JSON) and a report (HTML).
+"""Quarantine: failing raw files moved byte-identical, and where their full result is kept.
 
-Layout: ``quarantine/<table>/dt=YYYY-MM-DD/<same file name>`` plus ``validation_result.json``
-and ``validation_report.html`` beside them. To re-run a quarantined day, fix the files and move
-them back to ``raw/<table>/dt=YYYY-MM-DD/`` (``flywheel ingest DAY`` or clear the Airflow task).
+Layout: ``quarantine/<table>/dt=YYYY-MM-DD/`` holds only what came from
+``raw/<table>/dt=YYYY-MM-DD/``, each file under the same path it had there. The pipeline writes
+nothing of its own in ``quarantine/``, so a raw file can never take the name of one of its
+files (a raw ``validation_report.html`` stays a quarantined payload, which the UI serves only
+as a download). The pipeline's files live in ``quality/``, where raw files never go: the full
+result (the outcome and Great Expectations' results) at ``quality/quarantined/dt=D/<table>.json``
+(:func:`full_result_key`) and the HTML report, as for every table, at
+``quality/reports/dt=D/<table>.html`` (written by :func:`validation.results.record`).
+
+To re-run a quarantined day, fix the files and move everything under the quarantine folder back
+to ``raw/<table>/dt=YYYY-MM-DD/`` (``flywheel ingest DAY`` or clear the Airflow task).
 """
 
 from __future__ import annotations
@@ -11,31 +19,43 @@ import html
 import json
 from typing import TYPE_CHECKING
 
-from core.lake import QUARANTINE, partition_prefix
+from core.lake import QUALITY, QUARANTINE, RAW, partition_prefix
 
 if TYPE_CHECKING:
     import datetime as dt
 
     from core.lake import Lake
 
-RESULT_NAME = "validation_result.json"
-REPORT_NAME = "validation_report.html"
+#: Folder of ``quality/`` with the full results of quarantined tables (one JSON per day, table).
+FULL_RESULTS = "quarantined"
 
 
 def quarantine_prefix(table: str, day: dt.date) -> str:
+    """``quarantine/<table>/dt=D/``: the raw files of ``table`` on ``day`` that failed."""
     return partition_prefix(QUARANTINE, table, day)
 
 
+def full_result_key(table: str, day: dt.date) -> str:
+    """``quality/quarantined/dt=D/<table>.json``: the full result of a quarantined table."""
+    return partition_prefix(QUALITY, FULL_RESULTS, day) + f"{table}.json"
+
+
 def quarantine(
-    lake: Lake, table: str, day: dt.date, raw_keys: list[str], result: dict, report_html: str
-) -> str:
-    """Move ``raw_keys`` into quarantine with the result and report; returns the prefix."""
-    prefix = quarantine_prefix(table, day)
-    lake.write_text(prefix + RESULT_NAME, json.dumps(result, indent=2, default=str))
-    lake.write_text(prefix + REPORT_NAME, report_html)
+    lake: Lake, table: str, day: dt.date, raw_keys: list[str], result: dict
+) -> list[str]:
+    """Store ``result`` (:func:`full_result_key`) and move ``raw_keys``, files of
+    ``raw/<table>/dt=D/``, to the same paths under :func:`quarantine_prefix`; returns their new
+    keys. A key outside that raw partition is refused (``ValueError``) before anything moves."""
+    src, dst = partition_prefix(RAW, table, day), quarantine_prefix(table, day)
+    foreign = [k for k in raw_keys if not k.startswith(src) or k == src]
+    if foreign:
+        raise ValueError(f"not a raw file of {table} on {day}: {', '.join(foreign)}")
+    lake.write_text(full_result_key(table, day), json.dumps(result, indent=2, default=str))
+    moved = []
     for key in raw_keys:
-        lake.move(key, prefix + key.rsplit("/", 1)[-1])
-    return prefix
+        moved.append(dst + key[len(src) :])
+        lake.move(key, moved[-1])
+    return moved
 
 
 def render_report(outcome: dict) -> str:

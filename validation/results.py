@@ -4,8 +4,12 @@ Layout (in the lake)::
 
     quality/results/dt=D/<table>.json                   the latest outcome of the table on D
     quality/runs/dt=D/<table>/<validation_id>.json      every run's outcome
-    quality/reports/dt=D/<table>.html                   the report of a table that passed
-                                                        (a failing table's report is in quarantine)
+    quality/reports/dt=D/<table>.html                   the report of the table's latest run
+    quality/quarantined/dt=D/<table>.json               a quarantined table's full result
+                                                        (:mod:`validation.quarantine`)
+
+The pipeline's own files are all here: ``quarantine/`` holds only files that came from ``raw/``,
+so no raw file can take the name of a report or result.
 
 An outcome is one JSON object: ``date, table, success, published, failed_expectations
 [{expectation, rule, column, message, examples, files}], rows, validation_id, validated_at,
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 #: Lake folder of the quality results (beside the zones; the UI serves files under it).
 RESULTS = "results"  # quality/results/: the latest outcome per (day, table)
 RUNS = "runs"  # quality/runs/: every run's outcome
-HTML_REPORTS = "reports"  # quality/reports/: the HTML report of a table that passed
+HTML_REPORTS = "reports"  # quality/reports/: the HTML report of each (day, table)
 
 
 def result_key(day: dt.date, table: str) -> str:
@@ -52,7 +56,7 @@ def run_key(day: dt.date, table: str, validation_id: str) -> str:
 
 
 def report_key(day: dt.date, table: str) -> str:
-    """``quality/reports/dt=D/<table>.html``: the report of a table that passed."""
+    """``quality/reports/dt=D/<table>.html``: the report of ``table`` on ``day`` (pass or fail)."""
     return partition_prefix(QUALITY, HTML_REPORTS, day) + f"{table}.html"
 
 
@@ -68,7 +72,7 @@ def outcome(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """The outcome record of one table's validation (``report_uri`` filled in by
-    :func:`record` unless the caller set one, e.g. the quarantine's report)."""
+    :func:`record` unless the caller set one)."""
     return {
         "date": day.isoformat(),
         "table": table,

@@ -1,8 +1,8 @@
 """One test per fault kind through ``ingest_day``: the day fails, the broken raw file is in
-quarantine byte-identical with its result and report, the message names the rule, file and
-examples, and validated/ is untouched. Plus: a later day is unaffected, and the fixed day
-re-runs cleanly. The simulator breaks the batches (``inject_fault``), the same code the
-``faults`` scenario uses."""
+quarantine byte-identical (its result and report in ``quality/``), the message names the rule,
+file and examples, and validated/ is untouched. Plus: a later day is unaffected, the fixed day
+re-runs cleanly, and a raw file named like the pipeline's report cannot take its place. The
+simulator breaks the batches (``inject_fault``), the same code the ``faults`` scenario uses."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from core.lake import Lake
 from ingestion.pipeline import ingest_day
 from simulation.simulator import inject_fault, repair_fault, simulate
 from validation.gate import GateFailure
-from validation.results import read_quality_history
+from validation.quarantine import quarantine
+from validation.results import read_quality_history, read_result, report_key
 
 D0 = dt.date(2026, 1, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -79,6 +80,8 @@ def test_fault_fails_the_day_and_quarantines(fresh, kind):
     broken = record["file"]
     digest = hashlib.sha256(fresh.read_bytes(broken)).hexdigest()
     validated_before = _snapshot(fresh, "validated/")
+    raw = f"raw/{table}/dt={FAULT_DAY}/"
+    raw_names = [k[len(raw) :] for k in fresh.list(raw)]
 
     with pytest.raises(GateFailure) as err:
         ingest_day(FAULT_DAY, lake=fresh, now=NOW)
@@ -93,9 +96,10 @@ def test_fault_fails_the_day_and_quarantines(fresh, kind):
     qprefix = f"quarantine/{table}/dt={FAULT_DAY}/"
     assert hashlib.sha256(fresh.read_bytes(qprefix + name)).hexdigest() == digest
     assert not fresh.exists(broken)
-    result = json.loads(fresh.read_text(qprefix + "validation_result.json"))
-    assert result["outcome"]["success"] is False
-    assert "<html>" in fresh.read_text(qprefix + "validation_report.html")
+    assert fresh.list(qprefix) == [qprefix + n for n in raw_names]  # what came from raw, only
+    result = json.loads(fresh.read_text(f"quality/quarantined/dt={FAULT_DAY}/{table}.json"))
+    assert result["outcome"]["success"] is False and result["great_expectations"] is not None
+    assert "<html>" in fresh.read_text(report_key(FAULT_DAY, table))
     # nothing of the day published, earlier days untouched
     assert _snapshot(fresh, "validated/") == validated_before
     latest = {(r["date"], r["table"]): r for r in read_quality_history(fresh)}
@@ -155,3 +159,50 @@ def test_non_rating_event_with_a_magnitude_fails(fresh):
     assert "value in 1-5 for ratings, 1.0 otherwise" in msg, msg
     assert f"value=3.0 for event_type={types[k]}" in msg
     assert "column 'value'" in msg and key in msg
+
+
+HOSTILE = b"<html><body><script>fetch('/api/v2/variables',{method:'POST'})</script></body></html>"
+FAKE_RESULT = b'{"outcome": {"success": true}}'
+
+
+def test_raw_file_named_like_the_report_cannot_replace_it(fresh):
+    """A raw ``validation_report.html`` (and ``validation_result.json``) beside a failing batch:
+    both are quarantined byte-identical as payloads, and the report the outcome links to is the
+    pipeline's own, in ``quality/`` where raw files never go."""
+    raw = f"raw/events/dt={FAULT_DAY}/"
+    inject_fault(fresh, FAULT_DAY, "unknown_event_type", seed=1)  # (rewrites the partition)
+    fresh.write_bytes(raw + "validation_report.html", HOSTILE)
+    fresh.write_bytes(raw + "validation_result.json", FAKE_RESULT)
+    names = {k[len(raw) :] for k in fresh.list(raw)}
+
+    with pytest.raises(GateFailure):
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+
+    qprefix = f"quarantine/events/dt={FAULT_DAY}/"
+    assert fresh.read_bytes(qprefix + "validation_report.html") == HOSTILE
+    assert fresh.read_bytes(qprefix + "validation_result.json") == FAKE_RESULT
+    assert {k[len(qprefix) :] for k in fresh.list(qprefix)} == names  # nothing else there
+    assert not fresh.list(raw)
+
+    outcome = read_result(fresh, FAULT_DAY, "events")
+    unreadable = [f for f in outcome["failed_expectations"] if "unsupported" in f["message"]]
+    assert unreadable and unreadable[0]["files"] == [raw + "validation_report.html"]
+    assert outcome["report_uri"] == fresh.url(report_key(FAULT_DAY, "events"))
+    assert sorted(outcome["quarantined"]) == sorted(qprefix + n for n in names)
+    report = fresh.read_text(report_key(FAULT_DAY, "events"))
+    assert "Data quality" in report and "FAILED" in report and "<script" not in report
+    full = json.loads(fresh.read_text(f"quality/quarantined/dt={FAULT_DAY}/events.json"))
+    assert full["outcome"]["success"] is False and "great_expectations" in full
+
+
+def test_quarantine_keeps_paths_under_the_partition(fresh):
+    """Two raw files with one name in different subfolders both survive, byte-identical."""
+    raw = f"raw/events/dt={FAULT_DAY}/"
+    fresh.write_bytes(raw + "a/x.csv", b"first")
+    fresh.write_bytes(raw + "b/x.csv", b"second")
+    moved = quarantine(fresh, "events", FAULT_DAY, [raw + "a/x.csv", raw + "b/x.csv"], {})
+    qprefix = f"quarantine/events/dt={FAULT_DAY}/"
+    assert moved == [qprefix + "a/x.csv", qprefix + "b/x.csv"]
+    assert [fresh.read_bytes(k) for k in moved] == [b"first", b"second"]
+    with pytest.raises(ValueError, match="not a raw file"):
+        quarantine(fresh, "events", FAULT_DAY, ["quality/results/x.json"], {})

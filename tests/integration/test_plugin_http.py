@@ -1,9 +1,12 @@
 """The Flywheel UI plugin over real HTTP: a real ``airflow api-server`` with SimpleAuthManager.
 
 Without a token → 401, with a forged one → 403, with one from ``POST /auth/token`` → the page
-and the Evidently report; report paths that try to leave the report folders → 404. Then the
-page is rendered in headless Chromium (Debian's ``chromium``; the test installs nothing) with the
-``_token`` cookie the Airflow UI sets, and the test reads what a person would see.
+and the Evidently report; report paths that try to leave the report folders → 404. A day the
+real gate quarantines, with a hostile raw ``validation_report.html`` among its files: the page
+links the pipeline's own report, the hostile file is only a download, and every ``/files/``
+answer is sandboxed and not sniffed. Then the page is rendered in headless Chromium (Debian's
+``chromium``; the test installs nothing) with the ``_token`` cookie the Airflow UI sets, and the
+test reads what a person would see.
 
 The harness (:class:`AirflowProcesses`, :func:`chromium_render`) is reused by the loop test.
 """
@@ -292,7 +295,7 @@ def _seed_lake(home: Path) -> None:
         None,
     )
     lake.write_text(
-        "quarantine/events/dt=2026-01-08/report.html", "<html><body>GX failures</body></html>"
+        "quality/reports/dt=2026-01-08/events.html", "<html><body>GX failures</body></html>"
     )
     for table, ok in (("events", False), ("users", True)):
         lake.write_text(
@@ -304,7 +307,7 @@ def _seed_lake(home: Path) -> None:
                     "success": ok,
                     "rows": 1200,
                     "validation_id": f"v-{table}",
-                    "report_uri": lake.url("quarantine/events/dt=2026-01-08/report.html")
+                    "report_uri": lake.url("quality/reports/dt=2026-01-08/events.html")
                     if not ok
                     else None,
                     "failed_expectations": []
@@ -321,6 +324,25 @@ def _seed_lake(home: Path) -> None:
             ),
         )
     (home / "secret.txt").write_text("top secret")
+    _seed_hostile_quarantine(lake)
+
+
+QDAY = dt.date(2026, 1, 7)  # a day the real gate fails, a hostile raw file among its events
+HOSTILE = b"<html><body><script>fetch('/api/v2/variables',{method:'POST'})</script></body></html>"
+HOSTILE_KEY = f"quarantine/events/dt={QDAY}/validation_report.html"
+
+
+def _seed_hostile_quarantine(lake) -> None:
+    """``QDAY`` simulated and ingested for real, with an attacker's ``validation_report.html``
+    placed in ``raw/events/dt=QDAY/``: the gate fails the events and quarantines them."""
+    from ingestion.pipeline import ingest_day
+    from simulation.simulator import simulate
+    from validation.gate import GateFailure
+
+    simulate(lake, days=1, users=40, items=15, seed=7, start=QDAY)
+    lake.write_bytes(f"raw/events/dt={QDAY}/validation_report.html", HOSTILE)
+    with pytest.raises(GateFailure):
+        ingest_day(QDAY, lake=lake, now=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
 
 
 def _register_models(home: Path) -> None:
@@ -372,7 +394,11 @@ def test_plugin_is_registered_with_a_nav_entry(airflow_ui):
     "path", ["/flywheel/", "/flywheel/api/drift", "/flywheel/files/reports/x.html"]
 )
 def test_no_token_is_401_and_forged_token_is_403(airflow_ui, path):
-    assert httpx.get(airflow_ui.url + path, timeout=30).status_code == 401
+    refused = httpx.get(airflow_ui.url + path, timeout=30)
+    assert refused.status_code == 401
+    if "/files/" in path:  # refusals of files are sandboxed and not sniffed as well
+        assert refused.headers["content-security-policy"] == "sandbox"
+        assert refused.headers["x-content-type-options"] == "nosniff"
     forged = {"Authorization": "Bearer eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJl"}
     assert httpx.get(airflow_ui.url + path, headers=forged, timeout=30).status_code == 403
     assert (
@@ -395,7 +421,54 @@ def test_page_and_report_with_a_token(airflow_ui):
     assert [(m["version"], m["champion"]) for m in models] == [("2", True), ("1", False)]
     quality = httpx.get(f"{airflow_ui.url}/flywheel/api/quality", headers=auth, timeout=30).json()
     failed = next(q for q in quality if q["table"] == "events")
-    assert failed["report_key"] == "quarantine/events/dt=2026-01-08/report.html"
+    assert failed["report_key"] == "quality/reports/dt=2026-01-08/events.html"
+
+
+def test_quarantined_raw_html_is_only_a_download(airflow_ui):
+    """The hostile file is in quarantine byte-identical and comes back only as an attachment;
+    the page's report link for that day opens the pipeline's own report."""
+    auth = {"Authorization": f"Bearer {airflow_ui.token()}"}
+    lake_root = airflow_ui.home / "lake"
+    assert (lake_root / HOSTILE_KEY).read_bytes() == HOSTILE
+    r = httpx.get(f"{airflow_ui.url}/flywheel/files/{HOSTILE_KEY}", headers=auth, timeout=30)
+    assert r.status_code == 200 and r.content == HOSTILE
+    assert r.headers["content-disposition"].startswith("attachment;")
+    assert 'filename="validation_report.html"' in r.headers["content-disposition"]
+    assert "html" not in r.headers["content-type"]
+    assert r.headers["content-security-policy"] == "sandbox"
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+    quality = httpx.get(f"{airflow_ui.url}/flywheel/api/quality", headers=auth, timeout=30).json()
+    row = next(q for q in quality if q["date"] == QDAY.isoformat() and q["table"] == "events")
+    assert row["success"] is False
+    assert row["report_key"] == f"quality/reports/dt={QDAY}/events.html"
+    page = httpx.get(f"{airflow_ui.url}/flywheel/", headers=auth, timeout=60).text
+    link = f"/flywheel/files/{row['report_key']}"
+    assert f'href="{link}"' in page and HOSTILE_KEY not in page
+    report = httpx.get(airflow_ui.url + link, headers=auth, timeout=30)
+    assert report.status_code == 200 and "text/html" in report.headers["content-type"]
+    assert "content-disposition" not in report.headers
+    assert "Data quality" in report.text and "FAILED" in report.text
+    assert "<script" not in report.text and "validation_report.html" in report.text
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        (f"/flywheel/files/{HOSTILE_KEY}", 200),
+        (f"/flywheel/files/quality/reports/dt={QDAY}/events.html", 200),
+        ("/flywheel/files/quality/results/dt=2026-01-08/events.json", 200),
+        (f"/flywheel/files/reports/drift/dt={DAY}/report.html", 200),
+        ("/flywheel/files/reports/nothing-here.html", 404),
+    ],
+)
+def test_every_file_answer_is_sandboxed_and_not_sniffed(airflow_ui, path, code):
+    auth = {"Authorization": f"Bearer {airflow_ui.token()}"}
+    r = httpx.get(airflow_ui.url + path, headers=auth, timeout=60)
+    assert r.status_code == code
+    csp = r.headers["content-security-policy"]
+    assert csp.split()[0] == "sandbox" and "allow-same-origin" not in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
 
 
 @pytest.mark.parametrize(
