@@ -46,4 +46,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf .flywheel .pytest_cache .ruff_cache
+	rm -rf .flywheel .pytest_cache .ruff_cache .import_linter_cache
