@@ -32,7 +32,9 @@ for _module in COMMANDS:
 def main() -> None:
     """Console entry point."""
     try:
-        app(standalone_mode=False)
+        # outside standalone mode click *returns* the code of a `typer.Exit(code)` (the airflow
+        # passthrough, `dag test`) instead of exiting with it: pass it on to the shell
+        code = app(standalone_mode=False)
     except FlywheelError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(1)
@@ -48,6 +50,8 @@ def main() -> None:
         if not callable(show) or not isinstance(code, int):
             raise
         show()
+        sys.exit(code)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
         sys.exit(code)
 
 

@@ -80,3 +80,12 @@ def test_airflow_passthrough_uses_embedded_home(env, fw_home):
     assert out.stdout.strip().endswith("/dags")
     out = run("airflow", "config", "get-value", "core", "load_examples", env=env)
     assert out.stdout.strip() == "False"
+
+
+def test_failing_airflow_commands_exit_non_zero(env):
+    """A script sees Airflow's failure: `typer.Exit(code)` must reach the process exit status."""
+    out = run("airflow", "no-such-command", env=env)
+    assert out.returncode != 0, out.stdout
+    out = run("dag", "test", "no_such_dag", "--date", "2026-01-03", env=env)
+    assert out.returncode != 0, out.stderr[-2000:]
+    assert "no_such_dag" in out.stderr
