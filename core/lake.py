@@ -70,6 +70,20 @@ def part_key(area: str, table: str, day: dt.date, name: str = PART_NAME) -> str:
     return partition_prefix(area, table, day) + name
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as one zstd-compressed Parquet file, in memory.
+
+    Into an Arrow buffer, not a ``BytesIO``: writing to a Python file object takes the GIL for
+    every page, and ingestion calls this in a thread while Great Expectations holds the GIL.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
 def _visible(name: str) -> bool:
     return not name.startswith((".", "_"))
 
@@ -163,11 +177,7 @@ class Lake(ABC):
 
     # --- Parquet ------------------------------------------------------------------------------
     def write_parquet(self, key: str, table: pa.Table) -> None:
-        import pyarrow.parquet as pq
-
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
-        self.write_bytes(key, buf.getvalue())
+        self.write_bytes(key, parquet_bytes(table))
 
     def read(
         self,
@@ -206,12 +216,24 @@ class Lake(ABC):
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
 
     def write(
-        self, data: pa.Table, table: str, day: dt.date, zone: str = VALIDATED, name: str = PART_NAME
+        self,
+        data: pa.Table,
+        table: str,
+        day: dt.date,
+        zone: str = VALIDATED,
+        name: str = PART_NAME,
+        replace: bool = False,
     ) -> str:
-        """Write ``data`` as ``<zone>/<table>/dt=day/<name>`` (atomically); returns the key."""
-        key = part_key(zone, table, day, name)
-        self.write_parquet(key, data)
-        return key
+        """Write ``data`` as ``<zone>/<table>/dt=day/<name>`` (atomically); returns the key.
+
+        With ``replace`` the partition holds only this file afterwards
+        (:meth:`replace_partition`: a re-run overwrites, never duplicates).
+        """
+        if replace:
+            self.replace_partition(partition_prefix(zone, table, day), {name: parquet_bytes(data)})
+        else:
+            self.write_parquet(part_key(zone, table, day, name), data)
+        return part_key(zone, table, day, name)
 
     def read_parquet(self, key_or_prefix: str) -> pa.Table:
         """One Parquet file, or every Parquet file under a prefix concatenated."""

@@ -252,11 +252,8 @@ def compute_features(lake: Lake, day: dt.date) -> DaySummary:
     rows, keys = {}, {}
     for view, frame in frames.items():
         table = pa.Table.from_pandas(frame, schema=arrow_schema(view), preserve_index=False)
-        key = lake.write(table, view, day, zone=FEATURES)
         # the partition holds exactly this one file (a re-run replaces, never duplicates)
-        for other in lake.partition_files(FEATURES, view, day):
-            if other != key:
-                lake.delete(other)
+        key = lake.write(table, view, day, zone=FEATURES, replace=True)
         rows[view], keys[view] = table.num_rows, key
     return DaySummary(
         day=day.isoformat(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from core.contract import TABLES
-from core.lake import PART_NAME, VALIDATED, partition_prefix
+from core.lake import PART_NAME, VALIDATED, parquet_bytes, partition_prefix
 from core.privacy import pseudonym_key, pseudonymise_array
 from ingestion.conform import one_chunk
 from validation.quarantine import quarantine, quarantine_prefix
@@ -68,18 +68,6 @@ class Pseudonyms:
             new = pc.take(mapped, encoded.indices)
         i = tbl.column_names.index(column)
         return tbl.set_column(i, tbl.schema.field(i), new)
-
-
-def parquet_bytes(tbl: pa.Table) -> bytes:
-    """``tbl`` as zstd Parquet. Into an Arrow buffer, not a ``BytesIO``: writing to a Python file
-    object takes the GIL for every page, and :func:`ingestion.pipeline.ingest_day` calls this in
-    a thread while GX holds the GIL (reading through ``pa.BufferReader`` likewise)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(tbl, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
 
 
 def partition_files(

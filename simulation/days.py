@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.contract import EVENTS, ITEMS, USERS
-from core.lake import PART_NAME, RAW, Lake, partition_prefix
+from core.lake import PART_NAME, RAW, Lake, parquet_bytes, partition_prefix
 from core.names import EVENT_TYPES
 from simulation.behaviour import respond
 from simulation.world import US_PER_DAY, World, day_of, day_us, stream_rng
@@ -158,14 +158,12 @@ def entities(w: World, d: int) -> tuple[pa.Table, pa.Table]:
 def encode(table: pa.Table, fmt: str) -> tuple[str, bytes]:
     """A batch as one file, ``(name, bytes)``: Parquet (zstd) or CSV (``fmt``)."""
     import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
 
-    buf = io.BytesIO()
     if fmt == "csv":
+        buf = io.BytesIO()
         pcsv.write_csv(table, buf)
         return CSV_PART_NAME, buf.getvalue()
-    pq.write_table(table, buf, compression="zstd")
-    return PART_NAME, buf.getvalue()
+    return PART_NAME, parquet_bytes(table)
 
 
 def write_batch(lake: Lake, table_name: str, day: dt.date, table: pa.Table, fmt: str) -> str:

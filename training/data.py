@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from core.contract import EVENTS, ITEMS, TABLES, USERS
 from core.errors import FlywheelError
-from core.lake import TRAINING_SETS, VALIDATED, Lake, get_lake
+from core.lake import TRAINING_SETS, VALIDATED, Lake, get_lake, parquet_bytes
 from core.names import FEATURE_SERVICE, FEATURE_TTL_DAYS, ITEM_VIEW, USER_VIEW
 from features.columns import ITEM_CATEGORICAL, ITEM_FEATURES, USER_CATEGORICAL, USER_FEATURES
 from features.compute import read_features, serving_day
@@ -338,17 +338,14 @@ def _feature_service(source: str) -> str:
     return FEATURE_SERVICE if source == "feast" else "contract"
 
 
-def _to_parquet(df: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
-    return buf.getvalue()
-
-
 def write_training_set(
     lake: Lake, frames: dict[str, pd.DataFrame], meta: dict, location: str | Path
 ) -> str:
     """Write the frames and ``meta.json``; a local folder when ``location`` is a Path."""
-    files = {f"{name}.parquet": _to_parquet(df) for name, df in frames.items()}
+    files = {
+        f"{name}.parquet": parquet_bytes(pa.Table.from_pandas(df, preserve_index=False))
+        for name, df in frames.items()
+    }
     files["meta.json"] = json.dumps(meta, indent=2).encode()
     if isinstance(location, Path):
         location.mkdir(parents=True, exist_ok=True)
