@@ -252,6 +252,15 @@ class Lake(ABC):
         )
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename is durable only once its folder is synced)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalLake(Lake):
     """A lake in a local folder."""
 
@@ -271,15 +280,17 @@ class LocalLake(Lake):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         target = self.path(key)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+            _fsync_dir(target.parent)  # the rename itself survives a power cut
         except OSError as exc:
+            tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
             raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from None
 
     def read_bytes(self, key: str) -> bytes:

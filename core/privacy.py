@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 
 from core.errors import ConfigError
@@ -16,6 +17,9 @@ from core.settings import Settings, get_settings
 
 PREFIX = "p_"
 _DIGEST_CHARS = 24  # 96 bits: collisions negligible for billions of users
+MIN_KEY_CHARS = 32  # a generated key has 64 hex characters; 32 is 128 bits at the least
+
+log = logging.getLogger(__name__)
 
 
 def _airflow_connection_key() -> str | None:
@@ -29,15 +33,32 @@ def _airflow_connection_key() -> str | None:
         return None
 
 
+def _checked(key: str, source: str, profile: str) -> bytes:
+    """A configured key, refused in production when shorter than :data:`MIN_KEY_CHARS`.
+
+    A short key can be guessed, and a guessed key turns every pseudonym back into the raw id
+    by trying the known id space. Embedded runs (tests, demos on synthetic data) only warn.
+    """
+    if len(key) < MIN_KEY_CHARS:
+        msg = (
+            f"{source} is {len(key)} characters; a pseudonymisation key needs at least "
+            f"{MIN_KEY_CHARS} (e.g. `openssl rand -hex 32`)"
+        )
+        if profile == "production":
+            raise ConfigError(msg)
+        log.warning("%s (accepted in the embedded profile only)", msg)
+    return key.encode()
+
+
 def pseudonym_key(settings: Settings | None = None) -> bytes:
     """The secret key, from settings, an Airflow connection, or (embedded only) a local file."""
     s = settings or get_settings()
     if s.pseudonym_key is not None and s.pseudonym_key.get_secret_value():
-        return s.pseudonym_key.get_secret_value().encode()
+        return _checked(s.pseudonym_key.get_secret_value(), "FLYWHEEL_PSEUDONYM_KEY", s.profile)
     if s.profile == "production":
         conn = _airflow_connection_key()
         if conn:
-            return conn.encode()
+            return _checked(conn, "the Airflow connection 'flywheel_pseudonym'", s.profile)
         raise ConfigError(
             "production profile needs a pseudonymisation key: set FLYWHEEL_PSEUDONYM_KEY "
             "or the Airflow connection 'flywheel_pseudonym'"

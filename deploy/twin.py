@@ -141,7 +141,7 @@ class Twin:
             "AWS_ACCESS_KEY_ID": "twin",
             "AWS_SECRET_ACCESS_KEY": "twin-secret",
             "FLYWHEEL_PSEUDONYM_KEY": os.environ.get(
-                "FLYWHEEL_PSEUDONYM_KEY", "twin-pseudonym-key"
+                "FLYWHEEL_PSEUDONYM_KEY", "twin-pseudonym-key-0123456789abcdef"
             ),
             "AIRFLOW__CORE__FERNET_KEY": "",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),

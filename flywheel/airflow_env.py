@@ -7,7 +7,9 @@ API URL that matches the API server's port.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from core.names import POOLS
 from core.settings import Settings, get_settings
+
+PASSWORDS_FILE = "simple_auth_manager_passwords.json"
 
 
 def airflow_env(
@@ -45,9 +49,7 @@ def airflow_env(
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
-                home / "simple_auth_manager_passwords.json"
-            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / PASSWORDS_FILE),
             "FLYWHEEL_HOME": str(s.home),
         }
     )
@@ -69,10 +71,38 @@ def apply_to_current_process(settings: Settings | None = None) -> dict[str, str]
     """Put the embedded Airflow configuration into ``os.environ`` (before importing airflow)."""
     env = airflow_env(settings)
     os.environ.update(env)
-    (get_settings() if settings is None else settings).airflow_home.mkdir(
-        parents=True, exist_ok=True
-    )
+    prepare_home(get_settings() if settings is None else settings)
     return env
+
+
+def prepare_home(s: Settings) -> None:
+    """Create the state and Airflow homes; the passwords file stays private (see
+    :func:`admin_password`)."""
+    s.ensure_home()
+    s.airflow_home.mkdir(parents=True, exist_ok=True)
+    admin_password(s)
+
+
+def admin_password(s: Settings) -> str:
+    """The ``admin`` password of the simple auth manager, created if the file has none.
+
+    The file is created owner-only (0600), and an existing one made so: Airflow appends to it
+    with the process umask (world-readable) and never changes its mode. Other users' entries
+    (written by Airflow) are kept.
+    """
+    path = s.airflow_home / PASSWORDS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    with os.fdopen(fd, "r+") as fh:
+        os.fchmod(fd, 0o600)
+        text = fh.read().strip()
+        passwords = json.loads(text) if text else {}
+        if not passwords.get("admin"):
+            passwords["admin"] = secrets.token_urlsafe(12)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(passwords))
+    return passwords["admin"]
 
 
 def airflow_executable() -> str:
@@ -83,8 +113,7 @@ def airflow_executable() -> str:
 def run_airflow(args: list[str], settings: Settings | None = None, check: bool = False) -> int:
     """Run the airflow CLI with the embedded configuration; returns its exit code."""
     s = settings or get_settings()
-    s.ensure_home()
-    s.airflow_home.mkdir(parents=True, exist_ok=True)
+    prepare_home(s)
     proc = subprocess.run([airflow_executable(), *args], env=airflow_env(s), check=check)
     return proc.returncode
 
@@ -95,8 +124,7 @@ def ensure_db(settings: Settings | None = None) -> None:
     The pools are :data:`core.names.POOLS`: the ones the DAGs name.
     """
     s = settings or get_settings()
-    s.ensure_home()
-    s.airflow_home.mkdir(parents=True, exist_ok=True)
+    prepare_home(s)
     env = airflow_env(s)
     quiet = {"env": env, "check": True, "stdout": subprocess.DEVNULL}
     subprocess.run([airflow_executable(), "db", "migrate"], **quiet)

@@ -11,7 +11,6 @@ in long-lived processes: no process start per day.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from core.lake import Lake, get_lake
 from core.names import INGEST_DAG
 from core.settings import Settings, get_settings
 from flywheel.airflow_client import AirflowClient
-from flywheel.airflow_env import airflow_env, ensure_db
+from flywheel.airflow_env import PASSWORDS_FILE, admin_password, airflow_env, ensure_db
 from flywheel.processes import ProcessGroup, free_port, venv_bin, wait_until
 from ingestion.pipeline import day_of
 from ingestion.publish import TABLE_ORDER
@@ -95,7 +94,7 @@ def _connect(
 ) -> tuple[AirflowClient, ProcessGroup | None]:
     """A client of the running Airflow we can log in to, or of an embedded one started for
     the backfill (then also its process group, to stop afterwards)."""
-    pw_file = settings.airflow_home / "simple_auth_manager_passwords.json"
+    pw_file = settings.airflow_home / PASSWORDS_FILE
     probe = AirflowClient(settings.airflow_url, "admin", "")
     if probe.healthy() and pw_file.exists():
         out(f"using the Airflow at {settings.airflow_url}")
@@ -114,8 +113,7 @@ def _connect(
 
 def _client(settings: Settings) -> AirflowClient:
     """A client logged in as ``admin`` with the password the simple auth manager keeps."""
-    pw_file = settings.airflow_home / "simple_auth_manager_passwords.json"
-    return AirflowClient(settings.airflow_url, "admin", json.loads(pw_file.read_text())["admin"])
+    return AirflowClient(settings.airflow_url, "admin", admin_password(settings))
 
 
 def _start_embedded(settings: Settings, out: Callable[[str], Any]) -> ProcessGroup:
@@ -123,11 +121,7 @@ def _start_embedded(settings: Settings, out: Callable[[str], Any]) -> ProcessGro
     env = airflow_env(settings)
     env.update(BACKFILL_ENV)
     env["AIRFLOW__API_AUTH__JWT_SECRET"] = secrets.token_urlsafe(32)
-    ensure_db(settings)
-    pw_file = settings.airflow_home / "simple_auth_manager_passwords.json"
-    if not pw_file.exists():
-        pw_file.parent.mkdir(parents=True, exist_ok=True)
-        pw_file.write_text(json.dumps({"admin": secrets.token_urlsafe(9)}))
+    ensure_db(settings)  # also the admin password (airflow_env.admin_password)
     group = ProcessGroup(settings.home / "backfill" / "logs")
     out(f"starting an embedded Airflow for the backfill (logs in {group.log_dir})")
     airflow = venv_bin("airflow")

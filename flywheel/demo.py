@@ -33,7 +33,7 @@ from typing import Any
 from core.errors import FlywheelError
 from core.lake import get_lake
 from core.settings import Settings, get_settings
-from flywheel.airflow_env import airflow_env
+from flywheel.airflow_env import PASSWORDS_FILE, airflow_env
 from flywheel.loop import Progress, run_loop, start_embedded_airflow
 from flywheel.processes import ProcessGroup, free_port, http_ok, port_free, venv_bin, wait_until
 from monitoring.monitor import summaries
@@ -294,7 +294,7 @@ def run_demo(cfg: DemoConfig, out: Callable[[str], None] | None = None) -> dict[
 
 def ui_help(settings: Settings, running: bool) -> tuple[dict[str, str], list[str]]:
     """The UIs' URLs and how to reach them again (``running``: they stay up until Ctrl-C)."""
-    pw_file = settings.airflow_home / "simple_auth_manager_passwords.json"
+    pw_file = settings.airflow_home / PASSWORDS_FILE
     urls = {
         "Airflow": f"{settings.airflow_url}  (login admin, password in {pw_file})",
         "Flywheel": f"{settings.airflow_url}/flywheel/  (drift, data quality, leaderboard in Airflow)",

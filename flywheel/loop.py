@@ -10,19 +10,17 @@ let ``ingest_events`` catch up over the simulated days and wait until no run is 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import secrets
 import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from core.names import INGEST_DAG, POOLS, TRAIN_DAG
 from core.settings import Settings
 from flywheel.airflow_client import FINISHED, AirflowClient
-from flywheel.airflow_env import airflow_env
+from flywheel.airflow_env import admin_password, airflow_env
 from flywheel.processes import ProcessGroup, ServiceError, venv_bin, wait_until
 
 #: Run states that keep the loop from settling.
@@ -287,10 +285,7 @@ def start_embedded_airflow(
             ).returncode
         if code:
             raise ServiceError(f"`airflow {' '.join(args)}` failed ({code}); see {log}")
-    pw_file = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-    if not pw_file.exists():
-        pw_file.write_text(json.dumps({"admin": secrets.token_urlsafe(9)}))
-    password = json.loads(pw_file.read_text())["admin"]
+    password = admin_password(settings)
     progress(
         f"starting Airflow (api-server :{settings.airflow_port}, scheduler, dag-processor, triggerer)"
     )

@@ -16,7 +16,7 @@ import pytest
 
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="flywheel-tests-"))
 os.environ["FLYWHEEL_HOME"] = str(_SESSION_ROOT / "home")
-os.environ.setdefault("FLYWHEEL_PSEUDONYM_KEY", "test-pseudonym-key")
+os.environ.setdefault("FLYWHEEL_PSEUDONYM_KEY", "test-pseudonym-key-0123456789abcdef")
 os.environ.pop("FLYWHEEL_LAKE_URI", None)
 os.environ.pop("FLYWHEEL_PROFILE", None)
 

@@ -56,6 +56,16 @@ def test_production_refuses_without_key(env):
     assert "Traceback" not in out.stderr
 
 
+def test_production_refuses_a_short_key(env):
+    env = {**env, "FLYWHEEL_PROFILE": "production", "FLYWHEEL_PSEUDONYM_KEY": "short-key"}
+    out = run("pseudonymise", "u1", env=env)
+    assert out.returncode == 1
+    assert "9 characters" in out.stderr and "at least 32" in out.stderr
+    assert "short-key" not in out.stderr  # the error never prints the secret
+    long_key = {**env, "FLYWHEEL_PSEUDONYM_KEY": "k" * 32}
+    assert run("pseudonymise", "u1", env=long_key).stdout.startswith("p_")
+
+
 def test_unwritable_home_is_one_clear_line(env, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -89,3 +99,23 @@ def test_failing_airflow_commands_exit_non_zero(env):
     out = run("dag", "test", "no_such_dag", "--date", "2026-01-03", env=env)
     assert out.returncode != 0, out.stderr[-2000:]
     assert "no_such_dag" in out.stderr
+
+
+def test_airflow_passwords_file_is_private(fw_home):
+    """The admin password file is owner-only, also one Airflow or an older version left 0644."""
+    import json
+    import stat
+
+    from core.settings import get_settings
+    from flywheel.airflow_env import PASSWORDS_FILE, admin_password
+
+    s = get_settings()
+    first = admin_password(s)
+    path = s.airflow_home / PASSWORDS_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert admin_password(s) == first  # stable once written
+    path.write_text(json.dumps({"admin": first, "viewer": "v"}))
+    path.chmod(0o644)
+    assert admin_password(s) == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["viewer"] == "v"  # Airflow's other entries kept

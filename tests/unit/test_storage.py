@@ -120,3 +120,23 @@ def test_bad_uri():
         Lake.from_uri("ftp://x/y")
     with pytest.raises(LakeError, match="names no bucket"):
         Lake.from_uri("s3:///prefix")
+
+
+def test_local_write_is_durable_and_leaves_nothing_on_failure(lake, monkeypatch):
+    """A failed write leaves no temp file; a successful one syncs the file and its folder."""
+    import os
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    lake.write_bytes("raw/events/dt=2026-01-01/a.csv", b"1")
+    assert len(synced) == 2  # the file, then the folder holding the rename
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(LakeError, match="No space left"):
+        lake.write_bytes("raw/events/dt=2026-01-01/b.csv", b"2")
+    folder = lake.path("raw/events/dt=2026-01-01")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.csv"]  # no .tmp left behind
