@@ -15,7 +15,8 @@ run is queued (it has not started: it will train on the newest data anyway), nor
 known, so the trigger still goes out and its training queues behind it.
 Thresholds: `monitoring.config.DriftConfig`.
 
-Manual run: `flywheel dag test monitor_drift --date 2026-01-10 --conf '{"day": "2026-01-10"}'`.
+Manual run: the trigger button (the `day` form field; empty checks the newest featurised day),
+or `flywheel dag test monitor_drift --date 2026-01-10 --conf '{"day": "2026-01-10"}'`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ from core.names import DRIFT_DAG, TRAIN_DAG
             None,
             type=["null", "string"],
             format="date",
-            description="Day to check (YYYY-MM-DD) for a manual run; asset runs use the event's date.",
+            description=(
+                "Day to check (YYYY-MM-DD) for a manual run; empty: the newest day with "
+                "features. Asset runs use the triggering event's date."
+            ),
         )
     },
 )
@@ -70,12 +74,17 @@ def monitor_drift():
             days.update(unchecked_days(get_lake(), dt.date.fromisoformat(max(days))))
         elif context["params"].get("day"):
             days.add(str(context["params"]["day"])[:10])
-        if not days:
-            from core.errors import FlywheelError
+        else:  # the trigger button with the form left empty: the newest featurised day
+            from core.lake import get_lake
+            from features.compute import latest_day
 
-            raise FlywheelError(
-                "monitor_drift: no day to check (no features event with a 'date', no 'day' param)"
-            )
+            newest = latest_day(get_lake())
+            if newest is None:  # nothing a retry would change: fail now, with the reason
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException("no features built yet, so no day to check")
+            days.add(newest.isoformat())
+        print(f"monitor_drift checks {', '.join(sorted(days))}")
         return sorted(days)
 
     @task
