@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 AGE_BUCKETS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
-RATING_MIN, RATING_MAX = 1.0, 5.0
+RATING_MIN, RATING_MAX = 0.5, 5.0  # half stars: MovieLens and most rating exports start at 0.5
 IMPLICIT_VALUE = 1.0  # the value of every non-rating event
 
 
@@ -85,7 +85,7 @@ EVENTS = Table(
         Column(
             "value",
             "float64",
-            "1–5 for `rating`, else 1.0",
+            "0.5–5 for `rating` (half stars), else 1.0",
             min_value=RATING_MIN,
             max_value=RATING_MAX,
         ),

@@ -27,7 +27,9 @@ from core.errors import ConfigError
 class Settings(BaseSettings):
     """All of Flywheel's configuration; see the module docstring for the profiles."""
 
-    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
 
     profile: Literal["embedded", "production"] = "embedded"
     home: Path = Field(default=Path(".flywheel"), description="State root of the embedded profile")
@@ -48,6 +50,13 @@ class Settings(BaseSettings):
     # --- privacy ----------------------------------------------------------------------------
     pseudonym_key: SecretStr | None = Field(
         default=None, description="Key of the keyed hash that pseudonymises user ids"
+    )
+
+    # --- ingestion gate ---------------------------------------------------------------------
+    gate: dict[str, str | bool | int | float] = Field(
+        default_factory=dict,
+        description="Overrides of the gate's thresholds (validation.config.GateConfig keys): "
+        "FLYWHEEL_GATE as a JSON object, or FLYWHEEL_GATE__<KEY>=value per key",
     )
 
     # --- Airflow ----------------------------------------------------------------------------
@@ -85,6 +94,25 @@ class Settings(BaseSettings):
     ab_challenger_share: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of users served by @challenger, if set"
     )
+    serve_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request body serving reads (else 413)"
+    )
+    serve_feedback_window_s: float = Field(
+        default=86_400.0, gt=0, description="Feedback is accepted up to this long after serving"
+    )
+    serve_simulated_clock: bool = Field(
+        default=False,
+        description="Accept client-set times (?at=, event_ts) for simulations; production refuses",
+    )
+    serve_spool_dir: Path | None = Field(
+        default=None, description="Feedback spool folder (default: $FLYWHEEL_HOME/serving/spool)"
+    )
+    serve_spool_max_bytes: int = Field(
+        default=256 * 2**20, ge=4096, description="Spool size past which feedback gets 503"
+    )
+    serve_registry_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest wait for one MLflow alias lookup in serving"
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
@@ -120,6 +148,11 @@ class Settings(BaseSettings):
     @property
     def feast_dir(self) -> Path:
         return self.home / "feast"
+
+    @property
+    def serving_dir(self) -> Path:
+        """Serving's local state: the feedback spool and the last-known models."""
+        return self.home / "serving"
 
     @property
     def evidently_workspace(self) -> Path:

@@ -1,4 +1,11 @@
-"""``flywheel backfill ingest_events``: ingest a range of days through Airflow's own backfill.
+"""``flywheel backfill ingest_events``: ingest a range of days through Airflow.
+
+By default the range is cut into chunks of ``days_per_run`` calendar days and each chunk is one
+manual run of ``ingest_events`` with the ``start``/``end`` Params: one Airflow task ingests the
+chunk's days in one process (:func:`ingestion.bulk.ingest_range`, the same per-day verdicts as
+daily runs), the runs one after the other, oldest first. A history of years is then a handful
+of task starts instead of thousands. With ``days_per_run=1`` it is Airflow's own backfill: one
+scheduler-driven run per day, as the daily schedule makes them.
 
 :func:`airflow_backfill` uses the Airflow API server at ``settings.airflow_url`` when one
 answers (``flywheel airflow standalone`` or the demo). Otherwise it starts, for the duration,
@@ -23,11 +30,14 @@ from core.settings import Settings, get_settings
 from flywheel.airflow_client import AirflowClient
 from flywheel.airflow_env import PASSWORDS_FILE, admin_password, airflow_env, ensure_db
 from flywheel.processes import ProcessGroup, free_port, venv_bin, wait_until
+from ingestion.bulk import raw_days
 from ingestion.pipeline import day_of
 from ingestion.publish import TABLE_ORDER
 from validation.results import read_result, result_key
 
 FINISHED = ("success", "failed")  # dag run states that end a day
+#: Calendar days one run ingests by default (``flywheel backfill --days-per-run``).
+DAYS_PER_RUN = 366
 
 #: Airflow settings of the embedded processes a backfill starts (on top of ``airflow_env``).
 BACKFILL_ENV = {
@@ -46,33 +56,39 @@ def airflow_backfill(
     out: Callable[[str], Any] = print,
     timeout_s: float = 6 * 3600,
     reprocess: str = "completed",
+    days_per_run: int = DAYS_PER_RUN,
+    gate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Ingest ``[start, end]`` through Airflow's own backfill; returns per-day outcomes:
+    """Ingest ``[start, end]`` through Airflow; returns per-day outcomes:
     ``{"days": n, "succeeded": [day, ...], "failed": {day: why}}``.
 
-    See the module docstring for which Airflow runs it. ``reprocess``: Airflow's
-    ``reprocess_behavior`` for days that already ran (``completed``, ``failed`` or ``none``).
+    See the module docstring for the runs it makes (``days_per_run``) and which Airflow runs
+    them. ``reprocess``: with one run per day, Airflow's ``reprocess_behavior`` for days that
+    already ran (``completed``, ``failed`` or ``none``); range runs always re-ingest. ``gate``:
+    threshold overrides for the runs (the DAG's ``gate`` Param).
     """
     if end < start:
         raise FlywheelError(f"backfill range is empty: --end {end} is before --start {start}")
     settings = get_settings()
     settings.ensure_home()
-    days = {start + dt.timedelta(days=k) for k in range((end - start).days + 1)}
     client, group = _connect(settings, out)
     try:
         parsed = f"{INGEST_DAG} parsed by the dag-processor"
         wait_until(lambda: _dag_parsed(client), 300, parsed, group, interval=2)
         client.set_paused(INGEST_DAG, False)
-        backfill = client.post(
-            "/backfills",
-            {
-                "dag_id": INGEST_DAG,
-                "from_date": dt.datetime.combine(start, dt.time(), dt.UTC).isoformat(),
-                "to_date": dt.datetime.combine(end, dt.time(), dt.UTC).isoformat(),
-                "max_active_runs": 1,
-                "reprocess_behavior": reprocess,
-            },
-        )
+        if days_per_run > 1:
+            return _range_runs(client, group, start, end, days_per_run, gate, timeout_s, out)
+        days = {start + dt.timedelta(days=k) for k in range((end - start).days + 1)}
+        body = {
+            "dag_id": INGEST_DAG,
+            "from_date": dt.datetime.combine(start, dt.time(), dt.UTC).isoformat(),
+            "to_date": dt.datetime.combine(end, dt.time(), dt.UTC).isoformat(),
+            "max_active_runs": 1,
+            "reprocess_behavior": reprocess,
+        }
+        if gate:
+            body["dag_run_conf"] = {"gate": gate}
+        backfill = client.post("/backfills", body)
         out(f"backfill {backfill['id']} created: {start} .. {end}")
         states = _wait_days(client, days, group, timeout_s, out)
     finally:
@@ -86,6 +102,58 @@ def airflow_backfill(
             d.isoformat(): _failure_reason(lake, d)
             for d in sorted(d for d, s in states.items() if s == "failed")
         },
+    }
+
+
+def chunks(start: dt.date, end: dt.date, days_per_run: int) -> list[tuple[dt.date, dt.date]]:
+    """``[start, end]`` cut into consecutive ranges of at most ``days_per_run`` days."""
+    out = []
+    while start <= end:
+        last = min(end, start + dt.timedelta(days=days_per_run - 1))
+        out.append((start, last))
+        start = last + dt.timedelta(days=1)
+    return out
+
+
+def _range_runs(
+    client: AirflowClient,
+    group: ProcessGroup | None,
+    start: dt.date,
+    end: dt.date,
+    days_per_run: int,
+    gate: dict[str, Any] | None,
+    timeout_s: float,
+    out: Callable[[str], Any],
+) -> dict[str, Any]:
+    """One manual ``ingest_events`` run per chunk of days (its ``start``/``end`` Params), each
+    triggered once the one before finished; the days' outcomes from the quality results."""
+    deadline = time.monotonic() + timeout_s
+    parts = chunks(start, end, days_per_run)
+    out(f"backfill of {start} .. {end} created: {len(parts)} run(s) of up to {days_per_run} days")
+    for k, (a, b) in enumerate(parts, 1):
+        conf = {"start": a.isoformat(), "end": b.isoformat(), "gate": gate or {}}
+        run_id = client.trigger(INGEST_DAG, conf=conf)
+        left = max(1.0, deadline - time.monotonic())
+        state = client.wait_run(INGEST_DAG, run_id, left, group)
+        out(f"run {k}/{len(parts)} ({a} .. {b}): {state}")
+        if state != "success":
+            raise FlywheelError(f"{INGEST_DAG} run {run_id} ({a} .. {b}) {state}: see its task log")
+    return range_outcomes(get_lake(), start, end)
+
+
+def range_outcomes(lake: Lake, start: dt.date, end: dt.date) -> dict[str, Any]:
+    """``{"days", "succeeded", "failed"}`` of the days with raw data in ``[start, end]``, from
+    their recorded quality results (a day failed when one of its tables did)."""
+    days = raw_days(lake, start, end)
+    failed = {}
+    for day in days:
+        recs = [read_result(lake, day, t) for t in TABLE_ORDER]
+        if any(r and r.get("validation_id") and not r.get("published", r["success"]) for r in recs):
+            failed[day.isoformat()] = _failure_reason(lake, day)
+    return {
+        "days": len(days),
+        "succeeded": [d.isoformat() for d in days if d.isoformat() not in failed],
+        "failed": failed,
     }
 
 

@@ -15,6 +15,7 @@ from ingestion.conform import encode_strings, matches_contract, one_chunk
 from ingestion.read import READ_RULE, RawFile, batch
 from validation.gate import Finding
 from validation.history import events_parameters, table_parameters
+from validation.rows import RowSplit, is_row_level, offending_rows, prescreen
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -23,20 +24,25 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from core.lake import Lake
     from validation.config import GateConfig
     from validation.gate import Gate
+    from validation.history import History
 
 
 @dataclass
 class TableCheck:
-    """The gate's findings on one table of the day, and its batch once the schema passed."""
+    """The gate's findings on one table of the day, its batch once the schema passed, and its
+    verdict: passed (no findings), split (row-level findings on few rows: ``split`` holds the
+    rows kept and those quarantined) or failed (any other finding)."""
 
     table: str
     files: list[RawFile] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     gx_results: list[Any] = field(default_factory=list)  # GX validation results (objects)
     data: pa.Table | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)  # the data suite's
+    split: RowSplit | None = None
+    encoded: pa.Table | None = None  # the events' batch through encode_strings
 
     @property
     def keys(self) -> list[str]:
@@ -45,6 +51,21 @@ class TableCheck:
     @property
     def rows(self) -> int:
         return 0 if self.data is None else self.data.num_rows
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.findings) and self.split is None
+
+    @property
+    def published(self) -> pa.Table | None:
+        """The rows to publish (``None`` when the table failed or had no batch)."""
+        if self.failed:
+            return None
+        return self.split.kept if self.split is not None else self.data
+
+    @property
+    def rows_quarantined(self) -> int:
+        return self.split.rows_quarantined if self.split is not None else 0
 
 
 # --- frames for GX -------------------------------------------------------------------------------
@@ -144,62 +165,75 @@ def check_files(gate: Gate, day: dt.date, table: str, files: list[RawFile]) -> T
     return check
 
 
-def run_data_suite(gate: Gate, check: TableCheck, frame: pd.DataFrame, parameters: dict) -> None:
-    """The data suite on the batch (``frame``: :func:`gx_frame` of ``check.data``)."""
+def run_data_suite(gate: Gate, check: TableCheck, data: pa.Table, parameters: dict) -> None:
+    """The data suite on the batch ``data`` (``check.data``, maybe dictionary-encoded), then the
+    table's verdict (:func:`judge`).
+
+    An Arrow replica of every rule screens the batch first (:func:`validation.rows.prescreen`,
+    like :func:`~ingestion.conform.matches_contract` for the schema suite): when it finds
+    nothing, GX has nothing to report and does not run; when it finds something, GX runs and
+    its results are the verdict that is recorded. The screen is on only when
+    ``gx_every_batch`` is ``False``: a bulk range's default (:func:`ingestion.bulk.ingest_range`);
+    a daily run (``None``, the default) runs GX on every batch.
+    """
+    check.parameters = parameters
+    config = gate.config
+    if config.gx_every_batch is False and not prescreen(
+        check.table, check.data, parameters, config
+    ):
+        return
+    frame = gx_frame(data, TABLES[check.table].unique)
     found, res = gate.run(check.table, "data", frame, parameters)
     for f in found:
         _attribute(f, check.files)
     check.findings += found
     check.gx_results.append(res)
+    judge(check, config)
+
+
+def judge(check: TableCheck, config: GateConfig) -> None:
+    """Split the batch when every finding is row-level and the offending rows are at most
+    ``max_bad_row_share`` of it (``check.split``); otherwise the findings fail the table."""
+    if not check.findings or check.data is None:
+        return
+    if not all(is_row_level(check.table, f) for f in check.findings):
+        return
+    split = offending_rows(check.table, check.data, check.findings, check.parameters, config)
+    if split.rows_quarantined <= config.max_bad_row_share * check.rows:
+        check.split = split
 
 
 def check_table_values(gate: Gate, day: dt.date, check: TableCheck) -> None:
     """The data suite of ``items`` or ``users`` on the batch (when the schema passed)."""
     if check.data is not None:
-        frame = gx_frame(check.data, TABLES[check.table].unique)
         parameters = table_parameters(check.table, day, gate.config, check.data)
-        run_data_suite(gate, check, frame, parameters)
+        run_data_suite(gate, check, check.data, parameters)
 
 
 def check_event_values(
     gate: Gate,
-    lake: Lake,
+    history: History,
     day: dt.date,
     now: dt.datetime,
     events: TableCheck,
     encoded: pa.Table,
-    items: TableCheck,
+    same_day_items: pa.ChunkedArray | None,
 ) -> None:
     """The data suite of the events (``encoded``: the batch through :func:`encode_strings`),
-    against the history of ``lake`` and the day's ``items``."""
-    frame = gx_frame(encoded, TABLES["events"].unique)
-    parameters = _events_parameters(lake, day, gate.config, now, encoded, frame, items)
-    run_data_suite(gate, events, frame, parameters)
-
-
-def _events_parameters(
-    lake: Lake,
-    day: dt.date,
-    config: GateConfig,
-    now: dt.datetime,
-    encoded: pa.Table,
-    frame: pd.DataFrame,
-    items: TableCheck,
-) -> dict[str, Any]:
-    """The events' suite parameters, from the distinct ids the encoding already has."""
+    against ``history`` and the day's items that passed (``same_day_items``)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    same_day = items.data.column("item_id") if items.data is not None else None
-    event_ids = encoded["event_id"]  # distinct already if GX got one category per value
+    event_ids = encoded["event_id"]
     if pa.types.is_dictionary(event_ids.type):
         event_ids = one_chunk(event_ids).dictionary
-    ids_distinct = not event_ids.null_count and len(event_ids) == len(
-        frame["event_id"].cat.categories
-    )
+    else:
+        event_ids = pc.unique(one_chunk(event_ids).drop_null())
     item_ids = one_chunk(encoded["item_id"]).dictionary
-    return events_parameters(
-        lake, day, config, now, event_ids, item_ids, same_day, ids_distinct=ids_distinct
+    parameters = events_parameters(
+        history, day, gate.config, now, event_ids, item_ids, same_day_items
     )
+    run_data_suite(gate, events, encoded, parameters)
 
 
 def _attribute(finding: Finding, files: list[RawFile]) -> None:

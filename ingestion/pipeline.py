@@ -6,16 +6,23 @@
 1. find the raw files of ``items``, ``users`` and ``events`` under ``raw/<table>/dt=D/``;
 2. read each (Parquet or UTF-8 CSV); an unreadable, empty or non-UTF-8 file is a gate failure;
 3. conform types losslessly to the contract (ints → float, any timestamp unit → µs UTC);
-4. validate all three tables with Great Expectations (:mod:`validation.gate`): the schema suite
+4. validate each table with Great Expectations (:mod:`validation.gate`): the schema suite
    per file, then the data suite on the day's batch, with what it needs from earlier days
-   (:mod:`validation.history`);
-5. if every table passed: pseudonymise ``user_id``, write ``validated/<table>/dt=D/`` (items and
-   users first, events last), each partition replaced atomically (the Parquet bytes are made in
-   a thread while GX checks the events, and written only once the whole day has passed);
-   if any failed: move the failing tables' raw files to ``quarantine/`` (their full result to
-   ``quality/quarantined/``), publish nothing of ``D`` (passing tables stay in ``raw/`` for the
-   re-run), and raise :class:`validation.gate.GateFailure`;
-6. record each table's outcome under ``quality/results/dt=D/<table>.json`` (latest) and
+   (:mod:`validation.history`); the events against the catalog so far and the day's items
+   that passed. Each table gets its own verdict (:func:`ingestion.gate.judge`):
+
+   * **passed**: published;
+   * **split**: its only breaches are row-level (values, nulls, unknown items, duplicate ids)
+     on at most ``max_bad_row_share`` of its rows: those rows go to
+     ``quarantine/<table>_rows/dt=D/`` with a ``reason`` column, the rest is published (the
+     raw file stays in ``raw/``);
+   * **failed** (file, schema or volume breaches, or too many bad rows): its raw files move
+     to ``quarantine/`` (the full result to ``quality/quarantined/``), it is not published,
+     and :class:`validation.gate.GateFailure` is raised once the day's other tables are done;
+5. publish: pseudonymise ``user_id``, write ``validated/<table>/dt=D/`` (items and users first,
+   events last), each partition replaced atomically (the Parquet bytes are made in a thread
+   while GX checks the events);
+6. record each delivered table's outcome (the events' always) under ``quality/results/dt=D/<table>.json`` (latest) and
    ``quality/runs/dt=D/<table>/<validation_id>.json`` (every run), with its HTML report at
    ``quality/reports/dt=D/<table>.html``, for the UI (:mod:`validation.results`).
 
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,17 +44,26 @@ from core.lake import VALIDATED, get_lake, partition_prefix
 from core.privacy import pseudonym_key
 from ingestion.conform import encode_strings, one_chunk
 from ingestion.gate import TableCheck, check_event_values, check_files, check_table_values
-from ingestion.publish import TABLE_ORDER, Pseudonyms, partition_files, publish, quarantine_failed
+from ingestion.publish import (
+    TABLE_ORDER,
+    Pseudonyms,
+    partition_files,
+    publish,
+    quarantine_failed,
+    quarantine_rows,
+)
 from ingestion.read import read_and_encode, read_files
 from validation import results
-from validation.config import DEFAULT
+from validation.config import GateConfig
 from validation.gate import Gate, GateFailure, failure_message
+from validation.history import LakeHistory
+from validation.quarantine import quarantine_prefix
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from core.lake import Lake
-    from validation.config import GateConfig
+    from validation.history import History
 
 Partitions = dict[str, dict[str, bytes]]  # table -> file name -> Parquet bytes
 
@@ -70,6 +87,7 @@ class DayRun:
     now: dt.datetime  # bounds "not in the future"; the outcomes' ``validated_at``
     validation_id: str
     run_id: str | None
+    history: History
 
 
 def ingest_day(
@@ -78,41 +96,70 @@ def ingest_day(
     config: GateConfig | None = None,
     now: dt.datetime | None = None,
     run_id: str | None = None,
+    history: History | None = None,
+    writer: Callable[[Callable[[], None]], Any] | None = None,
 ) -> dict[str, Any]:
     """Validate and publish one day; returns the summary (the asset metadata).
 
-    Raises :class:`validation.gate.GateFailure` (nothing published) when any table fails.
-    ``now`` bounds "not in the future" (the wall clock by default; tests pin it).
+    Each table is judged on its own: it is published when it passed, or when its only breaches
+    are row-level ones on at most ``max_bad_row_share`` of its rows (those rows quarantined).
+    Raises :class:`validation.gate.GateFailure` when any table failed (that table not
+    published; its ``summary`` says what was). ``config``: the gate's thresholds (default:
+    :meth:`GateConfig.from_settings`); ``now`` bounds "not in the future" (the wall clock by
+    default; tests pin it); ``history``: what earlier days validated (default: read from the
+    lake; :mod:`ingestion.bulk` passes one kept in memory across days). ``writer``: runs the
+    day's writes (quarantine, publish, outcomes), by default here and now; :mod:`ingestion.bulk`
+    hands them to a thread that writes day N while day N+1 is checked.
     """
     day = day_of(day)
     lake = lake or get_lake()
     now = now or dt.datetime.now(dt.UTC)
     key = pseudonym_key()  # fail fast (production without a secret) before touching data
     validation_id = f"{day.isoformat()}-{uuid.uuid4().hex[:12]}"
-    run = DayRun(day, lake, Gate.cached(config or DEFAULT), now, validation_id, run_id)
-    checks, files, encoded = _gate_day(run, key)
-    failed = {t: c for t, c in checks.items() if c.findings}
-    outcomes = {t: _outcome(run, c, published=not failed) for t, c in checks.items()}
-    where = quarantine_failed(lake, day, failed, outcomes) if failed else {}
-    if not failed:
+    gate = Gate.cached(config or GateConfig.from_settings())
+    history = history or LakeHistory(lake)
+    run = DayRun(day, lake, gate, now, validation_id, run_id, history)
+    checks, files = _gate_day(run, key)
+    failed = {t: c for t, c in checks.items() if c.failed}
+    outcomes = {t: _outcome(run, c) for t, c in checks.items()}
+    for table, c in checks.items():
+        if c.failed:
+            history.withheld(day, table)
+        else:
+            history.published(day, table, c.published, c.rows)
+
+    def write() -> None:
+        quarantine_failed(lake, day, failed, outcomes)
+        quarantine_rows(lake, day, checks, outcomes)
         publish(lake, day, files)
-    for outcome in outcomes.values():
-        results.record(lake, outcome)
+        for table, outcome in outcomes.items():
+            if checks[table].files or table == "events":  # no items/users delivered: no outcome
+                results.record(lake, outcome)
+
+    (writer or _now)(write)
+    summary = _summary(run, checks)
     if failed:
         findings = {t: c.findings for t, c in failed.items()}
-        raise GateFailure(failure_message(day.isoformat(), validation_id, findings, where))
-    return _summary(run, checks, encoded)
+        where = {t: quarantine_prefix(t, day) for t, c in failed.items() if c.keys}
+        passed = [t for t in TABLE_ORDER if t not in failed and checks[t].rows]
+        msg = failure_message(day.isoformat(), validation_id, findings, where, passed)
+        raise GateFailure(msg, summary)
+    return summary
 
 
-def _gate_day(run: DayRun, key: bytes) -> tuple[dict[str, TableCheck], Partitions, pa.Table | None]:
-    """Gate the day's three tables: their checks, the validated partitions' bytes (empty unless
-    every table passed) and the events' batch through :func:`encode_strings`.
+def _now(write: Callable[[], None]) -> None:
+    write()
+
+
+def _gate_day(run: DayRun, key: bytes) -> tuple[dict[str, TableCheck], Partitions]:
+    """Gate the day's three tables: their checks and the validated partitions' bytes of those
+    that were not failed.
 
     GX is pure Python (it holds the GIL); Arrow encoding and Parquet writing release it. So one
-    worker thread does the Arrow work while GX checks data: the events' dictionary encoding
-    during the items and users suites, then the pseudonymised Parquet bytes of each table once
-    every earlier suite passed (the events' while their own data suite runs). Those bytes are
-    published only if the whole day passed; until then nothing is written.
+    worker thread does the Arrow work while the gate checks data: the events' dictionary
+    encoding during the items and users suites, then the pseudonymised Parquet bytes of each
+    table that passed (the events' while their own data suite runs; made again without the
+    offending rows when the events are split). Nothing is written here.
     """
     lake, day, gate = run.lake, run.day, run.gate
     files: dict[str, Future[dict[str, bytes]]] = {}
@@ -123,22 +170,17 @@ def _gate_day(run: DayRun, key: bytes) -> tuple[dict[str, TableCheck], Partition
         for table in ("items", "users"):
             checks[table] = check_files(gate, day, table, raw[table])
             check_table_values(gate, day, checks[table])
-        pseudonyms = None
-        if not any(c.findings for c in checks.values()):
-            # hash the users' ids while the worker reads and encodes the events
-            users = checks["users"].data
-            pseudonyms = Pseudonyms([users["user_id"]] if users is not None else [], key)
-            for table in ("items", "users"):
-                data = checks[table].data
+        users = checks["users"].published
+        # hash the users' ids while the worker reads and encodes the events
+        pseudonyms = Pseudonyms([users["user_id"]] if users is not None else [], key)
+        for table in ("items", "users"):
+            if not checks[table].failed:
+                data = checks[table].published
                 files[table] = worker.submit(partition_files, table, data, pseudonyms)
         raw_events, encoded = reading.result()
         checks["events"] = check_files(gate, day, "events", raw_events)
-        encoded = _gate_events(run, worker, checks, encoded, pseudonyms, files)
-        if any(c.findings for c in checks.values()):
-            for future in files.values():
-                future.cancel()
-            return checks, {}, encoded
-        return checks, {t: files[t].result() for t in TABLE_ORDER}, encoded
+        _gate_events(run, worker, checks, encoded, pseudonyms, files)
+        return checks, {t: f.result() for t, f in files.items() if not checks[t].failed}
 
 
 def _gate_events(
@@ -146,51 +188,68 @@ def _gate_events(
     worker: ThreadPoolExecutor,
     checks: dict[str, TableCheck],
     encoded: pa.Table | None,
-    pseudonyms: Pseudonyms | None,
+    pseudonyms: Pseudonyms,
     files: dict[str, Future[dict[str, bytes]]],
-) -> pa.Table | None:
-    """The events' data suite (when their schema passed); returns their encoded batch.
+) -> None:
+    """The events' data suite (when their schema passed), against the day's items that passed.
 
-    With ``pseudonyms`` (every earlier table passed), the worker makes the events' Parquet
-    bytes into ``files`` while GX checks them.
+    The worker makes the events' Parquet bytes into ``files`` while the gate checks them; when
+    the gate splits the batch those bytes are made again from the rows kept.
     """
     events = checks["events"]
     if events.data is None:
-        return encoded
+        return
     if encoded is None:
         encoded = encode_strings(events.data, TABLES["events"].unique)
-    if pseudonyms is not None:
-        user_ids = one_chunk(encoded.column("user_id"))
-        pseudonyms = pseudonyms.extended(user_ids.dictionary)
-        files["events"] = worker.submit(
-            partition_files, "events", events.data, pseudonyms, user_ids
-        )
-    check_event_values(run.gate, run.lake, run.day, run.now, events, encoded, checks["items"])
-    return encoded
+    user_ids = one_chunk(encoded.column("user_id"))
+    pseudonyms = pseudonyms.extended(user_ids.dictionary)
+    files["events"] = worker.submit(partition_files, "events", events.data, pseudonyms, user_ids)
+    items = checks["items"].published
+    same_day = items.column("item_id") if items is not None else None
+    check_event_values(run.gate, run.history, run.day, run.now, events, encoded, same_day)
+    events.encoded = encoded
+    if events.split is not None:
+        files["events"].cancel()
+        files["events"] = worker.submit(partition_files, "events", events.published, pseudonyms)
 
 
-def _outcome(run: DayRun, check: TableCheck, published: bool) -> dict[str, Any]:
+def _outcome(run: DayRun, check: TableCheck) -> dict[str, Any]:
     """The outcome record of one table of the run (see :mod:`validation.results`)."""
     return results.outcome(
         run.day,
         check.table,
         check.findings,
-        published=published,
+        published=not check.failed,
         rows=check.rows,
         files=check.keys,
         validation_id=run.validation_id,
         validated_at=run.now.isoformat(),
         run_id=run.run_id,
+        rows_quarantined=check.rows_quarantined,
+        quarantined_reasons=check.split.reasons if check.split is not None else None,
     )
 
 
-def _summary(run: DayRun, checks: dict[str, TableCheck], encoded: pa.Table) -> dict[str, Any]:
-    """What a published day returns (and the DAG emits as the asset event's metadata)."""
+def _summary(run: DayRun, checks: dict[str, TableCheck]) -> dict[str, Any]:
+    """What a run returns (and the DAG emits as the asset event's metadata): the published
+    events' rows and distinct users and items (``published``: whether the events were)."""
+    import pyarrow.compute as pc
+
+    events = checks["events"]
+    data = events.published
+    if data is None or events.split is not None or events.encoded is None:
+        users = pc.count_distinct(data["user_id"]).as_py() if data is not None else 0
+        items = pc.count_distinct(data["item_id"]).as_py() if data is not None else 0
+    else:
+        users = len(one_chunk(events.encoded.column("user_id")).dictionary)
+        items = len(one_chunk(events.encoded.column("item_id")).dictionary)
     return {
         "date": run.day.isoformat(),
-        "rows": encoded.num_rows,
-        "distinct_users": len(one_chunk(encoded.column("user_id")).dictionary),
-        "distinct_items": len(one_chunk(encoded.column("item_id")).dictionary),
+        "published": data is not None,
+        "rows": 0 if data is None else data.num_rows,
+        "rows_quarantined": sum(c.rows_quarantined for c in checks.values()),
+        "distinct_users": users,
+        "distinct_items": items,
         "validation_id": run.validation_id,
         "items": checks["items"].rows,
         "users": checks["users"].rows,

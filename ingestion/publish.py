@@ -4,7 +4,8 @@ A passing day's tables become ``validated/<table>/dt=D/part-00000.parquet`` with
 pseudonymised (:class:`Pseudonyms`), each partition replaced atomically. The Parquet bytes are
 made ahead (:func:`partition_files`, in a thread while GX checks the events) and written only
 once the whole day has passed (:func:`publish`). A failing table's raw files move to
-quarantine, its full result to ``quality/`` (:func:`quarantine_failed`).
+quarantine, its full result to ``quality/`` (:func:`quarantine_failed`); rows split off a table
+that was published go to ``quarantine/<table>_rows/`` (:func:`quarantine_rows`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from core.contract import TABLES
 from core.lake import PART_NAME, VALIDATED, parquet_bytes, partition_prefix
 from core.privacy import pseudonym_key, pseudonymise_array
 from ingestion.conform import one_chunk
-from validation.quarantine import quarantine, quarantine_prefix
+from validation.quarantine import quarantine, quarantine_prefix, rows_prefix
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -89,9 +90,28 @@ def partition_files(
 
 
 def publish(lake: Lake, day: dt.date, files: dict[str, dict[str, bytes]]) -> None:
-    """Replace the validated partitions of ``day`` by ``files`` (table → name → bytes)."""
+    """Replace the validated partitions of ``day`` by ``files`` (table → name → bytes) for the
+    tables in ``files`` (those that passed); a failed table's partition is left as it was."""
     for table in TABLE_ORDER:  # items and users before the events that use them
-        lake.replace_partition(partition_prefix(VALIDATED, table, day), files[table])
+        if table in files:
+            lake.replace_partition(partition_prefix(VALIDATED, table, day), files[table])
+
+
+def quarantine_rows(
+    lake: Lake, day: dt.date, checks: dict[str, TableCheck], outcomes: dict[str, dict[str, Any]]
+) -> None:
+    """Write the rows split off each published table (with their ``reason``) to
+    :func:`validation.quarantine.rows_prefix`, or clear that folder when none were (a re-run
+    of a fixed day); fills in the outcomes' ``quarantined_rows``."""
+    for table, c in checks.items():
+        if c.failed:
+            continue
+        prefix = rows_prefix(table, day)
+        if c.split is not None and c.split.rows_quarantined:
+            lake.replace_partition(prefix, {PART_NAME: parquet_bytes(c.split.rejected)})
+            outcomes[table]["quarantined_rows"] = lake.url(prefix + PART_NAME)
+        elif lake.list(prefix):
+            lake.replace_partition(prefix, {})
 
 
 def quarantine_failed(
@@ -102,7 +122,7 @@ def quarantine_failed(
     had files). Fills in the outcomes' ``quarantined``; their report is written, like every
     table's, when the outcome is recorded (:func:`validation.results.record`)."""
     where: dict[str, str] = {}
-    for table, c in failed.items():
+    for table, c in failed.items():  # (nothing to do when no table failed)
         if c.keys:
             gx_json = [r.to_json_dict() for r in c.gx_results]
             result = {"outcome": outcomes[table], "great_expectations": gx_json}

@@ -3,7 +3,7 @@
 GX registers an expectation and its metric when their classes are defined, so
 :mod:`validation.suites` imports this module before building a suite.
 
-:class:`ExpectValueToMatchEventType` checks the contract's ``value`` rule (1-5 for ratings, 1.0
+:class:`ExpectValueToMatchEventType` checks the contract's ``value`` rule (0.5-5 for ratings, 1.0
 for every other event type) in one vectorised pass over the ``(event_type, value)`` pair. The
 core expectations can only say it with two ``row_condition`` checks, and GX's pandas engine
 re-filters the whole batch (``DataFrame.query``) for every metric of a row-conditioned

@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 
 class GateFailure(ContractError):
-    """A day's raw data failed the gate; nothing of that day was published."""
+    """A table of a day's raw data failed the gate: it was not published (the day's other tables
+    were, if they passed). ``summary``: what the run published (see ``ingest_day``)."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass
@@ -104,7 +109,11 @@ class Gate:
         if cp is None:
             asset = self._datasource.add_dataframe_asset(name)
             batch = asset.add_batch_definition_whole_dataframe(f"{name}_batch")
-            suite = suites.schema_suite(table) if kind == "schema" else suites.data_suite(table)
+            suite = (
+                suites.schema_suite(table)
+                if kind == "schema"
+                else suites.data_suite(table, self.config)
+            )
             suite = self.context.suites.add(suite)
             vd = self.context.validation_definitions.add(
                 gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=suite)
@@ -134,6 +143,11 @@ class Gate:
         ``ExpectationSuiteValidationResult``; ``.to_json_dict()`` it only when it is kept: that
         deep-copies every expectation's configuration and result).
         """
+        from great_expectations.data_context.data_context.context_factory import project_manager
+
+        # GX resolves unbound objects through one process-wide "current project": the context
+        # built last. With gates of several configs in a process, make it this gate's context.
+        project_manager.set_project(self.context)
         cp = self._checkpoint(table, kind)
         result = cp.run(
             batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {}
@@ -196,15 +210,22 @@ class Gate:
 
 
 def failure_message(
-    day: str, validation_id: str, failed: dict[str, list[Finding]], where: dict[str, str]
+    day: str,
+    validation_id: str,
+    failed: dict[str, list[Finding]],
+    where: dict[str, str],
+    published: list[str] = (),
 ) -> str:
-    """One text naming, per failing table, file, column, expectation and offending values."""
+    """One text naming, per failing table, file, column, expectation and offending values
+    (``published``: the day's tables that passed and were published all the same)."""
     parts = []
     for table, findings in failed.items():
         lines = "; ".join(f.one_line() for f in findings)
         dest = f" -> raw files moved to {where[table]}" if where.get(table) else ""
         parts.append(f"[{table}] {lines}{dest}")
+    tables = ", ".join(failed)
+    also = f" ({', '.join(published)} passed and were published)" if published else ""
     return (
-        f"ingest {day} failed the quality gate (validation {validation_id}); nothing of {day} "
-        f"was published. " + " | ".join(parts)
+        f"ingest {day} failed the quality gate (validation {validation_id}); {tables} of {day} "
+        f"not published{also}. " + " | ".join(parts)
     )

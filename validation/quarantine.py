@@ -9,6 +9,12 @@ result (the outcome and Great Expectations' results) at ``quality/quarantined/dt
 (:func:`full_result_key`) and the HTML report, as for every table, at
 ``quality/reports/dt=D/<table>.html`` (written by :func:`validation.results.record`).
 
+Rows split off a table that was published (row-level breaches under ``max_bad_row_share``,
+see :mod:`validation.rows`) are the pipeline's own file, so they live beside the raw tables'
+folders: ``quarantine/<table>_rows/dt=D/part-00000.parquet`` (:func:`rows_prefix`), the raw rows
+with a ``reason`` column (the rule(s) each broke). The raw file itself stays in ``raw/``
+untouched, so nothing is lost; a re-run replaces the rows file.
+
 To re-run a quarantined day, fix the files and move everything under the quarantine folder back
 to ``raw/<table>/dt=YYYY-MM-DD/`` (``flywheel ingest DAY`` or clear the Airflow task).
 """
@@ -33,6 +39,11 @@ FULL_RESULTS = "quarantined"
 def quarantine_prefix(table: str, day: dt.date) -> str:
     """``quarantine/<table>/dt=D/``: the raw files of ``table`` on ``day`` that failed."""
     return partition_prefix(QUARANTINE, table, day)
+
+
+def rows_prefix(table: str, day: dt.date) -> str:
+    """``quarantine/<table>_rows/dt=D/``: rows split off the published ``table`` of ``day``."""
+    return partition_prefix(QUARANTINE, f"{table}_rows", day)
 
 
 def full_result_key(table: str, day: dt.date) -> str:

@@ -12,8 +12,10 @@ The pipeline's own files are all here: ``quarantine/`` holds only files that cam
 so no raw file can take the name of a report or result.
 
 An outcome is one JSON object: ``date, table, success, published, failed_expectations
-[{expectation, rule, column, message, examples, files}], rows, validation_id, validated_at,
-run_id, files, report_uri`` (and ``quarantined`` for a failing table's moved files).
+[{expectation, rule, column, message, examples, files}], rows, rows_quarantined,
+quarantined_reasons {rule: rows}, validation_id, validated_at, run_id, files, report_uri`` (and
+``quarantined`` for a failing table's moved files, ``quarantined_rows`` for the file of rows
+split off a published table).
 
 Everything that reads or writes these files goes through this module: ingestion records
 outcomes (:func:`record`), the gate's volume band reads earlier days (:func:`read_result`), the
@@ -70,9 +72,16 @@ def outcome(
     validation_id: str,
     validated_at: str,
     run_id: str | None = None,
+    rows_quarantined: int = 0,
+    quarantined_reasons: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The outcome record of one table's validation (``report_uri`` filled in by
-    :func:`record` unless the caller set one)."""
+    :func:`record` unless the caller set one).
+
+    ``success`` is GX's verdict on the whole batch; a table whose only findings are row-level
+    breaches on few rows is ``published`` all the same, without those ``rows_quarantined``
+    (``quarantined_reasons``: rule -> rows).
+    """
     return {
         "date": day.isoformat(),
         "table": table,
@@ -80,6 +89,8 @@ def outcome(
         "published": published,
         "failed_expectations": [f.as_dict() for f in findings],
         "rows": rows,
+        "rows_quarantined": rows_quarantined,
+        "quarantined_reasons": quarantined_reasons or {},
         "validation_id": validation_id,
         "validated_at": validated_at,
         "run_id": run_id,

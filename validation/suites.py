@@ -22,13 +22,14 @@ from core.contract import (
     AGE_BUCKETS,
     EVENT_TYPES,
     IMPLICIT_VALUE,
-    RATING_MAX,
-    RATING_MIN,
     TABLES,
 )
+from validation.config import DEFAULT
 
 if TYPE_CHECKING:
     import great_expectations as gx
+
+    from validation.config import GateConfig
 
 #: Arrow type names the contract's column types conform to (see ``ingestion.conform``).
 ARROW_TYPE_NAMES = {"string": "string", "float64": "double", "timestamp": "timestamp[us, tz=UTC]"}
@@ -83,7 +84,7 @@ def _not_null(table: str) -> list:
     ]
 
 
-def _events_expectations() -> list:
+def _events_expectations(config: GateConfig) -> list:
     """Value rules of the day's events (cross-day inputs come as suite parameters)."""
     import great_expectations.expectations as gxe
 
@@ -108,17 +109,21 @@ def _events_expectations() -> list:
             value_set=list(EVENT_TYPES),
             meta={"rule": "allowed event_type"},
         ),
-        # ratings are on a 1-5 scale; implicit feedback carries no magnitude (1.0). One
+        # ratings are on a 0.5-5 scale (half stars; GateConfig.rating_min/max); implicit
+        # feedback carries no magnitude (1.0). One
         # pass over (event_type, value): see validation.expectations for why not two
         # row-conditioned checks
         ExpectValueToMatchEventType(
             column_A="event_type",
             column_B="value",
             rated_type="rating",
-            min_value=RATING_MIN,
-            max_value=RATING_MAX,
+            min_value=config.rating_min,
+            max_value=config.rating_max,
             implicit_value=IMPLICIT_VALUE,
-            meta={"rule": "value in 1-5 for ratings, 1.0 otherwise", "column": "value"},
+            meta={
+                "rule": "value in the rating scale for ratings, 1.0 otherwise",
+                "column": "value",
+            },
         ),
         # events belong to the day they are filed under (late/early clocks tolerated)
         gxe.ExpectColumnValuesToBeBetween(
@@ -146,7 +151,7 @@ def _events_expectations() -> list:
     ]
 
 
-def _items_expectations() -> list:
+def _items_expectations(config: GateConfig) -> list:
     """Value rules of the day's items."""
     import great_expectations.expectations as gxe
 
@@ -168,7 +173,7 @@ def _items_expectations() -> list:
     ]
 
 
-def _users_expectations() -> list:
+def _users_expectations(config: GateConfig) -> list:
     """Value rules of the day's users."""
     import great_expectations.expectations as gxe
 
@@ -209,11 +214,18 @@ _VALUE_RULES = {
 }
 
 
-def data_suite(table: str) -> gx.ExpectationSuite:
-    """Value rules of one raw table; parameters are listed in :func:`parameter_names`."""
+def data_expectations(table: str, config: GateConfig = DEFAULT) -> list:
+    """The expectations of :func:`data_suite` (not bound to a suite): the not-null rules, then
+    the value rules. ``validation.rows`` reads them to recompute each row's verdict."""
+    return _not_null(table) + _VALUE_RULES[table](config)  # KeyError for a table without a suite
+
+
+def data_suite(table: str, config: GateConfig = DEFAULT) -> gx.ExpectationSuite:
+    """Value rules of one raw table (bounds from ``config``); parameters are listed in
+    :func:`parameter_names`."""
     import great_expectations as gx
 
-    exps = _not_null(table) + _VALUE_RULES[table]()  # KeyError for a table without a suite
+    exps = data_expectations(table, config)
     suite = gx.ExpectationSuite(name=f"{table}_data")
     for exp in exps:
         suite.add_expectation(exp)

@@ -77,3 +77,39 @@ def test_pass_emits_asset_then_fail_quarantines(dag, lake):
     assert not lake.exists(key)
     assert lake.partition_files("validated", "events", day) == []
     assert _asset_events(run) == []
+
+
+def test_range_run_ingests_many_days_in_one_task(dag, lake):
+    """The `start`/`end` Params (what `flywheel backfill` sets per chunk) ingest every day with
+    raw data in the range in the one task; the `gate` Param overrides a threshold for the run."""
+    import pyarrow as pa
+
+    days = [DAY0 + dt.timedelta(days=k) for k in (0, 1, 3)]  # day 2 has no raw data: skipped
+    for day in days:
+        write_day(lake, day)
+    good = events_table(days[-1], 40, [f"i{k}" for k in range(10)])
+    bad = good.to_pydict()
+    bad["value"][2] = 9.0  # 1 of 40 rows: 2.5 % > the default 1 %, under the Param's 5 %
+    put(lake, "events", days[-1], pa.table(bad, schema=good.schema))
+    end = pendulum.datetime(2026, 3, 1, tz="UTC")
+    conf = {"start": "2026-01-01", "end": "2026-01-04", "gate": {"max_bad_row_share": 0.05}}
+    run = dag.test(logical_date=end, run_conf=conf)
+    assert run.state == "success"
+    assert [d.isoformat() for d in lake.partitions("validated", "events")] == [
+        d.isoformat() for d in days
+    ]
+    assert lake.read_parquet("validated/events/dt=2026-01-04/").num_rows == 39
+    (extra,) = _asset_events(run)
+    assert extra == {
+        "date": "2026-01-04",
+        "start": "2026-01-01",
+        "end": "2026-01-04",
+        "days": 3,
+        "rows": 119,
+    }
+
+
+def test_params_are_in_the_trigger_form(dag):
+    params = dag.params.dump()
+    assert set(params) >= {"gate", "start", "end"}
+    assert params["gate"] == {} and params["start"] is None

@@ -1,6 +1,7 @@
-"""One test per fault kind through ``ingest_day``: the day fails, the broken raw file is in
-quarantine byte-identical (its result and report in ``quality/``), the message names the rule,
-file and examples, and validated/ is untouched. Plus: a later day is unaffected, the fixed day
+"""One test per fault kind through ``ingest_day``: with any bad row failing the table, the table
+fails, the broken raw file is in quarantine byte-identical (its result and report in
+``quality/``), the message names the rule, file and examples, and the table is not published;
+with the defaults every kind is still caught (failed, or its bad rows quarantined). Plus: a later day is unaffected, the fixed day
 re-runs cleanly, and a raw file named like the pipeline's report cannot take its place. The
 simulator breaks the batches (``inject_fault``), the same code the ``faults`` scenario uses."""
 
@@ -16,13 +17,15 @@ import pytest
 from core.lake import Lake
 from ingestion.pipeline import ingest_day
 from simulation.simulator import inject_fault, repair_fault, simulate
+from validation.config import GateConfig
 from validation.gate import GateFailure
 from validation.quarantine import quarantine
 from validation.results import read_quality_history, read_result, report_key
 
 D0 = dt.date(2026, 1, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-FAULT_DAY = D0 + dt.timedelta(days=4)
+HISTORY = 8  # days ingested before the fault day: more than the volume band needs (7)
+FAULT_DAY = D0 + dt.timedelta(days=HISTORY)
 
 # kind -> (table it breaks, text the failure message must contain: the rule)
 EXPECTED = {
@@ -35,7 +38,7 @@ EXPECTED = {
     "duplicate_event_id": ("events", "event_id unique in the batch"),
     "duplicate_event_id_earlier": ("events", "event_id not already in validated data"),
     "unknown_event_type": ("events", "allowed event_type"),
-    "rating_out_of_range": ("events", "value in 1-5 for ratings, 1.0 otherwise"),
+    "rating_out_of_range": ("events", "value in the rating scale for ratings, 1.0 otherwise"),
     "future_timestamps": ("events", "event_ts not in the future"),
     "unknown_items": ("events", "item_id known from items"),
     "corrupt_parquet": ("items", "unreadable"),
@@ -46,11 +49,11 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def base_lake(tmp_path_factory):
-    """Six simulated days; the first four ingested (history for the cross-day rules)."""
+    """Ten simulated days; the first eight ingested (history for the cross-day rules)."""
     root = tmp_path_factory.mktemp("ingest-base") / "lake"
     lake = Lake.from_uri(str(root))
-    simulate(lake, days=6, users=120, items=40, seed=3)
-    for k in range(4):
+    simulate(lake, days=HISTORY + 2, users=120, items=40, seed=3)
+    for k in range(HISTORY):
         ingest_day(D0 + dt.timedelta(days=k), lake=lake, now=NOW)
     return root
 
@@ -72,8 +75,25 @@ def test_every_simulator_fault_kind_is_covered():
     assert set(EXPECTED) == set(FAULT_KINDS)
 
 
+#: Kinds that break rows, not the file, schema or volume: the gate may quarantine only the
+#: offending rows (when they are at most ``max_bad_row_share`` of the batch) and publish the rest.
+ROW_LEVEL = {
+    "null_keys",
+    "duplicate_event_id",
+    "duplicate_event_id_earlier",
+    "unknown_event_type",
+    "rating_out_of_range",
+    "future_timestamps",
+    "unknown_items",
+}
+STRICT = GateConfig(max_bad_row_share=0.0)  # any bad row fails the table (the old gate)
+LENIENT = GateConfig(max_bad_row_share=0.5)  # every row-level fault of the simulator splits
+
+
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
-def test_fault_fails_the_day_and_quarantines(fresh, kind):
+def test_fault_fails_the_table_and_quarantines(fresh, kind):
+    """With any bad row failing the table, every kind fails it: raw file quarantined
+    byte-identical, the message names rule, file and table, the table is not published."""
     table, rule = EXPECTED[kind]
     record = inject_fault(fresh, FAULT_DAY, kind, seed=1)
     assert record["table"] == table
@@ -84,13 +104,17 @@ def test_fault_fails_the_day_and_quarantines(fresh, kind):
     raw_names = [k[len(raw) :] for k in fresh.list(raw)]
 
     with pytest.raises(GateFailure) as err:
-        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW, config=STRICT)
     msg = str(err.value)
     assert rule in msg, msg
     assert broken in msg  # names the file
     assert f"[{table}]" in msg
-    for other in {"events", "items", "users"} - {table}:
-        assert f"[{other}]" not in msg  # only the broken table is blamed
+    blamed = {t for t in ("events", "items", "users") if f"[{t}]" in msg}
+    # only the broken table is blamed; with the items of the day broken, events rating the
+    # day's new items reference items nobody validated (that rule only)
+    assert blamed == {table} or (
+        table == "items" and blamed == {"items", "events"} and "item_id known from items" in msg
+    )
 
     name = broken.rsplit("/", 1)[-1]
     qprefix = f"quarantine/{table}/dt={FAULT_DAY}/"
@@ -100,17 +124,81 @@ def test_fault_fails_the_day_and_quarantines(fresh, kind):
     result = json.loads(fresh.read_text(f"quality/quarantined/dt={FAULT_DAY}/{table}.json"))
     assert result["outcome"]["success"] is False and result["great_expectations"] is not None
     assert "<html>" in fresh.read_text(report_key(FAULT_DAY, table))
-    # nothing of the day published, earlier days untouched
-    assert _snapshot(fresh, "validated/") == validated_before
+    # the broken table is not published, earlier days are untouched; the day's other tables
+    # are judged on their own (published when they passed)
+    after = _snapshot(fresh, "validated/")
+    assert not fresh.partition_files("validated", table, FAULT_DAY)
+    assert {k: v for k, v in after.items() if k in validated_before} == validated_before
+    assert {k.split("/")[1] for k in set(after) - set(validated_before)} <= {
+        "events",
+        "items",
+        "users",
+    } - blamed
     latest = {(r["date"], r["table"]): r for r in read_quality_history(fresh)}
     assert latest[(FAULT_DAY.isoformat(), table)]["success"] is False
+    assert latest[(FAULT_DAY.isoformat(), table)]["published"] is False
     assert latest[(FAULT_DAY.isoformat(), table)]["failed_expectations"]
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_fault_is_caught_with_the_defaults(fresh, kind):
+    """With the defaults every kind is still caught: the table fails, or (row-level kinds on
+    at most 1 % of the rows) exactly the offending rows are quarantined with their rule."""
+    table, rule = EXPECTED[kind]
+    inject_fault(fresh, FAULT_DAY, kind, seed=1)
+    raw_rows = None
+    if table == "events" and fresh.partition_files("raw", "events", FAULT_DAY):
+        try:
+            raw_rows = fresh.read_parquet(f"raw/events/dt={FAULT_DAY}/").num_rows
+        except Exception:  # an unreadable file: the table fails below
+            raw_rows = None
+    try:
+        summary = ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+    except GateFailure as err:
+        assert rule in str(err)
+        assert not fresh.partition_files("validated", table, FAULT_DAY)
+        return
+    assert kind in ROW_LEVEL, f"{kind} published"
+    _assert_split(fresh, rule, summary, raw_rows)
+
+
+def _assert_split(lake: Lake, rule: str, summary: dict, raw_rows: int | None) -> None:
+    """The events of FAULT_DAY were split: the rows file holds the offending rows with
+    ``rule`` as their reason, validated/ the rest, and nothing is lost."""
+    assert summary["published"] and summary["rows_quarantined"] > 0
+    rows = lake.read_parquet(f"quarantine/events_rows/dt={FAULT_DAY}/")
+    assert rows.num_rows == summary["rows_quarantined"]
+    assert all(rule.strip("()") in r for r in rows.column("reason").to_pylist())
+    published = lake.read_parquet(f"validated/events/dt={FAULT_DAY}/")
+    assert published.num_rows == summary["rows"] == raw_rows - rows.num_rows
+    bad_ids = {i for i in rows.column("event_id").to_pylist() if i is not None}
+    kept_ids = set(published.column("event_id").to_pylist())
+    assert not (bad_ids & kept_ids) or "already in validated" in rule
+    outcome = read_result(lake, FAULT_DAY, "events")
+    assert outcome["success"] is False and outcome["published"] is True
+    assert outcome["rows_quarantined"] == rows.num_rows
+    assert sum(outcome["quarantined_reasons"].values()) >= rows.num_rows
+    assert lake.partition_files("raw", "events", FAULT_DAY)  # the raw file stays, intact
+
+
+@pytest.mark.parametrize("kind", sorted(ROW_LEVEL))
+def test_row_level_fault_under_the_threshold_publishes_the_rest(fresh, kind):
+    table, rule = EXPECTED[kind]
+    inject_fault(fresh, FAULT_DAY, kind, seed=1)
+    raw_rows = fresh.read_parquet(f"raw/events/dt={FAULT_DAY}/").num_rows
+    summary = ingest_day(FAULT_DAY, lake=fresh, now=NOW, config=LENIENT)
+    _assert_split(fresh, rule, summary, raw_rows)
+    # re-running the fixed day clears the rows file and publishes every row
+    repair_fault(fresh, FAULT_DAY, "events")
+    again = ingest_day(FAULT_DAY, lake=fresh, now=NOW, config=LENIENT)
+    assert again["rows_quarantined"] == 0
+    assert not fresh.list(f"quarantine/events_rows/dt={FAULT_DAY}/")
 
 
 def test_examples_name_offending_values(fresh):
     inject_fault(fresh, FAULT_DAY, "unknown_event_type", seed=1)
     with pytest.raises(GateFailure) as err:
-        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW, config=STRICT)
     msg = str(err.value)
     assert "column 'event_type'" in msg and "expect_column_values_to_be_in_set" in msg
     assert "e.g. [" in msg
@@ -119,7 +207,7 @@ def test_examples_name_offending_values(fresh):
 def test_later_day_unaffected_and_fixed_day_reruns(fresh):
     inject_fault(fresh, FAULT_DAY, "rating_out_of_range", seed=1)
     with pytest.raises(GateFailure):
-        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW, config=STRICT)
     later = ingest_day(FAULT_DAY + dt.timedelta(days=1), lake=fresh, now=NOW)
     assert later["rows"] > 0
     # the producer re-delivers a valid batch: the day now passes, items/users of the day too
@@ -154,9 +242,9 @@ def test_non_rating_event_with_a_magnitude_fails(fresh):
     fresh.write_parquet(key, t)
 
     with pytest.raises(GateFailure) as err:
-        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW, config=STRICT)
     msg = str(err.value)
-    assert "value in 1-5 for ratings, 1.0 otherwise" in msg, msg
+    assert "value in the rating scale for ratings, 1.0 otherwise" in msg, msg
     assert f"value=3.0 for event_type={types[k]}" in msg
     assert "column 'value'" in msg and key in msg
 
@@ -176,7 +264,7 @@ def test_raw_file_named_like_the_report_cannot_replace_it(fresh):
     names = {k[len(raw) :] for k in fresh.list(raw)}
 
     with pytest.raises(GateFailure):
-        ingest_day(FAULT_DAY, lake=fresh, now=NOW)
+        ingest_day(FAULT_DAY, lake=fresh, now=NOW, config=STRICT)
 
     qprefix = f"quarantine/events/dt={FAULT_DAY}/"
     assert fresh.read_bytes(qprefix + "validation_report.html") == HOSTILE
