@@ -1,29 +1,35 @@
 """
 ### `build_features`: validated events of a day → feature tables → Feast (offline + online)
 
-Runs whenever **`flywheel://validated/events`** is updated (one event per ingested day). The
-days to build come from the triggering asset events' metadata (`date`); after a catch-up one
-run may carry several events, and every day is built, oldest first. A manual run passes the
-`day` param (`YYYY-MM-DD`) instead.
+Runs whenever **`flywheel://validated/events`** is updated (one event per ingested day, or one
+for a bulk-ingested range). The days to build come from the triggering asset events' metadata
+(`date`, a `days` list, or a `start`..`end` range: its days with validated events); after a
+catch-up one run may carry several events, and every day is built, oldest first. A manual run
+passes the `day` param (`YYYY-MM-DD`) instead, and `end` to build every validated day from `day`
+to `end`.
 
 #### Tasks
 1. **`resolve_days`**: the days of the triggering events (else the `day` param), plus the
    validated days after them that have no features yet (events that arrive while a trigger is
    already pending are not handed to the run it creates; this way no day is left behind).
-2. **`compute`**: `features.store.compute_day(D)` per day: the 1/7/28-day user and
-   item statistics from `validated/` into `features/<view>/dt=D/part-00000.parquet`, stamped
-   `event_timestamp` = D+1 00:00 UTC. Overwrites the day's partition (idempotent).
+2. **`compute`**: `features.store.compute_days(days)`: the 1/7/28-day user and item
+   statistics of each day from `validated/` into `features/<view>/dt=D/part-00000.parquet`,
+   stamped `event_timestamp` = D+1 00:00 UTC. Several days read the validated data once (one
+   pass over a range). Overwrites each day's partition (idempotent).
 3. **`apply_definitions`**: `feast apply` of `feature_repo/definitions.py`, **only when Feast's
    plan against the registry shows a change** (a no-op otherwise).
-4. **`materialize`**: per day, Feast `materialize` of exactly that day's rows: event timestamps
+4. **`materialize`**: one day: Feast `materialize` of exactly that day's rows: event timestamps
    in (D 00:00, D+1 00:00], i.e. the data interval [D, D+1) whose values become known at its end.
-   If the lake already holds a newer computed day (re-running an old day), that day is
-   materialized again last, so the online store never rolls back.
+   Several days: one pass, `features.store.materialize_range` (the newest day's full snapshot is
+   what the online store keeps of the whole range; the range's interval is recorded). If the
+   lake already holds a newer computed day (re-running an old day), that day is materialized
+   again last, so the online store never rolls back.
 5. **`check_freshness`**: reads the online timestamps of sampled users and items; if any is
    missing or older than the newest materialized day's D+1 00:00, the task **fails** with a message naming
    the view, the counts and the oldest timestamp (no retry: materialize again).
 6. **`publish`**: emits **`flywheel://features`** with metadata `date` (newest day), `days`,
-   `rows` (per view, newest day), `rows_total`, `interval` and `freshness`.
+   `rows` (per view, newest day), `rows_total`, `interval`, `freshness` and, for a range,
+   `range` (`first`, `last`, `days`).
 
 Profiles: the embedded profile uses SQLite (online) + a file registry under `FLYWHEEL_HOME`;
 production uses Redis + a SQL registry on Postgres, Parquet in the S3 lake.
@@ -59,7 +65,13 @@ default_args = {
             type=["null", "string"],
             format="date",
             description="Day to build (YYYY-MM-DD) for a manual run; asset-triggered runs use the events' dates",
-        )
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="With `day`: build every validated day from `day` to `end` (YYYY-MM-DD) in one pass",
+        ),
     },
     tags=["flywheel", "features", "feast"],
     doc_md=__doc__,
@@ -73,12 +85,16 @@ def build_features():
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from core.lake import get_lake
+        from core.lake import VALIDATED, get_lake
         from features.pipeline import days_from_events, unbuilt_days
 
         ctx = get_current_context()
         events = ctx["triggering_asset_events"].get(VALIDATED_EVENTS, [])
-        days = days_from_events([e.extra for e in events], ctx["params"].get("day"))
+        params = ctx["params"]
+        validated = get_lake().partitions(VALIDATED, "events")
+        days = days_from_events(
+            [e.extra for e in events], params.get("day"), validated, params.get("end")
+        )
         if events and days:  # + days whose events were folded into a pending trigger
             newest = dt.date.fromisoformat(days[-1])
             days = sorted(set(days) | set(unbuilt_days(get_lake(), newest)))
@@ -89,13 +105,13 @@ def build_features():
             )
         return days
 
-    @task(doc_md="Compute the feature partitions of each day from validated data (idempotent).")
-    def compute(days: list[str]) -> list[dict]:
+    @task(doc_md="Compute the feature partitions of the days from validated data, in one pass.")
+    def compute(days: list[str]) -> dict:
         import datetime as dt
 
-        from features.store import compute_day
+        from features.store import compute_days
 
-        return [compute_day(dt.date.fromisoformat(d)) for d in days]
+        return compute_days([dt.date.fromisoformat(d) for d in days])
 
     @task(doc_md="`feast apply` only when the definitions differ from the registry.")
     def apply_definitions() -> dict:
@@ -103,13 +119,18 @@ def build_features():
 
         return apply_if_changed()
 
-    @task(doc_md="Materialize exactly each day's rows into the online store.")
+    @task(
+        doc_md="Materialize the day's rows (several days: the range, once) into the online store."
+    )
     def materialize(days: list[str]) -> list[dict]:
         import datetime as dt
 
-        from features.store import materialize_days
+        from features.store import materialize_days, materialize_range
 
-        return materialize_days([dt.date.fromisoformat(d) for d in days])
+        dates = [dt.date.fromisoformat(d) for d in days]
+        if len(dates) > 1:
+            return materialize_range(min(dates), max(dates))
+        return materialize_days(dates)
 
     @task(retries=0, doc_md="Fail when online features are missing or older than the newest day.")
     def check_freshness(materialized: list[dict]) -> dict:
@@ -126,10 +147,10 @@ def build_features():
             raise AirflowFailException(str(exc)) from None
 
     @task(outlets=[FEATURES], doc_md="Emit `flywheel://features` with rows, interval, freshness.")
-    def publish(materialized: list[dict], freshness: dict) -> dict:
+    def publish(materialized: list[dict], freshness: dict, computed: dict) -> dict:
         from features.pipeline import asset_metadata
 
-        extra = asset_metadata(materialized, freshness)
+        extra = asset_metadata(materialized, freshness, computed)
         get_current_context()["outlet_events"][FEATURES].extra = extra
         return extra
 
@@ -138,7 +159,7 @@ def build_features():
     applied = apply_definitions()
     materialized = materialize(days)
     [computed, applied] >> materialized
-    publish(materialized, check_freshness(materialized))
+    publish(materialized, check_freshness(materialized), computed)
 
 
 build_features()

@@ -8,7 +8,9 @@
 * :func:`apply_if_changed` -- ``feast apply`` of ``feature_repo/definitions.py`` only when
   Feast's own plan against the registry shows a change.
 * :func:`compute_day` / :func:`materialize_day` / :func:`check_freshness` -- one day of the
-  pipeline (the DAG ``build_features`` and the demo call these).
+  pipeline (the DAG ``build_features`` and the demo call these); :func:`compute_days` /
+  :func:`materialize_range` -- a range of days in one pass (a history: the validated data is
+  read once, and only the range's newest snapshot goes online).
 * :func:`build_training_frame` -- point-in-time correct training rows through
   ``get_historical_features`` on the feature service ``recommender_v1``.
 * :func:`online_features` -- online lookups for serving.
@@ -27,10 +29,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import runpy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from core.errors import ConfigError
 from core.lake import FEATURES, Lake, LocalLake, get_lake
@@ -39,6 +42,8 @@ from core.settings import Settings, get_settings
 from features.compute import (
     FeatureError,
     compute_features,
+    compute_range,
+    featurised_days,
     known_at,
     latest_day,
     require_partition,
@@ -109,7 +114,13 @@ def redis_connection_string(url: str) -> str:
     if db:
         parts.append(f"db={int(db)}")
     if u.password:
-        parts.append(f"password={u.password}")
+        password = unquote(u.password)  # a URL carries it percent-encoded
+        if "," in password or "=" in password:
+            raise ConfigError(
+                "FLYWHEEL_REDIS_URL: the Redis password may not contain ',' or '=' "
+                "(Feast's connection string splits on them)"
+            )
+        parts.append(f"password={password}")
     if u.scheme == "rediss":
         parts.append("ssl=true")
     return ",".join(parts)
@@ -153,10 +164,14 @@ def render_yaml(settings: Settings | None = None) -> Path:
     s = settings or get_settings()
     target = s.feast_dir / "feature_store.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(
-        f"# rendered by features.store.render_yaml for profile {s.profile}\n"
-        + yaml.safe_dump(config_dict(s), sort_keys=False)
+    text = f"# rendered by features.store.render_yaml for profile {s.profile}\n" + yaml.safe_dump(
+        config_dict(s), sort_keys=False
     )
+    # it holds the Redis password and the registry's database URL: owner-only, from creation
+    fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fd, 0o600)
+        fh.write(text)
     return target
 
 
@@ -390,6 +405,75 @@ def materialize_day_fast(day: dt.date, store: FeatureStore | None = None) -> dic
     return {"day": day.isoformat(), "interval": [start.isoformat(), end.isoformat()], "rows": rows}
 
 
+def compute_days(days: list[dt.date]) -> dict[str, Any]:
+    """Write the feature partitions of ``days`` (one day as :func:`compute_day`, more in one pass).
+
+    Several days read the validated data once (:func:`features.compute.compute_range`); the
+    summary is compact either way: ``days`` built, ``first``/``last``, the newest day's ``rows``
+    and the days whose 28-day window had days without validated events (``with_gaps``).
+    """
+    if not days:
+        raise FeatureError("no day to compute")
+    lake = get_lake()
+    days = sorted(set(days))
+    if len(days) == 1:
+        summaries = [compute_features(lake, days[0])]
+    else:
+        summaries = compute_range(lake, days[0], days[-1], days=days)
+    return {
+        "days": len(summaries),
+        "first": summaries[0].day,
+        "last": summaries[-1].day,
+        "rows": summaries[-1].rows,
+        "with_gaps": sum(1 for s in summaries if s.missing_event_days),
+    }
+
+
+def materialize_range(
+    start: dt.date, end: dt.date, store: FeatureStore | None = None
+) -> list[dict[str, Any]]:
+    """Bring the online store to the end of [start, end] in one pass.
+
+    The online store keeps one value per entity, the newest; each day's partition is a full
+    snapshot (every entity known by then), so the newest computed day of the range holds exactly
+    what Feast's ``materialize`` over the whole range would leave online. That one partition per
+    view is written (as :func:`materialize_day_fast` does) and the range's interval recorded in
+    the registry. A newer computed day than ``end`` is written again last, like
+    :func:`materialize_days` does, so the online store never rolls back.
+    """
+    lake = get_lake()
+    in_range = [d for d in featurised_days(lake) if start <= d <= end]
+    if not in_range:
+        raise FeatureError(
+            f"no computed features between {start} and {end} "
+            f"({lake.url(f'{FEATURES}/')}); compute that range first"
+        )
+    newest = max(in_range)
+    store = get_store() if store is None else store
+    first, _ = interval_of(min(in_range))
+    last = known_at(newest)
+    rows = {}
+    for view in VIEWS:
+        df = lake.read_parquet(require_partition(lake, view, newest)).to_pandas()
+        store.write_to_online_store(fv_name(view), df, allow_registry_cache=True)
+        fv = store.get_feature_view(fv_name(view))
+        store.registry.apply_materialization(fv, store.project, first, last)
+        rows[view] = len(df)
+    out = [
+        {
+            "day": newest.isoformat(),
+            "interval": [first.isoformat(), last.isoformat()],
+            "rows": rows,
+            "range": [min(in_range).isoformat(), newest.isoformat()],
+            "range_days": len(in_range),
+        }
+    ]
+    latest = latest_day(lake)
+    if latest is not None and latest > newest:
+        out.append({**materialize_day(latest, store=store), "restored": True})
+    return out
+
+
 def _rows(lake: Lake, view: str, day: dt.date) -> int:
     """Rows of day D's partition of ``view`` (reads only the join key)."""
     table = lake.read(view, [day], columns=[JOIN_KEY[view]], zone=FEATURES)
@@ -455,7 +539,7 @@ def _as_utc(ts: dt.datetime) -> dt.datetime:
 
 
 def build_training_frame(
-    entity_df: pd.DataFrame, store: FeatureStore | None = None
+    entity_df: pd.DataFrame, store: FeatureStore | None = None, missing_ok: bool = False
 ) -> pd.DataFrame:
     """Entity rows + every feature of ``recommender_v1``, point-in-time correct.
 
@@ -464,9 +548,15 @@ def build_training_frame(
     values of the last day whose end is ≤ t (Feast ``get_historical_features`` on the file
     offline store, TTL 2 days). Features use their plain names (see :mod:`features.columns`).
 
+    Every row comes back, in order, as its own row: Feast is asked per view for the distinct
+    (key, timestamp) pairs (it collapses rows sharing them and drops those with no value in
+    time) and the values are joined back onto the rows, so same-second events stay distinct and
+    an entity unknown at that time (a signup that day) gets nulls.
+
     Every row's day must have features within the TTL (the day before, or the one before that
     when that day was quarantined): a longer gap is a :class:`FeatureError` naming the view and
-    day, never rows of nulls. An entity unknown at that time (a signup that day) gets nulls.
+    day, never rows of nulls -- unless ``missing_ok`` (the first days of a history, which have
+    no features before them), where those rows get nulls too.
     """
     import pandas as pd
 
@@ -475,24 +565,32 @@ def build_training_frame(
         raise FeatureError(f"entity rows lack column(s) {sorted(missing_cols)}")
     if entity_df.empty:
         raise FeatureError("entity rows are empty: nothing to build a training frame from")
-    df = entity_df.copy()
-    ts = pd.to_datetime(df["event_timestamp"], utc=True)
-    df["event_timestamp"] = ts
-    lake = get_lake()
-    row_days = sorted({t.date() for t in ts.dt.floor("D").unique()})
-    for view in VIEWS:
-        for day in row_days:
-            if serving_day(lake, day, (view,)) is None:
-                require_partition(lake, view, day - _DAY)  # raises, naming view and day
-    store = get_store() if store is None else store
-    job = store.get_historical_features(
-        entity_df=df,
-        features=store.get_feature_service(FEATURE_SERVICE),
-        full_feature_names=False,
+    out = entity_df.copy()
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True).astype(
+        "datetime64[ns, UTC]"
     )
-    out = job.to_df()
-    order = list(entity_df.columns) + [c for c in out.columns if c not in entity_df.columns]
-    return out[order]
+    lake = get_lake()
+    if not missing_ok:
+        row_days = sorted({t.date() for t in out["event_timestamp"].dt.floor("D").unique()})
+        for view in VIEWS:
+            for day in row_days:
+                if serving_day(lake, day, (view,)) is None:
+                    require_partition(lake, view, day - _DAY)  # raises, naming view and day
+    store = get_store() if store is None else store
+    refs = _service_refs(store)
+    for view in VIEWS:
+        key = JOIN_KEY[view]
+        keys = out[[key, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
+        values = store.get_historical_features(
+            entity_df=keys, features=refs[view], full_feature_names=False
+        ).to_df()
+        values["event_timestamp"] = pd.to_datetime(values["event_timestamp"], utc=True).astype(
+            "datetime64[ns, UTC]"
+        )
+        feats = [r.split(":", 1)[1] for r in refs[view]]
+        values = values[[key, "event_timestamp", *feats]].drop_duplicates([key, "event_timestamp"])
+        out = out.merge(values, on=[key, "event_timestamp"], how="left", validate="many_to_one")
+    return out
 
 
 def _service_refs(store: FeatureStore) -> dict[str, list[str]]:

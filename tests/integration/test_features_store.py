@@ -203,7 +203,7 @@ def test_cli_features_get_prints_online_features(repo):
 
     fstore.materialize_day(DAYS[3])
     runner = CliRunner()
-    res = runner.invoke(app, ["features", "get", "--user", user_id(4), "--item", item_id(2)])
+    res = runner.invoke(app, ["features", "get", "--pseudonym", user_id(4), "--item", item_id(2)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{") :])
     offline = (
@@ -218,6 +218,9 @@ def test_cli_features_get_prints_online_features(repo):
     res = runner.invoke(app, ["features", "get", "--user", "alice"])
     assert res.exit_code != 0
     assert pseudonymise("alice") in str(res.exception)
+    # a pseudonym given as --user is a raw id like any other: hashed, so it finds nobody
+    res = runner.invoke(app, ["features", "get", "--user", user_id(4)])
+    assert res.exit_code != 0 and pseudonymise(user_id(4)) in str(res.exception)
 
 
 def test_rerunning_an_old_day_does_not_roll_the_online_store_back(repo):
@@ -231,3 +234,43 @@ def test_rerunning_an_old_day_does_not_roll_the_online_store_back(repo):
         (DAYS[3].isoformat(), True),
     ]
     fstore.check_freshness(DAYS[3])
+
+
+def test_a_range_materialized_once_equals_every_day_materialized(repo):
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    users = [user_id(i) for i in range(N_USERS)]
+    items = [item_id(i) for i in range(N_ITEMS)]
+    fstore.materialize_days(DAYS)  # Feast's materialize, day by day
+    day_by_day = _online(users, items)
+    fstore.materialize_day(DAYS[0])  # roll the SQLite online store back
+    out = fstore.materialize_range(DAYS[0], DAYS[-1])
+    assert [(o["day"], o["range_days"]) for o in out] == [(DAYS[-1].isoformat(), len(DAYS))]
+    assert out[0]["interval"] == ["2026-02-01T00:00:00.000001+00:00", "2026-02-05T00:00:00+00:00"]
+    once = _online(users, items)
+    for kind in ("users", "items"):
+        pd.testing.assert_frame_equal(once[kind], day_by_day[kind])
+    fstore.check_freshness(DAYS[-1])
+    # a range that ends before the newest computed day leaves the newest online
+    out = fstore.materialize_range(DAYS[0], DAYS[1])
+    assert [(o["day"], o.get("restored", False)) for o in out] == [
+        (DAYS[1].isoformat(), False),
+        (DAYS[-1].isoformat(), True),
+    ]
+    fstore.check_freshness(DAYS[-1])
+    with pytest.raises(FeatureError, match="no computed features between 2026-01-01"):
+        fstore.materialize_range(dt.date(2026, 1, 1), dt.date(2026, 1, 31))
+    # the CLI: compute + apply + materialize + check over a range, in one pass
+    res = CliRunner().invoke(
+        app, ["features", "build", "--start", DAYS[0].isoformat(), "--end", DAYS[-1].isoformat()]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["computed"]["days"] == len(DAYS) and summary["computed"]["last"] == "2026-02-04"
+    assert summary["freshness"]["user_stats"]["lag_seconds"] == 0
+    res = CliRunner().invoke(
+        app, ["features", "build", "--start", "2026-01-01", "--end", "2026-01-31"]
+    )
+    assert res.exit_code != 0 and "no validated events between 2026-01-01" in str(res.exception)

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 
 from features.columns import ITEM_FEATURES, USER_FEATURES
-from features.compute import FeatureError, compute_features, feature_key, read_features
+from features.compute import (
+    FeatureError,
+    compute_features,
+    compute_range,
+    feature_key,
+    read_features,
+)
 from features.pipeline import asset_metadata, days_from_events, unbuilt_days
 from tests.fixtures.lake import write_table
 
@@ -214,6 +220,22 @@ def test_days_from_asset_events():
     assert days_from_events([{}], None) == []
     with pytest.raises(FeatureError, match="not a day"):
         days_from_events([{"date": "yesterday"}], None)
+    # a bulk ingest's one event for a range ("days" there is a count): its validated days
+    validated = [dt.date(2026, 3, d) for d in (1, 2, 5, 9)]
+    bulk = [{"date": "2026-03-05", "start": "2026-03-01", "end": "2026-03-06", "days": 3}]
+    assert days_from_events(bulk, None, validated) == ["2026-03-01", "2026-03-02", "2026-03-05"]
+    assert days_from_events([{"days": ["2026-03-02", "2026-03-01"]}], None) == [
+        "2026-03-01",
+        "2026-03-02",
+    ]
+    # a manual range run: the day and end Params, only days with validated events
+    assert days_from_events([], "2026-03-02", validated, "2026-03-09") == [
+        "2026-03-02",
+        "2026-03-05",
+        "2026-03-09",
+    ]
+    with pytest.raises(FeatureError, match="the end is before the start"):
+        days_from_events([], "2026-03-02", validated, "2026-03-01")
 
 
 def test_asset_metadata_reports_newest_day():
@@ -233,3 +255,79 @@ def test_asset_metadata_reports_newest_day():
         ["2026-03-02"],
     )
     assert meta["rows_total"] == 4
+    # a run over a range says so
+    meta = asset_metadata(mat[1:], {}, {"days": 40, "first": "2026-01-22", "last": "2026-03-02"})
+    assert meta["range"] == {"first": "2026-01-22", "last": "2026-03-02", "days": 40}
+    assert "range" not in asset_metadata(mat[1:], {}, {"days": 1, "first": "x", "last": "x"})
+
+
+def _files(lake, view: str) -> dict[str, bytes]:
+    return {k: lake.read_bytes(k) for k in lake.list(f"features/{view}/")}
+
+
+def test_a_range_in_one_pass_writes_what_day_by_day_writes(hand_lake):
+    D4 = dt.date(2026, 3, 4)  # D3 has no events at all (a gap, as in real histories)
+    write_table(
+        hand_lake,
+        "events",
+        D4,
+        _events(
+            [
+                ("e9", U2, "C", "rating", 5.0, ts("2026-03-04 08:00")),
+                ("e10", U1, "B", "click", 1.0, ts("2026-03-04 09:00")),
+                ("e11", U2, "A", "rating", 2.0, ts("2026-03-04 10:00")),
+            ]
+        ),
+    )
+    out = compute_range(hand_lake, D1, D4)
+    assert [s.day for s in out] == ["2026-03-01", "2026-03-02", "2026-03-04"]
+    assert out[-1].missing_event_days == ["2026-03-03"] and out[-1].event_days == 3
+    ranged = {v: _files(hand_lake, v) for v in ("user_stats", "item_stats")}
+    hand_lake.delete_prefix("features/")
+    for day in (D1, D2, D4):
+        compute_features(hand_lake, day)
+    assert {v: _files(hand_lake, v) for v in ranged} == ranged  # byte for byte
+    # only some days of a range; a day without validated events is an error naming it
+    hand_lake.delete_prefix("features/")
+    assert [s.day for s in compute_range(hand_lake, D1, D4, days=[D4])] == ["2026-03-04"]
+    assert hand_lake.list("features/user_stats/") == [feature_key("user_stats", D4)]
+    with pytest.raises(FeatureError, match="no validated events for 2026-03-03"):
+        compute_range(hand_lake, D1, D4, days=[dt.date(2026, 3, 3)])
+    with pytest.raises(FeatureError, match="empty range"):
+        compute_range(hand_lake, D4, D1)
+
+
+def test_a_category_of_several_genres_counts_for_each(lake):
+    """MovieLens imports keep every genre (``Action|Comedy``): the top category is a genre."""
+    write_table(
+        lake,
+        "users",
+        D1,
+        {
+            "user_id": [U1],
+            "signup_ts": [ts("2026-03-01")],
+            "country": ["US"],
+            "age_bucket": ["25-34"],
+        },
+    )
+    write_table(
+        lake,
+        "items",
+        D1,
+        {
+            "item_id": ["A", "B", "C"],
+            "category": ["Action|Comedy", "Comedy|Drama", "Action|Adventure"],
+            "price": [0.0, 0.0, 0.0],
+            "created_ts": [ts("2026-03-01")] * 3,
+        },
+    )
+    rows = [
+        (f"e{k}", U1, item, "rating", 4.0, ts("2026-03-01 10:00")) for k, item in enumerate("ABC")
+    ]
+    write_table(lake, "events", D1, _events(rows))
+    compute_features(lake, D1)
+    u1 = _row(read_features(lake, "user_stats", D1, D1), "user_id", U1)
+    # Action: 2 of 3 events, Comedy: 2 of 3 (tie: alphabetical), Adventure 1, Drama 1
+    assert (u1.user_top_category, u1.user_top_category_share) == ("Action", pytest.approx(2 / 3))
+    items = read_features(lake, "item_stats", D1, D1).set_index("item_id")
+    assert items.loc["A", "item_category"] == "Action|Comedy"  # the item keeps all of them

@@ -60,8 +60,23 @@ def test_production_without_registry_url_is_a_config_error(fw_home, monkeypatch)
         ("redis://127.0.0.1:6379", "127.0.0.1:6379"),
         ("redis://h:1/3", "h:1,db=3"),
         ("rediss://:pw@h:1", "h:1,password=pw,ssl=true"),
+        ("redis://:p%40ss%2Fw@h:1/1", "h:1,db=1,password=p@ss/w"),  # percent-encoded
         ("h:1,db=0", "h:1,db=0"),
     ],
 )
 def test_redis_url_to_feast_connection_string(url, expected):
     assert redis_connection_string(url) == expected
+
+
+def test_redis_password_feast_cannot_carry_is_refused():
+    with pytest.raises(ConfigError, match="may not contain"):
+        redis_connection_string("redis://:a%2Cb@h:1")
+
+
+def test_rendered_feature_store_yaml_is_private(fw_home):
+    import stat
+
+    from features.store import render_yaml
+
+    path = render_yaml(get_settings())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it can hold the Redis password
