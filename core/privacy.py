@@ -78,30 +78,36 @@ def pseudonym_key(settings: Settings | None = None) -> bytes:
 
 
 def is_pseudonym(user_id: str) -> bool:
+    """Whether ``user_id`` has the shape of a pseudonym: for checks on output only.
+
+    Never use it to decide whether an id still needs hashing: anybody can send ``p_`` and 24
+    characters. Whether a string is a pseudonym is known from where it came from (a ``user_id``
+    of the validated zone or the feature store), not from its look.
+    """
     return user_id.startswith(PREFIX) and len(user_id) == len(PREFIX) + _DIGEST_CHARS
 
 
 def pseudonymise(user_id: str, key: bytes | None = None) -> str:
-    """The pseudonym of one raw user id (idempotent on a pseudonym)."""
-    if is_pseudonym(user_id):
-        return user_id
+    """The pseudonym of one id from outside (a raw id): always hashed, whatever it looks like.
+
+    Not idempotent on purpose: an id that looks like a pseudonym is hashed like any other, so
+    knowing a user's pseudonym does not let a caller act as that user. Code that already holds
+    a pseudonym (read from validated data) passes it on as it is and never calls this.
+    """
     k = key if key is not None else pseudonym_key()
     digest = hmac.new(k, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
     return PREFIX + digest[:_DIGEST_CHARS]
 
 
 def pseudonymise_many(user_ids, key: bytes | None = None) -> list[str]:
-    """Vectorised over an iterable; computes each distinct id once."""
+    """:func:`pseudonymise` over an iterable of raw ids; computes each distinct id once."""
     mac = _hmac_sha256(key if key is not None else pseudonym_key())
     cache: dict[str, str] = {}
     out = []
     for u in user_ids:
         p = cache.get(u)
         if p is None:
-            if is_pseudonym(u):
-                p = cache[u] = u
-            else:
-                p = cache[u] = PREFIX + mac(u.encode("utf-8")).hex()[:_DIGEST_CHARS]
+            p = cache[u] = PREFIX + mac(u.encode("utf-8")).hex()[:_DIGEST_CHARS]
         out.append(p)
     return out
 
@@ -125,8 +131,8 @@ def _hmac_sha256(key: bytes):
 def pseudonymise_array(user_ids, key: bytes | None = None):
     """Pseudonyms of an Arrow string array, element for element (nulls stay null).
 
-    The same strings as :func:`pseudonymise` per id (ids that already are pseudonyms are kept),
-    vectorised: the HMAC runs from one keyed state copied per id, and hex encoding, truncation and the
+    The same strings as :func:`pseudonymise` per id (every id is hashed, including ids shaped
+    like a pseudonym), vectorised: the HMAC runs from one keyed state copied per id, and hex encoding, truncation and the
     ``p_`` prefix are done with numpy over all digests at once, straight into an Arrow buffer.
     Pass distinct ids: each element is hashed.
     """
@@ -148,7 +154,4 @@ def pseudonymise_array(user_ids, key: bytes | None = None):
     chars[:, len(PREFIX) :] = hex_pairs[digests[:, : _DIGEST_CHARS // 2]].reshape(n, _DIGEST_CHARS)
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
     hashed = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars))
-    already = pc.and_(
-        pc.starts_with(arr, PREFIX), pc.equal(pc.utf8_length(arr), len(PREFIX) + _DIGEST_CHARS)
-    )
-    return pc.if_else(already, arr, hashed)  # null where the id is null
+    return pc.if_else(pc.is_valid(arr), hashed, arr)  # null where the id is null

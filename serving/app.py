@@ -3,19 +3,27 @@
 Endpoints (the simulated users and the UI code against these; keep them stable):
 
 * ``GET /recommendations/{user_id}?k=10`` (``k`` in 1..100; ``user_id`` the RAW id, 1-128 of
-  letters, digits and ``_ . @ : -``) → ``{"request_id", "user_id", "items": [{"item_id",
+  letters, digits and ``_ . @ : -``, always hashed into its pseudonym -- also when it looks
+  like one, so knowing a pseudonym does not let anyone act as that user) → ``{"request_id", "user_id", "items": [{"item_id",
   "score"}], "model_version", "variant", "fallback"}``. ``variant`` is ``champion``,
   ``challenger`` (A/B share, see :mod:`serving.ab`) or ``fallback``; ``fallback`` is
   null or ``popular_country`` / ``popular_overall`` (see :mod:`serving.fallback`).
   Items the user already purchased are never recommended.
 * ``POST /feedback`` ``{"request_id", "item_id", "event_type", "value"}`` (``click``,
-  ``add_to_cart``, ``purchase``: value 1.0 or omitted; ``rating``: 1-5) → 202 once buffered;
-  404 for an unknown request id, 422 for an item not in that impression or a bad value.
-* Simulated clocks (optional, for replaying simulated days): ``?at=<ISO 8601 UTC>`` on
-  recommendations and ``"event_ts"`` in feedback set the impression's and the event's time (and
-  so the ``dt=`` partition they land in); by default both are the time of arrival. Times in the
-  future or without a time zone get a 422.
-* ``GET /health`` → model versions, buffered rows; ``GET /metrics`` → Prometheus text.
+  ``add_to_cart``, ``purchase``: value 1.0 or omitted; ``rating``: 0.5-5) → 202 once written to
+  the local spool (durable, see :mod:`serving.feedback`); 200 ``"duplicate"`` for the same event
+  again (one per impression, item and type); 404 for an unknown request id; 409 for a second
+  event of that kind with another value; 422 for an item not in that impression, a bad value or
+  feedback later than the window after serving; 503 while the spool is full (the lake is down).
+* Simulated clocks, only with ``FLYWHEEL_SERVE_SIMULATED_CLOCK=true`` (refused in production):
+  ``?at=<ISO 8601 UTC>`` on recommendations and ``"event_ts"`` in feedback set the impression's
+  and the event's time (and so the ``dt=`` partition they land in); by default both are the
+  time of arrival, and without the setting a client-set time gets a 422. Times in the future or
+  without a time zone get a 422.
+* ``GET /health`` → at once, also while MLflow is down: model versions (and whether they came
+  from the local cache), buffered rows; ``GET /metrics`` → Prometheus text.
+* Bodies over ``FLYWHEEL_SERVE_MAX_BODY_BYTES`` (64 KiB) get 413; a 422 says which field is
+  wrong and why, never what was sent.
 
 A user is served by the model when the online feature store (Feast) has features for them -- or,
 when no feature store is reachable, when validated data knows them -- and the model returns items;
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import re
 import threading
@@ -39,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from core.errors import ConfigError
 from core.lake import Lake, get_lake
 from core.names import (
     CHALLENGER,
@@ -52,9 +62,11 @@ from core.privacy import pseudonym_key, pseudonymise
 from core.settings import Settings, get_settings
 from features.store import JOIN_KEY, fv_name, get_store
 from serving.ab import assign_variant
+from serving.cache import ModelCache
 from serving.fallback import ServingData
 from serving.feedback import FeedbackError, FeedbackLog, Impression
 from serving.model import LoadedModel, ModelFollower
+from serving.redact import redact
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -171,6 +183,11 @@ class Metrics:
             "Batches written to the lake",
             registry=self.registry,
         )
+        self.spooled = Gauge(
+            "flywheel_feedback_spool_bytes",
+            "Bytes in the feedback spool not yet in the lake (503 past the cap)",
+            registry=self.registry,
+        )
 
 
 def _route_of(path: str) -> str:
@@ -208,6 +225,69 @@ class MetricsMiddleware:
             self.metrics.requests.labels(route, scope.get("method", ""), str(status[0])).inc()
 
 
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: a request body over ``max_bytes`` gets 413 before anything parses it.
+
+    A declared ``Content-Length`` over the limit is answered at once; a body without one
+    (chunked) is counted as it arrives, and once over the limit the 413 is sent, the app is
+    told the client left, and whatever the app still sends is dropped.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _too_large(self, send) -> None:
+        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.max_bytes + 1
+                if declared > self.max_bytes:
+                    await self._too_large(send)
+                    return
+        seen = 0
+        refused = False
+
+        async def counting_receive():
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    refused = True
+                    await self._too_large(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+
 class Service:
     """Everything one serving process holds: models, lake snapshot, feedback buffer, metrics."""
 
@@ -227,12 +307,8 @@ class Service:
         self.settings = s
         self.lake = lake or get_lake(s.lake_uri)
         self.metrics = Metrics()
-        self.champion = champion or ModelFollower(
-            s.registered_model, CHAMPION, s.mlflow_tracking_uri, s.serve_model_poll_s
-        )
-        self.challenger = challenger or ModelFollower(
-            s.registered_model, CHALLENGER, s.mlflow_tracking_uri, s.serve_model_poll_s
-        )
+        self.champion = champion or self._follower(CHAMPION)
+        self.challenger = challenger or self._follower(CHALLENGER)
         for f in (self.champion, self.challenger):
             if f._on_swap is None:
                 f._on_swap = self._after_swap
@@ -241,24 +317,59 @@ class Service:
         self._features_warned = float("-inf")
         self.data = data
         self._data_given = data is not None
-        self.feedback = feedback or FeedbackLog(self.lake, s.serve_flush_rows, s.serve_flush_s)
+        self.feedback = feedback or FeedbackLog(
+            self.lake,
+            s.serve_flush_rows,
+            s.serve_flush_s,
+            spool_dir=s.serve_spool_dir or s.serving_dir / "spool",
+            spool_max_bytes=s.serve_spool_max_bytes,
+            window=dt.timedelta(seconds=s.serve_feedback_window_s),
+        )
         self._key = pseudonym_key
         self._reload_lock = threading.Lock()
+        self._features_lock = threading.Lock()
+        self._stopped = threading.Event()
         self.started = False
+
+    def _follower(self, alias: str) -> ModelFollower:
+        """A follower of ``alias`` that keeps its last-known version under FLYWHEEL_HOME."""
+        s = self.settings
+        return ModelFollower(
+            s.registered_model,
+            alias,
+            s.mlflow_tracking_uri,
+            s.serve_model_poll_s,
+            cache=ModelCache(s.serving_dir / "models" / s.registered_model / alias),
+            timeout_s=s.serve_registry_timeout_s,
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        """Load the snapshot and the models synchronously, then start the background threads."""
+        """Open the spool (replaying it), load the snapshot and the cached models, then follow.
+
+        Neither MLflow nor the feature store is waited for: the last-known versions (local
+        cache) serve at once and the aliases are resolved in the background
+        (``serve_registry_timeout_s`` per lookup); the online store is connected in the
+        background too (until then users are judged by validated data).
+        """
+        if self.settings.serve_simulated_clock and self.settings.profile == "production":
+            raise ConfigError(
+                "FLYWHEEL_SERVE_SIMULATED_CLOCK lets clients set event times: it is for "
+                "simulations and refused in the production profile"
+            )
         if self._key is None:
             self._key = pseudonym_key(self.settings)
+        self.feedback.start()
         if self.data is None:
-            self.reload_data()
-        self._init_features()
+            self._load_data_or_retry()
+        if self._features_spec == "feast":
+            threading.Thread(target=self._init_features, name="features-init", daemon=True).start()
+        else:
+            self.features = self._features_spec
         for f in self._followed():
-            f.check()
+            f.start_from_cache()
             f.start()
         self._update_model_metrics()
-        self.feedback.start()
         self.started = True
 
     def _followed(self) -> list[ModelFollower]:
@@ -268,6 +379,7 @@ class Service:
 
     def stop(self) -> None:
         """Stop following models and flush the feedback buffer (nothing acknowledged is lost)."""
+        self._stopped.set()
         for f in (self.champion, self.challenger):
             f.stop()
         written = self.feedback.close()
@@ -275,15 +387,39 @@ class Service:
         self.started = False
 
     def _init_features(self) -> None:
-        spec = self._features_spec
-        if spec == "feast":
-            try:
-                self.features = feast_user_features(self.settings)
-            except Exception as exc:  # the features area not set up: model-only serving
-                log.warning("no online feature store (%s): users are judged by validated data", exc)
-                self.features = None
-        else:
-            self.features = spec
+        """Connect the online store (Feast); one attempt at a time, None when it is not there."""
+        if not self._features_lock.acquire(blocking=False):
+            return  # another thread is connecting
+        try:
+            self.features = feast_user_features(self.settings)
+        except Exception as exc:  # the features area not set up: model-only serving
+            log.warning(
+                "no online feature store (%s): users are judged by validated data", redact(str(exc))
+            )
+            self.features = None
+        finally:
+            self._features_lock.release()
+
+    def _load_data_or_retry(self, every_s: float = 10.0) -> None:
+        """The lake snapshot now, or -- the lake unreachable -- from a background thread that
+        retries every ``every_s`` seconds (meanwhile the snapshot is empty: no items to serve)."""
+        try:
+            self.reload_data()
+            return
+        except Exception as exc:
+            log.error(
+                "lake snapshot not loaded (%s); retrying every %g s", redact(str(exc)), every_s
+            )
+
+        def retry() -> None:
+            while self.data is None and not self._stopped.wait(every_s):
+                try:
+                    self.reload_data()
+                    log.info("lake snapshot loaded")
+                except Exception as exc:
+                    log.warning("lake snapshot still not loaded: %s", redact(str(exc)))
+
+        threading.Thread(target=retry, name="snapshot-retry", daemon=True).start()
 
     def reload_data(self) -> None:
         with self._reload_lock:
@@ -374,7 +510,7 @@ class Service:
         model_version = model.version if (model is not None and fallback is None) else "popularity"
         request_id = uuid.uuid4().hex
         items, scores = items[:k], scores[:k]
-        self.feedback.record_impression(
+        self.feedback.record_impression(  # False (not logged) only while the spool is full
             Impression(
                 request_id=request_id,
                 user_id=user_id,
@@ -398,59 +534,102 @@ class Service:
             "fallback": fallback,
         }
 
+    def client_clock(self, value: dt.datetime | None, name: str) -> dt.datetime | None:
+        """A client-set time: only with the simulated clock on; UTC and not in the future."""
+        if value is None:
+            return None
+        if not self.settings.serve_simulated_clock:
+            raise ValueError(
+                f"{name} sets a simulated time; this service takes the time of arrival "
+                f"(FLYWHEEL_SERVE_SIMULATED_CLOCK is off)"
+            )
+        return _clock(value, name)
+
     def record_feedback(self, body: FeedbackIn) -> dict[str, Any]:
+        """Accept one event (durable on return); ``duplicate`` when it was accepted before."""
         try:
-            when = _clock(body.event_ts, "event_ts")
+            when = self.client_clock(body.event_ts, "event_ts")
         except ValueError as exc:
             raise FeedbackError(str(exc)) from None
         event = self.feedback.record_feedback(
             body.request_id, body.item_id, body.event_type, body.value, now=when
         )
+        if event["duplicate"]:
+            return {"status": "duplicate", "event_id": event["event_id"]}
         if body.event_type == "purchase" and self.data is not None:
             self.data.add_purchase(self.pseudonym(event["user_id"]), body.item_id)
         self.metrics.feedback.labels(body.event_type).inc()
         return {"status": "accepted", "event_id": event["event_id"]}
 
     def health(self) -> dict[str, Any]:
+        """Answered from memory at once (MLflow, the lake and Feast are not asked); redacted."""
         data = self.data
+        fb = self.feedback
         return {
             "status": "ok",
             "champion": self.champion.version,
             "challenger": self.challenger.version,
+            "models": {
+                f.alias: {
+                    "version": f.version,
+                    "source": f.current.source if f.current else None,
+                    "registry_answered": f.last_resolved is not None,
+                }
+                for f in (self.champion, self.challenger)
+            },
             "challenger_share": self.settings.ab_challenger_share,
             "features": self.features is not None,
             "catalog_items": len(data.catalog) if data else 0,
             "data_as_of": data.as_of.isoformat() if data and data.as_of else None,
-            "buffered_rows": self.feedback.buffered,
-            "batches_written": self.feedback.batches_written,
+            "buffered_rows": fb.buffered,
+            "batches_written": fb.batches_written,
+            "spool": {
+                "bytes": fb.spooled_bytes,
+                "max_bytes": fb.spool_max_bytes,
+                "pending_batches": fb.pending_batches,
+                "write_failures": fb.write_failures,
+                "replayed_rows": fb.replayed_rows,
+                "impressions_dropped": fb.impressions_dropped,
+            },
             "model_errors": [
-                e for e in (self.champion.last_error, self.challenger.last_error) if e
+                redact(e) for e in (self.champion.last_error, self.challenger.last_error) if e
             ],
         }
 
 
-def _clock(value: dt.datetime | None, name: str) -> dt.datetime | None:
+def _clock(value: dt.datetime, name: str) -> dt.datetime:
     """A client-given time (simulated clock): UTC, and not in the future."""
-    if value is None:
-        return None
     if value.tzinfo is None:
-        raise ValueError(f"{name}={value.isoformat()} has no time zone: give UTC, e.g. ...Z")
+        raise ValueError(f"{name} has no time zone: give UTC, e.g. 2026-01-01T10:00:00Z")
     value = value.astimezone(dt.UTC)
     if value > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5):
-        raise ValueError(f"{name}={value.isoformat()} is in the future")
+        raise ValueError(f"{name} is in the future")
     return value
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(status_code=status, content={"detail": message})
+    return JSONResponse(status_code=status, content={"detail": message}, headers=headers)
+
+
+def _validation_errors(errors: list[dict]) -> list[dict[str, Any]]:
+    """Pydantic's errors without ``input`` and ``ctx``: which field and why, never what was sent."""
+    return [
+        {
+            "loc": [str(part)[:64] for part in e.get("loc", ())],
+            "msg": str(e.get("msg", ""))[:200],
+            "type": str(e.get("type", "")),
+        }
+        for e in errors[:20]
+    ]
 
 
 def create_app(settings: Settings | None = None, *, service: Service | None = None) -> FastAPI:
     """The FastAPI app; the service starts (models, snapshot) in the lifespan and stops with it."""
     from fastapi import FastAPI, Path, Query
-    from fastapi.responses import Response
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
 
     svc = service or Service(settings)
 
@@ -468,7 +647,12 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         lifespan=lifespan,
     )
     app.state.service = svc
-    app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=svc.settings.serve_max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=svc.metrics)  # outermost: counts 413s too
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": _validation_errors(exc.errors())})
 
     @app.get("/recommendations/", include_in_schema=False)
     def recommendations_empty():
@@ -484,11 +668,10 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     ):
         if not _USER_ID.match(user_id):
             return _error(
-                400,
-                f"malformed user_id {user_id[:40]!r}: 1-128 characters of letters, digits and _ . @ : -",
+                400, "malformed user_id: 1-128 characters of letters, digits and _ . @ : -"
             )
         try:
-            when = _clock(at, "at")
+            when = svc.client_clock(at, "at")
         except ValueError as exc:
             return _error(422, str(exc))
         return svc.recommend(user_id, k, when)
@@ -496,9 +679,13 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     @app.post("/feedback", status_code=202)
     def feedback(body: FeedbackIn):
         try:
-            return svc.record_feedback(body)
+            result = svc.record_feedback(body)
         except FeedbackError as exc:
-            return _error(exc.status, str(exc))
+            retry = {"Retry-After": "30"} if exc.status == 503 else None
+            return _error(exc.status, str(exc), retry)
+        if result["status"] == "duplicate":
+            return JSONResponse(status_code=200, content=result)
+        return result
 
     @app.get("/health")
     async def health():
@@ -511,6 +698,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         svc._update_model_metrics()
         svc.metrics.buffered.set(svc.feedback.buffered)
         svc.metrics.batches.set(svc.feedback.batches_written)
+        svc.metrics.spooled.set(svc.feedback.spooled_bytes)
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

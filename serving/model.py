@@ -8,6 +8,12 @@ version completely (``mlflow.pyfunc.load_model``) in its own thread and only the
 swap finish on the old version and the next ones use the new version: nothing is dropped.
 
 A version that fails to load is logged and counted, and the old version keeps serving.
+
+MLflow is not needed to start: with a :class:`serving.cache.ModelCache`, every version is loaded
+from a local copy that is kept as the alias's last-known version, :meth:`ModelFollower.start_from_cache`
+serves that copy at once, and the alias is resolved in the background, each lookup given
+``timeout_s`` (a registry that hangs is a failed lookup, not a blocked thread). Errors are kept
+and logged with the credentials of URIs redacted.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.names import CHAMPION
+from serving.cache import ModelCache
+from serving.redact import redact
 from training.request import one_row_request
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,7 @@ class LoadedModel:
     version: str
     pyfunc: Any
     loaded_at: float = field(default_factory=time.time)
+    source: str = "registry"  # or "cache": the last-known copy loaded at start
 
     def recommend(
         self,
@@ -40,9 +49,14 @@ class LoadedModel:
         k: int,
         exclude: Iterable[str] = (),
         features: Mapping[str, Any] | None = None,
+        recent: Iterable[str] | None = None,
     ) -> tuple[list[str], list[float]]:
-        """Top-``k`` (item ids, scores) for one pseudonymised user; empty if the model has none."""
-        out = self.pyfunc.predict(one_row_request(user_id, k, exclude, features))
+        """Top-``k`` (item ids, scores) for one pseudonymised user; empty if the model has none.
+
+        ``recent``: items the user chose since the model's cutoff, oldest first (the model adds
+        them to the history it stored for the user; a new user is personalised by them alone).
+        """
+        out = self.pyfunc.predict(one_row_request(user_id, k, exclude, features, recent))
         if len(out) == 0:
             return [], []
         first = out.iloc[0]
@@ -95,6 +109,8 @@ class ModelFollower:
         keep_when_missing: bool | None = None,
         loader: Callable[[str], Any] | None = None,
         on_swap: Callable[[LoadedModel | None], None] | None = None,
+        cache: ModelCache | None = None,
+        timeout_s: float = 10.0,
     ):
         self.name = name
         self.alias = alias
@@ -103,7 +119,13 @@ class ModelFollower:
         self.keep_when_missing = (
             alias == CHAMPION if keep_when_missing is None else keep_when_missing
         )
+        self.cache = cache
+        self.timeout_s = timeout_s
+        if loader is None and cache is not None:
+            loader = lambda v: cache.fetch(name, v, tracking_uri)  # noqa: E731
         self._loader = loader or (lambda v: load_version(name, v, tracking_uri))
+        self._lookup: threading.Thread | None = None  # an alias lookup still waiting on MLflow
+        self.last_resolved: float | None = None  # time.time() of the last answer from MLflow
         self._on_swap = on_swap
         self.current: LoadedModel | None = None
         self.swaps = 0
@@ -128,18 +150,54 @@ class ModelFollower:
             )
         return self._client
 
+    def start_from_cache(self) -> bool:
+        """Serve the cached last-known version until the registry answers; True if loaded."""
+        if self.cache is None or self.current is not None:
+            return False
+        found = self.cache.load()
+        if found is None:
+            return False
+        version, pyfunc = found
+        log.info("%s@%s: serving cached version %s", self.name, self.alias, version)
+        self._swap(LoadedModel(self.alias, version, pyfunc, source="cache"))
+        return True
+
+    def _resolve(self) -> str | None:
+        """:func:`resolve_alias` in a helper thread, given :attr:`timeout_s` to answer."""
+        if self._lookup is not None and self._lookup.is_alive():
+            raise TimeoutError("the previous lookup has not returned yet")
+        box: dict[str, Any] = {}
+
+        def lookup() -> None:
+            try:
+                box["version"] = resolve_alias(self._mlflow_client(), self.name, self.alias)
+            except Exception as exc:
+                box["error"] = exc
+
+        self._lookup = threading.Thread(target=lookup, name=f"lookup-{self.alias}", daemon=True)
+        self._lookup.start()
+        self._lookup.join(self.timeout_s)
+        if self._lookup.is_alive():
+            raise TimeoutError(f"no answer within {self.timeout_s:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["version"]
+
     def check(self) -> bool:
         """Resolve the alias once; load and swap if it moved. True when a swap happened."""
         with self._check_lock:
             try:
-                version = resolve_alias(self._mlflow_client(), self.name, self.alias)
+                version = self._resolve()
             except Exception as exc:  # registry unreachable: keep serving what we have
-                self._fail(f"cannot resolve {self.name}@{self.alias}: {exc}")
+                self._fail(f"cannot resolve {self.name}@{self.alias} at {self.tracking_uri}: {exc}")
                 return False
+            self.last_resolved = time.time()
             current = self.current
             if version is None:
                 if current is not None and not self.keep_when_missing:
                     log.info("%s@%s removed: no longer serving it", self.name, self.alias)
+                    if self.cache is not None:
+                        self.cache.forget()
                     self._swap(None)
                     return True
                 return False
@@ -165,17 +223,19 @@ class ModelFollower:
                 log.exception("after swapping %s@%s", self.name, self.alias)
 
     def _fail(self, message: str) -> None:
+        message = redact(message)
         self.failures += 1
         if message != self.last_error:
             log.warning(message)
         self.last_error = message
 
     def _run(self) -> None:
+        self.check()  # at once: the cached version serves meanwhile
         while not self._stop.wait(self.poll_s):
             self.check()
 
     def start(self) -> None:
-        """Start polling in a daemon thread (call :meth:`check` first for a synchronous load)."""
+        """Check now and then every ``poll_s`` seconds, in a daemon thread."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(

@@ -13,6 +13,7 @@ from core.lake import get_lake
 from core.settings import get_settings
 from serving.ab import ab_report, format_report
 from serving.app import create_app
+from serving.redact import install_on_root, uvicorn_log_config
 
 
 def serve_cmd(
@@ -22,8 +23,11 @@ def serve_cmd(
 ) -> None:
     """Serve recommendations from the champion model (FastAPI on uvicorn).
 
-    Follows the champion/challenger aliases in MLflow, logs impressions and feedback to the
-    raw lake in batches, flushes them on Ctrl-C/SIGTERM.
+    Starts from the last-known champion cached under FLYWHEEL_HOME and follows the
+    champion/challenger aliases in MLflow in the background; spools impressions and feedback
+    locally before answering and writes them to the raw lake in batches (what a crash or a lake
+    outage leaves in the spool is written by the next start). Credentials in URIs are redacted
+    from every log line.
     """
     import uvicorn
 
@@ -31,11 +35,13 @@ def serve_cmd(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_on_root()
     uvicorn.run(
         create_app(s),
         host=host or s.serve_host,
         port=port or s.serve_port,
         log_level=log_level,
+        log_config=uvicorn_log_config(),
         access_log=False,
     )
 
