@@ -36,7 +36,8 @@ RUN for p in core ingestion validation features training monitoring serving simu
       mkdir -p "$p" && touch "$p/__init__.py"; done \
  && touch README.md \
  && pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt . \
- && pip uninstall -y flywheel
+ && pip uninstall -y flywheel \
+ && python -c "import flask_wtf"  # MLflow's basic-auth app (mlflow[auth]) runs the mlflow service
 
 # 2. the source: library, DAGs, plugins, Feast repository, deployment config
 COPY core/ core/
@@ -52,6 +53,7 @@ COPY dags/ dags/
 COPY plugins/ plugins/
 COPY feature_repo/ feature_repo/
 COPY deploy/ deploy/
+# deploy/: the MLflow launcher (basic auth, users), airflow-init's secret checker
 COPY README.md ./
 RUN pip install --no-deps -c constraints.txt . \
  && useradd --uid "${AIRFLOW_UID}" --gid 0 --home-dir /opt/airflow --create-home airflow \

@@ -7,7 +7,14 @@ names and ports. Change a service here and in the compose file together.
 
 Values in ``AIRFLOW_ENV`` / ``FLYWHEEL_ENV`` are templates: ``{name}`` placeholders are filled by
 :func:`render_env` from :class:`Endpoints` (compose: service DNS names and fixed ports; twin:
-loopback and free ports). Secrets are never here: they come from ``.env`` (``SECRET_ENV``).
+loopback and free ports). Secrets are never here: they come from ``.env`` (``SECRET_ENV``), and
+``SERVICE_SECRETS`` says which service gets which (least privilege: the MinIO root key only in
+``minio``/``minio-init``, one S3 key and one MLflow user per client service).
+
+Network exposure (docs/SECURITY.md): backends (Postgres, Redis, the MinIO API, MLflow's API
+clients, Feast) are reached on the compose network only. ``Service.publish`` lists the ports a
+person opens in a browser (or the product calls); compose binds them to ``${<bind_var>:-127.0.0.1}``
+so nothing is reachable from other hosts unless the operator says so.
 """
 
 from __future__ import annotations
@@ -20,10 +27,27 @@ from core import names
 QUEUES: tuple[str, ...] = names.QUEUES
 
 #: Databases in the one Postgres server (compose: created by deploy/postgres-init.sql).
-DATABASES: dict[str, str] = {"airflow": "airflow", "mlflow": "mlflow", "feast": "feast"}
+DATABASES: dict[str, str] = {
+    "airflow": "airflow",
+    "mlflow": "mlflow",
+    "mlflow_auth": "mlflow_auth",  # MLflow basic-auth's users and permissions
+    "feast": "feast",
+}
 
 #: Redis logical databases: Celery broker and Feast online store never share keys.
 REDIS_DBS: dict[str, int] = {"celery": 0, "feast": 1}
+
+#: Shortest accepted secret: keys and machine passwords / human passwords (airflow-init and the
+#: MLflow launcher refuse shorter ones, and any value containing "change-me").
+MIN_KEY_LENGTH = 32
+MIN_PASSWORD_LENGTH = 16
+
+#: MLflow basic-auth users besides the admin (username → (password variable, role)). The writer
+#: creates (and so MANAGEs) the experiments and the registered model; the reader only reads.
+MLFLOW_USERS: dict[str, tuple[str, str]] = {
+    "flywheel-airflow": ("MLFLOW_AIRFLOW_PASSWORD", "writer"),
+    "flywheel-serving": ("MLFLOW_SERVING_PASSWORD", "reader"),
+}
 
 #: The bucket in the S3-compatible store that holds the lake and MLflow's artifacts.
 BUCKET = "flywheel"
@@ -48,6 +72,9 @@ class Service:
     queue: str | None = None  # Celery workers only
     gpu: bool = False  # reserves NVIDIA GPUs
     airflow: bool = False  # built on the x-airflow-common anchor
+    publish: tuple[int, ...] = ()  # host ports (same number), bound to ${bind_var:-127.0.0.1}
+    bind_var: str | None = None  # .env variable holding the host address they bind to
+    exposure: str = "internal: compose network only"  # why it is (not) published
 
 
 HEALTHY = "service_healthy"
@@ -57,16 +84,19 @@ _APP_DEPS = {"minio-init": COMPLETED, "postgres": HEALTHY}
 
 SERVICES: tuple[Service, ...] = (
     Service("postgres", "metadata: Airflow, MLflow, Feast registry", port=5432, health="cmd"),
-    Service("redis", "Celery broker and Feast online store", port=6379, health="cmd"),
+    Service("redis", "Celery broker and Feast online store (requirepass)", port=6379, health="cmd"),
     Service(
         "minio",
         "S3-compatible store: the lake and MLflow artifacts",
         port=9000,
         health="http:/minio/health/live",
+        publish=(9001,),
+        bind_var="MINIO_CONSOLE_BIND",
+        exposure="console (9001) on loopback for the operator (root login); the S3 API internal",
     ),
     Service(
         "minio-init",
-        "one-shot: create the bucket",
+        "one-shot: the bucket, one user and policy per client service",
         long_running=False,
         depends_on={"minio": HEALTHY},
     ),
@@ -76,6 +106,9 @@ SERVICES: tuple[Service, ...] = (
         port=5000,
         health="http:/health",
         depends_on={"postgres": HEALTHY, "minio-init": COMPLETED},
+        publish=(5000,),
+        bind_var="MLFLOW_BIND",
+        exposure="UI on loopback, behind MLflow's basic-auth app (every request but /health)",
     ),
     Service(
         "airflow-init",
@@ -91,6 +124,9 @@ SERVICES: tuple[Service, ...] = (
         health="http:/api/v2/monitor/health",
         depends_on=_AIRFLOW_DEPS,
         airflow=True,
+        publish=(8080,),
+        bind_var="AIRFLOW_BIND",
+        exposure="UI and REST API on loopback, behind Airflow's login",
     ),
     Service(
         "airflow-scheduler",
@@ -140,6 +176,9 @@ SERVICES: tuple[Service, ...] = (
         port=8000,
         health="http:/health",
         depends_on={"redis": HEALTHY, "mlflow": HEALTHY, **_APP_DEPS},
+        publish=(8000,),
+        bind_var="SERVING_BIND",
+        exposure="the product's API on loopback: expose it only behind the product's gateway",
     ),
     Service(
         "evidently-ui",
@@ -147,6 +186,9 @@ SERVICES: tuple[Service, ...] = (
         port=8001,
         health="http:/",
         depends_on=_APP_DEPS,
+        publish=(8001,),
+        bind_var="EVIDENTLY_BIND",
+        exposure="UI on loopback only: Evidently's UI has no login",
     ),
 )
 
@@ -168,9 +210,11 @@ class Endpoints:
     postgres_password: str = "${POSTGRES_PASSWORD}"
     airflow_db: str = DATABASES["airflow"]
     mlflow_db: str = DATABASES["mlflow"]
+    mlflow_auth_db: str = DATABASES["mlflow_auth"]
     feast_db: str = DATABASES["feast"]
     redis_host: str = "redis"
     redis_port: int = 6379
+    redis_auth: str = ":${REDIS_PASSWORD}@"  # userinfo of the Redis URLs ("" without a password)
     celery_redis_db: int = REDIS_DBS["celery"]
     feast_redis_db: int = REDIS_DBS["feast"]
     s3_endpoint: str = "http://minio:9000"
@@ -204,7 +248,7 @@ AIRFLOW_ENV: dict[str, str] = {
     "AIRFLOW__CELERY__RESULT_BACKEND": (
         "db+postgresql://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{airflow_db}"
     ),
-    "AIRFLOW__CELERY__BROKER_URL": "redis://{redis_host}:{redis_port}/{celery_redis_db}",
+    "AIRFLOW__CELERY__BROKER_URL": "redis://{redis_auth}{redis_host}:{redis_port}/{celery_redis_db}",
     "AIRFLOW__CELERY__DEFAULT_QUEUE": names.DEFAULT_QUEUE,
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
 }
@@ -219,23 +263,135 @@ FLYWHEEL_ENV: dict[str, str] = {
     "MLFLOW_S3_ENDPOINT_URL": "{s3_endpoint}",
     "AWS_DEFAULT_REGION": "us-east-1",
     "FLYWHEEL_MLFLOW_TRACKING_URI": "{mlflow_url}",
-    "FLYWHEEL_REDIS_URL": "redis://{redis_host}:{redis_port}/{feast_redis_db}",
+    "FLYWHEEL_REDIS_URL": "redis://{redis_auth}{redis_host}:{redis_port}/{feast_redis_db}",
     "FLYWHEEL_FEAST_REGISTRY_URL": (
         "postgresql+psycopg://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{feast_db}"
     ),
 }
 
-#: Secrets: only from ``.env`` (``.env.example`` lists them with placeholder values).
-SECRET_ENV: tuple[str, ...] = (
-    "POSTGRES_PASSWORD",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "FLYWHEEL_PSEUDONYM_KEY",
-    "AIRFLOW__CORE__FERNET_KEY",
-    "AIRFLOW__API_AUTH__JWT_SECRET",
-    "AIRFLOW__API__SECRET_KEY",
-    "AIRFLOW_ADMIN_USER",
-    "AIRFLOW_ADMIN_PASSWORD",
+#: The MLflow server's stores (its own service only; read by ``mlflow server`` and the launcher).
+MLFLOW_ENV: dict[str, str] = {
+    "MLFLOW_BACKEND_STORE_URI": (
+        "postgresql+psycopg2://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{mlflow_db}"
+    ),
+    "MLFLOW_AUTH_DB_URL": (
+        "postgresql+psycopg2://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{mlflow_auth_db}"
+    ),
+}
+
+#: Secrets: only from ``.env`` (``.env.example`` lists them with placeholder values); compose
+#: spells each ``${VAR:?…}`` so a missing one stops ``docker compose`` before anything starts.
+#: Value: the shortest length accepted (airflow-init, minio-init and the MLflow launcher refuse
+#: shorter values and "change-me" placeholders, naming the variable).
+SECRET_ENV: dict[str, int] = {
+    "POSTGRES_PASSWORD": MIN_KEY_LENGTH,
+    "REDIS_PASSWORD": MIN_KEY_LENGTH,
+    "MINIO_ROOT_USER": 3,
+    "MINIO_ROOT_PASSWORD": MIN_KEY_LENGTH,
+    "S3_AIRFLOW_SECRET_KEY": MIN_KEY_LENGTH,
+    "S3_MLFLOW_SECRET_KEY": MIN_KEY_LENGTH,
+    "S3_SERVING_SECRET_KEY": MIN_KEY_LENGTH,
+    "S3_FEAST_SECRET_KEY": MIN_KEY_LENGTH,
+    "MLFLOW_ADMIN_PASSWORD": MIN_PASSWORD_LENGTH,
+    "MLFLOW_AIRFLOW_PASSWORD": MIN_KEY_LENGTH,
+    "MLFLOW_SERVING_PASSWORD": MIN_KEY_LENGTH,
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": MIN_KEY_LENGTH,
+    "FLYWHEEL_PSEUDONYM_KEY": MIN_KEY_LENGTH,
+    "AIRFLOW__CORE__FERNET_KEY": MIN_KEY_LENGTH,
+    "AIRFLOW__API_AUTH__JWT_SECRET": MIN_KEY_LENGTH,
+    "AIRFLOW__API__SECRET_KEY": MIN_KEY_LENGTH,
+    "AIRFLOW_ADMIN_USER": 1,
+    "AIRFLOW_ADMIN_PASSWORD": MIN_PASSWORD_LENGTH,
+}
+
+#: Secrets that travel inside URLs (Postgres DSNs, Redis URLs): URL-safe characters only.
+URL_SAFE_SECRETS: tuple[str, ...] = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
+
+#: One MinIO user (= S3 access key id) per client service, its secret's variable and its policy
+#: (``deploy/minio/<user>.json``, created and attached by ``deploy/minio-init.sh``).
+S3_USERS: dict[str, str] = {
+    "flywheel-airflow": "S3_AIRFLOW_SECRET_KEY",  # read-write on lake/
+    "flywheel-mlflow": "S3_MLFLOW_SECRET_KEY",  # read-write on mlflow/ (artifacts, proxied)
+    "flywheel-serving": "S3_SERVING_SECRET_KEY",  # reads lake/validated/, writes its raw/ files
+    "flywheel-feast": "S3_FEAST_SECRET_KEY",  # reads lake/features/
+}
+
+#: The MLflow admin (created by the MLflow launcher; for the operator, never for a client).
+MLFLOW_ADMIN = "admin"
+
+
+def _s3(user: str) -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": user, "AWS_SECRET_ACCESS_KEY": "${" + S3_USERS[user] + "}"}
+
+
+def _mlflow_client(user: str) -> dict[str, str]:
+    return {
+        "MLFLOW_TRACKING_USERNAME": user,
+        "MLFLOW_TRACKING_PASSWORD": "${" + MLFLOW_USERS[user][0] + "}",
+    }
+
+
+_AIRFLOW_SECRETS: dict[str, str] = {
+    "AIRFLOW__CORE__FERNET_KEY": "${AIRFLOW__CORE__FERNET_KEY}",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "${AIRFLOW__API_AUTH__JWT_SECRET}",
+    "AIRFLOW__API__SECRET_KEY": "${AIRFLOW__API__SECRET_KEY}",
+    "FLYWHEEL_PSEUDONYM_KEY": "${FLYWHEEL_PSEUDONYM_KEY}",  # ingestion pseudonymises
+    **_s3("flywheel-airflow"),
+    **_mlflow_client("flywheel-airflow"),
+}
+
+#: Which secret (or identity) each service gets, as environment name → ``${VAR}`` (from .env)
+#: or a literal (S3 access key ids and MLflow user names are names, not secrets). Secrets inside
+#: URLs (the Postgres and Redis passwords in ``AIRFLOW_ENV``/``FLYWHEEL_ENV``) are not repeated.
+SERVICE_SECRETS: dict[str, dict[str, str]] = {
+    "postgres": {"POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}"},
+    "redis": {"REDIS_PASSWORD": "${REDIS_PASSWORD}"},
+    "minio": {
+        "MINIO_ROOT_USER": "${MINIO_ROOT_USER}",
+        "MINIO_ROOT_PASSWORD": "${MINIO_ROOT_PASSWORD}",
+    },
+    "minio-init": {
+        "MINIO_ROOT_USER": "${MINIO_ROOT_USER}",
+        "MINIO_ROOT_PASSWORD": "${MINIO_ROOT_PASSWORD}",
+        **{var: "${" + var + "}" for var in S3_USERS.values()},
+    },
+    "mlflow": {
+        **_s3("flywheel-mlflow"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": MLFLOW_ADMIN,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "${MLFLOW_ADMIN_PASSWORD}",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "${MLFLOW_FLASK_SERVER_SECRET_KEY}",
+        **{var: "${" + var + "}" for var, _ in MLFLOW_USERS.values()},
+    },
+    "airflow-init": {
+        **_AIRFLOW_SECRETS,
+        "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",  # checked by airflow-init only
+        "REDIS_PASSWORD": "${REDIS_PASSWORD}",
+        "AIRFLOW_ADMIN_USER": "${AIRFLOW_ADMIN_USER}",
+        "AIRFLOW_ADMIN_PASSWORD": "${AIRFLOW_ADMIN_PASSWORD}",
+    },
+    **{
+        name: _AIRFLOW_SECRETS
+        for name in (
+            "airflow-apiserver",
+            "airflow-scheduler",
+            "airflow-dag-processor",
+            "airflow-triggerer",
+            "airflow-worker",
+            "airflow-worker-gpu",
+        )
+    },
+    "feast": _s3("flywheel-feast"),
+    "serving": {
+        "FLYWHEEL_PSEUDONYM_KEY": "${FLYWHEEL_PSEUDONYM_KEY}",  # hashes ids from outside
+        **_s3("flywheel-serving"),
+        **_mlflow_client("flywheel-serving"),
+    },
+    "evidently-ui": {},
+}
+
+#: Environment names that carry a secret or an identity (checked against SERVICE_SECRETS).
+SECRET_NAMES: frozenset[str] = frozenset(
+    {k for env in SERVICE_SECRETS.values() for k in env} | set(SECRET_ENV)
 )
 
 #: Airflow connections that airflow-init creates (id → URI template).

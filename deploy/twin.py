@@ -3,18 +3,31 @@
 Docker does not run everywhere (CI, this machine), so the production topology declared in
 ``deploy/topology.py`` is also started natively:
 
-* Postgres and Redis: the machine's servers; the twin creates its own databases
-  (``flywheel_twin_<rand>``, ``…_mlflow``, ``…_feast``) and uses its own Redis DB indexes, and drops /
-  flushes them on stop;
+* Postgres: the machine's server; the twin creates its own databases (``flywheel_twin_<rand>``,
+  ``…_mlflow``, ``…_mlflow_auth``, ``…_feast``) and drops them on stop;
+* Redis: a private ``redis-server`` on a free loopback port with ``requirepass`` (as compose),
+  when ``redis-server`` is on PATH; else the machine's Redis with the twin's own DB indexes and
+  key prefixes, flushed on stop;
 * MinIO: moto's S3 server on a free port (bucket created like ``minio-init`` does);
-* MLflow: ``mlflow server`` on the Postgres database, artifacts proxied to the S3 bucket;
+* MLflow: ``python -m deploy.mlflow_server`` (MLflow's basic-auth app, the same users as
+  compose) on the Postgres databases, artifacts proxied to the S3 bucket; the Airflow services
+  authenticate as ``flywheel-airflow``, serving as ``flywheel-serving``;
 * Airflow: ``airflow db migrate`` + connections + pool + admin password (``airflow-init``), then
   api-server, scheduler, dag-processor, triggerer and one Celery worker per queue
   (``default``, ``gpu``) with distinct hostnames, CeleryExecutor on Redis, Postgres metadata;
 * Feast: the production profile (Redis online store, SQL registry on Postgres).
 
 Every service gets the environment rendered from the same templates as the compose file
-(:func:`deploy.topology.render_env`), so the twin and compose cannot drift apart silently.
+(:func:`deploy.topology.render_env`) and the secrets ``deploy.topology.SERVICE_SECRETS`` gives
+it, so the twin and compose cannot drift apart silently.
+
+Where the twin differs from compose (docs/SECURITY.md), knowingly: Postgres is the machine's,
+with trust authentication on loopback (no password; compose: a 32+ character one); without
+``redis-server`` on PATH, Redis is the machine's, shared with other tests, so it cannot have a
+password (``Twin.redis_password`` is then empty); moto accepts any S3 key and enforces no
+policy (each service still gets its own key id, as in compose); MLflow's basic-auth app needs
+Flask-WTF (``mlflow[auth]``): without it the twin's MLflow runs without auth
+(``Twin.mlflow_auth``); every port is on 127.0.0.1 and free, not the published numbers.
 
 The process tooling it shares with the demo lives in :mod:`flywheel.processes` and
 :mod:`flywheel.airflow_client`.
@@ -28,6 +41,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,6 +89,11 @@ def worker_hostname_gpu() -> str:
 
 
 # --- the twin -----------------------------------------------------------------------------------
+def _mlflow_auth_available() -> bool:
+    """MLflow's basic-auth app imports Flask-WTF (the ``mlflow[auth]`` extra)."""
+    return importlib.util.find_spec("flask_wtf") is not None
+
+
 def _psql(sql: str, dsn: str) -> None:
     import psycopg
 
@@ -99,10 +118,18 @@ class Twin:
     services: tuple[str, ...] = ()  # subset of topology services to start (() = all the twin runs)
     suffix: str = field(default_factory=lambda: secrets.token_hex(4))
     ports: dict[str, int] = field(default_factory=dict)
+    #: run a private redis-server with requirepass (else: the machine's Redis, no password)
+    private_redis: bool = field(default_factory=lambda: shutil.which("redis-server") is not None)
+    #: MLflow behind its basic-auth app (needs Flask-WTF)
+    mlflow_auth: bool = field(default_factory=_mlflow_auth_available)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
         self.topology = load_topology()
+        self.redis_password = ""
+        if self.private_redis:
+            self.redis_port = free_port()
+            self.redis_password = secrets.token_urlsafe(32)
         for name in (
             "airflow-apiserver",
             "airflow-scheduler",
@@ -124,9 +151,11 @@ class Twin:
             postgres_password="",
             airflow_db=self.databases["airflow"],
             mlflow_db=self.databases["mlflow"],
+            mlflow_auth_db=self.databases["mlflow_auth"],
             feast_db=self.databases["feast"],
             redis_host=self.redis_host,
             redis_port=self.redis_port,
+            redis_auth=f":{self.redis_password}@" if self.redis_password else "",
             celery_redis_db=self.redis_db,
             feast_redis_db=self.redis_db + 1,
             s3_endpoint=f"http://127.0.0.1:{self.ports['minio']}",
@@ -136,18 +165,16 @@ class Twin:
             airflow_home=str(self.root / "airflow"),
             state=str(self.root / "state"),
         )
-        self.secrets = {
-            "POSTGRES_PASSWORD": "",
-            "AWS_ACCESS_KEY_ID": "twin",
-            "AWS_SECRET_ACCESS_KEY": "twin-secret",
+        self.secrets = {  # .env of the twin: every SECRET_ENV name, fresh keys
+            **{name: secrets.token_urlsafe(32) for name in self.topology.SECRET_ENV},
+            "POSTGRES_PASSWORD": "",  # the machine's Postgres: trust on loopback
+            "REDIS_PASSWORD": self.redis_password,
+            "MINIO_ROOT_USER": "twin",
             "FLYWHEEL_PSEUDONYM_KEY": os.environ.get(
                 "FLYWHEEL_PSEUDONYM_KEY", "twin-pseudonym-key-0123456789abcdef"
             ),
             "AIRFLOW__CORE__FERNET_KEY": "",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
             "AIRFLOW_ADMIN_USER": "admin",
-            "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
         }
         self.group = ProcessGroup(self.root / "logs")
         self.client = AirflowClient(
@@ -164,16 +191,26 @@ class Twin:
             value = value.replace("${" + key + "}", secret)
         return value
 
-    def env(self, airflow: bool = True) -> dict[str, str]:
-        """The environment of a twin service: compose's templates rendered for loopback."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FLYWHEEL_"))}
+    def env(self, airflow: bool = True, service: str | None = None) -> dict[str, str]:
+        """The environment of a twin service: compose's templates rendered for loopback, and the
+        secrets compose gives ``service`` (default: an Airflow worker's, also for CLI clients)."""
+        ours = ("AIRFLOW", "FLYWHEEL_", "AWS_", "MLFLOW_TRACKING_", "MLFLOW_AUTH_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
         env.update(
             {
                 k: self._interpolate(v)
                 for k, v in self.topology.render_env(self.endpoints, airflow).items()
             }
         )
-        env.update({k: v for k, v in self.secrets.items() if not k.startswith("AIRFLOW_ADMIN")})
+        for key, value in self.topology.SERVICE_SECRETS[service or "airflow-worker"].items():
+            env[key] = self._interpolate(value)
+        if service == "mlflow":
+            env.update(
+                {
+                    k: self.topology.render(v, self.endpoints)
+                    for k, v in self.topology.MLFLOW_ENV.items()
+                }
+            )
         env["FLYWHEEL_FEAST_PROJECT"] = self.key_prefix  # Feast keys of this twin only
         env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] = f"{self.key_prefix}:"
         if not airflow:
@@ -226,20 +263,23 @@ class Twin:
         """What the twin runs for each topology service (``None``: the machine's server, reused)."""
         api = self.ports["airflow-apiserver"]
         feature_repo = f"{self.endpoints.repo}/feature_repo"  # compose: {repo}/feature_repo too
+        # compose: python -m deploy.mlflow_server (basic auth); stores from MLFLOW_ENV
+        mlflow = [venv_bin("python"), "-m", "deploy.mlflow_server"]
+        if not self.mlflow_auth:
+            mlflow = [venv_bin("mlflow"), "server"]
         plan: dict[str, list[str] | None] = {
             "postgres": None,
-            "redis": None,
+            "redis": [shutil.which("redis-server") or "redis-server", str(self.redis_conf)]
+            if self.private_redis
+            else None,
             "minio": [venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(self.ports["minio"])],
             "minio-init": ["create-bucket", self.topology.BUCKET],
             "mlflow": [
-                venv_bin("mlflow"),
-                "server",
+                *mlflow,
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(self.ports["mlflow"]),
-                "--backend-store-uri",
-                self._pg_url(self.databases["mlflow"], "postgresql+psycopg2"),
                 "--artifacts-destination",
                 f"s3://{self.topology.BUCKET}/mlflow",
                 "--workers",
@@ -274,8 +314,39 @@ class Twin:
                 plan[s.name] = self.worker_argv(s.queue)
         return plan
 
-    def _pg_url(self, db: str, scheme: str = "postgresql") -> str:
-        return f"{scheme}://postgres@127.0.0.1:5432/{db}"
+    @property
+    def redis_conf(self) -> Path:
+        return self.root / "redis" / "redis.conf"
+
+    def _start_redis(self) -> None:
+        """The private Redis: loopback, a free port, requirepass, nothing persisted."""
+        import redis
+
+        folder = self.redis_conf.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = (
+            f"port {self.redis_port}\nbind 127.0.0.1\nrequirepass {self.redis_password}\n"
+            f'save ""\nappendonly no\ndir {folder}\n'
+        )
+        fd = os.open(self.redis_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(conf)
+        self.group.start("redis", self.plan()["redis"], self.env(airflow=False, service="redis"))
+
+        def up() -> bool:
+            with contextlib.suppress(Exception):
+                return redis.Redis(**self._redis_kwargs(0)).ping()
+            return False
+
+        wait_until(up, 30, "redis", self.group, interval=0.3)
+
+    def _redis_kwargs(self, db: int) -> dict:
+        return {
+            "host": self.redis_host,
+            "port": self.redis_port,
+            "db": db,
+            "password": self.redis_password or None,
+        }
 
     @property
     def wanted(self) -> list[str]:
@@ -309,7 +380,7 @@ class Twin:
                     self.group.start(s.name, argv, env)
             for name in ("feast", "serving", "evidently-ui"):
                 if name in self.wanted:
-                    self.group.start(name, plan[name], self.env(airflow=False))
+                    self.group.start(name, plan[name], self.env(airflow=False, service=name))
             progress("waiting for the Airflow API server, scheduler and workers")
             wait_until(self.client.healthy, 240, "airflow-apiserver", self.group)
             wait_until(
@@ -327,13 +398,33 @@ class Twin:
         except BaseException:
             self.stop()
             raise
+        self._use_mlflow_reader()
         return self
+
+    def _use_mlflow_reader(self) -> None:
+        """MLflow clients in the caller's process (a test's ``MlflowClient``) authenticate as
+        the reader, like serving, until :meth:`stop`; the twin's processes get their own."""
+        keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        self._saved_env = {k: os.environ.get(k) for k in keys}
+        reader = self.env(airflow=False, service="serving")
+        os.environ.update({k: reader[k] for k in keys})
+
+    def _restore_env(self) -> None:
+        for key, value in getattr(self, "_saved_env", {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
 
     def _start_backends(self, plan: dict, progress: Callable[[str], None]) -> None:
         progress(f"creating Postgres databases {', '.join(self.databases.values())}")
         for db in self.databases.values():
             _psql(f'CREATE DATABASE "{db}"', self.pg_admin_dsn)
             self._created_dbs.append(db)
+        if self.private_redis:
+            progress(f"starting a private Redis (requirepass) on :{self.redis_port}")
+            self._start_redis()
         self._flush_redis()
         progress(f"starting the S3 endpoint (moto) on :{self.ports['minio']}")
         self.group.start("minio", plan["minio"], self.env(airflow=False))
@@ -342,8 +433,9 @@ class Twin:
             lambda: http_ok(f"{s3}/moto-api/"), 60, "minio (moto S3)", self.group, interval=0.5
         )
         self.s3_client().create_bucket(Bucket=self.topology.BUCKET)
-        progress(f"starting MLflow on :{self.ports['mlflow']}")
-        self.group.start("mlflow", plan["mlflow"], self.env(airflow=False))
+        auth = "basic auth" if self.mlflow_auth else "NO auth: Flask-WTF missing"
+        progress(f"starting MLflow ({auth}) on :{self.ports['mlflow']}")
+        self.group.start("mlflow", plan["mlflow"], self.env(airflow=False, service="mlflow"))
 
     def _init_airflow(self, progress: Callable[[str], None]) -> None:
         progress("airflow-init: migrating the metadata DB, connections, pool, admin user")
@@ -373,11 +465,15 @@ class Twin:
         for pool, slots in self.topology.POOLS.items():
             run("pools", "set", pool, str(slots), f"{pool} (twin)")
         pw_file = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-        pw_file.write_text(
-            json.dumps({self.secrets["AIRFLOW_ADMIN_USER"]: self.secrets["AIRFLOW_ADMIN_PASSWORD"]})
-        )
-        wait_until(
-            lambda: http_ok(f"{self.endpoints.mlflow_url}/health"), 120, "mlflow", self.group
+        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # like airflow-init
+        with os.fdopen(fd, "w") as fh:
+            fh.write(
+                json.dumps(
+                    {self.secrets["AIRFLOW_ADMIN_USER"]: self.secrets["AIRFLOW_ADMIN_PASSWORD"]}
+                )
+            )
+        wait_until(  # the auth app migrates its own store first: slow on a loaded machine
+            lambda: http_ok(f"{self.endpoints.mlflow_url}/health"), 240, "mlflow", self.group
         )
 
     def s3_client(self):
@@ -387,8 +483,8 @@ class Twin:
             "s3",
             endpoint_url=self.endpoints.s3_endpoint,
             region_name="us-east-1",
-            aws_access_key_id=self.secrets["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=self.secrets["AWS_SECRET_ACCESS_KEY"],
+            aws_access_key_id=self.secrets["MINIO_ROOT_USER"],
+            aws_secret_access_key=self.secrets["MINIO_ROOT_PASSWORD"],
         )
 
     def workers_ready(self) -> bool:
@@ -429,16 +525,18 @@ class Twin:
             (self.redis_db, f"{self.key_prefix}*"),
             (self.redis_db + 1, f"*{self.key_prefix}*"),
         ):
-            r = redis.Redis(host=self.redis_host, port=self.redis_port, db=db)
+            r = redis.Redis(**self._redis_kwargs(db))
             keys = list(r.scan_iter(match=pattern, count=1000))
             for i in range(0, len(keys), 500):
                 r.delete(*keys[i : i + 500])
 
     def stop(self) -> None:
         """Stop every process, flush the twin's Redis DBs, drop its Postgres databases."""
-        self.group.stop()
-        with contextlib.suppress(Exception):
-            self._flush_redis()
+        self._restore_env()
+        self.group.stop()  # the private Redis (if any) goes with it: nothing was persisted
+        if not self.private_redis:
+            with contextlib.suppress(Exception):
+                self._flush_redis()
         for db in self._created_dbs:
             with contextlib.suppress(Exception):
                 _psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', self.pg_admin_dsn)
