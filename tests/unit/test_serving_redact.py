@@ -55,12 +55,23 @@ def test_uvicorn_handlers_carry_the_filter():
     stream = io.StringIO()
     config["handlers"]["default"]["stream"] = stream  # instead of stderr
     names = ("uvicorn", "uvicorn.error", "uvicorn.access")
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names}
+    saved = {
+        n: (
+            logging.getLogger(n).handlers[:],
+            logging.getLogger(n).propagate,
+            logging.getLogger(n).disabled,
+        )
+        for n in names
+    }
     try:
+        for n in names:  # an earlier test (uvicorn run in-process) may have changed them
+            logging.getLogger(n).disabled = False
+        logging.getLogger("uvicorn.error").propagate = True  # uvicorn's default: to "uvicorn"
         logging.config.dictConfig(config)
         out = _logged(logging.getLogger("uvicorn.error"), stream)
     finally:
-        for n, (handlers, propagate) in saved.items():
+        for n, (handlers, propagate, disabled) in saved.items():
             logging.getLogger(n).handlers[:] = handlers
             logging.getLogger(n).propagate = propagate
+            logging.getLogger(n).disabled = disabled
     assert "http://***@mlflow:5000" in out and SECRET not in out
