@@ -163,7 +163,7 @@ def test_feedback_is_checked_and_purchases_are_excluded_at_once(env):
         r = client.post("/feedback", json={**ok, "item_id": "i19"})
         assert r.status_code == 422 and "not in that impression" in r.json()["detail"]
         r = client.post("/feedback", json={**ok, "event_type": "rating", "value": 9})
-        assert r.status_code == 422 and "from 1 to 5" in r.json()["detail"]
+        assert r.status_code == 422 and "from 0.5 to 5" in r.json()["detail"]
         assert client.post("/feedback", json={**ok, "event_type": "view"}).status_code == 422
         assert client.post("/feedback", json={"request_id": rid}).status_code == 422
         r = client.post("/feedback", json={**ok, "event_type": "purchase"})
