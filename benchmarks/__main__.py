@@ -1,12 +1,15 @@
-"""``python -m benchmarks [--quick] [--only NAME…] [--json FILE]``: run every benchmark, print a table.
+"""``python -m benchmarks [--quick] [--only NAME…] [--json FILE] [MODULE OPTIONS…]``: run every
+benchmark, print a table.
 
-Each ``benchmarks/bench_<name>.py`` exposes ``run(quick: bool) -> list[Row]``.
+Each ``benchmarks/bench_<name>.py`` exposes ``run(quick: bool) -> list[Row]``; one that also takes
+``argv`` receives the options this runner does not know (e.g. ``--only realdata --ratings FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import pkgutil
 import sys
@@ -61,18 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--only", nargs="*", help="benchmark module names without bench_")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
 
     names = discover()
     if args.only:
         names = [n for n in names if n.removeprefix("bench_") in args.only]
+    modules = {n: importlib.import_module(f"benchmarks.{n}") for n in names}
+    takes = [n for n, m in modules.items() if "argv" in inspect.signature(m.run).parameters]
+    if extra and not takes:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     rows: list[Row] = []
     failed = []
     for name in names:
         t0 = time.perf_counter()
         print(f"running {name} …", file=sys.stderr, flush=True)
         try:
-            rows += importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
+            run = modules[name].run
+            kwargs = {"argv": extra} if name in takes else {}
+            rows += run(quick=args.quick, **kwargs)
         except Exception as exc:  # one broken benchmark must not hide the others
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
         print(f"  {name} took {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)

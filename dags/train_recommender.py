@@ -16,11 +16,15 @@ Runs when new features land (Asset `flywheel://features`) or drift is decided (A
 2. **train** — queue `gpu`, pool `training` (create it: `airflow pools set training 1 "one
    training at a time"`; the twin creates it from `deploy/topology.py`), `max_active_runs=1`. Two-tower
    model, checkpoint every epoch; a retry resumes from the last checkpoint of this DAG run.
-3. **evaluate** — the candidate (loaded as serving loads it) and the current champion on the
-   same holdout, with the popularity baseline.
+3. **evaluate** — the candidate (loaded as serving loads it), the current champion and the
+   baselines (popularity, recent popularity, implicit's ALS, BPR and item-kNN, each with a
+   popularity fallback) on the same holdout requests: NDCG@10 and Recall@20 for all, warm and
+   cold users with bootstrap 95 % intervals, logged on the candidate's MLflow run.
 4. **register** — a new version of `flywheel-recommender`, alias `challenger`.
 5. **promote** — champion only if NDCG@10 beats the champion's by the margin and Recall@20 drops
-   at most the tolerance (no champion: must beat popularity), after an infra-validation smoke test.
+   at most the tolerance, and beats the baseline `promotion.must_beat` names (default: the
+   stronger of the two popularities, less `promotion.baseline_tolerance`), after an
+   infra-validation smoke test; the reason also names the strongest baseline of all.
    The decision and its reason are in this task's log and in MLflow (`promotion_decision`,
    `promotion_reason` on the run and the version).
 
@@ -39,7 +43,7 @@ from core.assets import DRIFT, FEATURES
 from core.names import GPU_QUEUE, TRAIN_DAG, TRAINING_POOL
 
 
-def config_param(name: str, description: str, json_type: str, **schema) -> Param:
+def config_param(name: str, description: str, json_type: str | list[str], **schema) -> Param:
     """A Param whose default is ``None``: "use the training config" (whose value it states).
 
     The value comes from :class:`training.config.TrainingConfig`, the one place training defaults
@@ -51,9 +55,10 @@ def config_param(name: str, description: str, json_type: str, **schema) -> Param
     default = TrainingConfig().value(key)
     if "enum" in schema:
         schema["enum"] = [None, *schema["enum"]]
+    types = json_type if isinstance(json_type, list) else [json_type]
     return Param(
         None,
-        type=["null", json_type],
+        type=["null", *types],
         description=f"{description}. Empty: the training config's {key} ({default})",
         **schema,
     )
@@ -96,10 +101,10 @@ def config_param(name: str, description: str, json_type: str, **schema) -> Param
         ),
         "window_days": config_param(
             "window_days",
-            "Training window in days (the last is the holdout)",
-            "integer",
-            minimum=3,
-            maximum=365,
+            'Training window in days (the last is the holdout), or "all" (every validated day)',
+            ["integer", "string"],
+            minimum=3,  # a number: at least train + validation + holdout days
+            pattern="^all$",  # a text: only "all"
         ),
         "promotion_margin": config_param(
             "promotion_margin",

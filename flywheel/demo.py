@@ -144,7 +144,7 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
         "Model versions (oldest first; champion = alias now, decision = at promotion time):"
     )
     lines.append(
-        f"  {'ver':<4} {'window':<23} {'trigger':<14} {'ndcg@10':>8} {'recall@20':>9} {'pop ndcg':>8}  decision / aliases"
+        f"  {'ver':<4} {'window':<23} {'trigger':<14} {'ndcg@10':>8} {'recall@20':>9} {'strongest baseline':<25}  decision / aliases"
     )
     for m in summary["models"]:
         t, met = m.get("tags", {}), m.get("metrics", {})
@@ -152,7 +152,8 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
         lines.append(
             f"  {m['version']:<4} {window:<23} {_trigger(t.get('trigger')):<14} "
             f"{_fmt(met.get('holdout_ndcg_at_10')):>8} {_fmt(met.get('holdout_recall_at_20')):>9} "
-            f"{_fmt(met.get('popularity_ndcg_at_10')):>8}  {t.get('promotion_decision', '-')}"
+            f"{t.get('strongest_baseline', '-'):<16} {_fmt(met.get('strongest_baseline_ndcg_at_10')):>8}  "
+            f"{t.get('promotion_decision', '-')}"
             + (f" [{', '.join(m['aliases'])}]" if m.get("aliases") else "")
         )
     if not summary["models"]:

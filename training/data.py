@@ -6,12 +6,18 @@ For a window ending on day E (``data.window_days`` days, E included):
                                         ^ cutoff = first holdout day 00:00 UTC
 
 * **Positives** are ``click``, ``add_to_cart``, ``purchase`` and ``rating`` events with value
-  ≥ ``data.min_rating`` (4 stars); ``view`` is exposure, not preference. A (user, item) pair counts
-  once per day (a click → cart → purchase funnel is one positive, not three).
+  ≥ ``data.min_rating`` (4 stars); ``view`` is exposure, not preference. Every positive event in
+  the window is a training row, events of the same user at the same second included (a click →
+  cart → purchase funnel is three rows: the stronger the evidence, the more weight).
 * **Features** are joined by one function, :func:`join_features`: ``feast`` joins the feature
   service ``recommender_v1`` point-in-time through Feast (each interaction sees the features known
-  at its timestamp); ``contract`` uses only the catalog/user attributes (category, price, country,
-  age band) and needs no feature store (small tests, first runs before features exist).
+  at its timestamp); ``contract`` uses only the catalog/user attributes (genres, price, country,
+  age band) and needs no feature store (small tests, first runs before features exist). No row is
+  dropped for a missing feature: a missing value becomes a default (counts 0, other numbers the
+  mean of the known values, strings ``unknown``) and the side's ``*_features_missing`` flag is 1;
+  how many values were filled is logged and kept in ``meta.json`` (``filled``).
+* **Interacted** (``interacted.parquet``): every (user, item) pair with any event before the
+  cutoff, positive or not -- what evaluation excludes from a user's holdout recommendations.
 * The **snapshots** (``users``, ``items``) are what serving would know at the cutoff: the features
   of the day before the holdout. The model is evaluated on the holdout with them, so nothing from
   the holdout leaks into training or into the features used to score it.
@@ -38,16 +44,24 @@ from core.contract import EVENTS, ITEMS, TABLES, USERS
 from core.errors import FlywheelError
 from core.lake import TRAINING_SETS, VALIDATED, Lake, get_lake, parquet_bytes
 from core.names import FEATURE_SERVICE, FEATURE_TTL_DAYS, ITEM_VIEW, USER_VIEW
-from features.columns import ITEM_CATEGORICAL, ITEM_FEATURES, USER_CATEGORICAL, USER_FEATURES
+from features.columns import (
+    ITEM_CATEGORICAL,
+    ITEM_FEATURES,
+    USER_CATEGORICAL,
+    USER_FEATURES,
+    is_count,
+)
 from features.compute import read_features, serving_day
 from features.store import build_training_frame
 from training.config import DataConfig
-from training.model import FeatureColumns
+from training.model import MISSING_FLAGS, FeatureColumns
 from validation.results import read_result
 
 log = logging.getLogger(__name__)
 
 FRAMES = ("train", "holdout", "users", "items")
+OPTIONAL_FRAMES = ("interacted",)  # absent in sets written before it existed
+UNKNOWN = "unknown"  # the default of a missing string feature
 #: What :func:`build_training_set` returns (and Airflow passes on through XCom) besides the location.
 SUMMARY_KEYS = (
     "window_start",
@@ -60,9 +74,9 @@ SUMMARY_KEYS = (
     "feature_service",
 )
 CONTRACT_COLUMNS = FeatureColumns(
-    user_numeric=[],
+    user_numeric=[MISSING_FLAGS["user"]],
     user_categorical=["user_country", "user_age_bucket"],
-    item_numeric=["item_price"],
+    item_numeric=["item_price", MISSING_FLAGS["item"]],
     item_categorical=["item_category"],
 )
 
@@ -78,6 +92,7 @@ class TrainingSet:
     users: pd.DataFrame  # user_id + user features at the cutoff
     items: pd.DataFrame  # item_id + item features at the cutoff (the catalog)
     meta: dict[str, Any]
+    interacted: pd.DataFrame | None = None  # user_id, item_id: any event before the cutoff
 
     @property
     def columns(self) -> FeatureColumns:
@@ -89,6 +104,22 @@ class TrainingSet:
     def seen(self) -> dict[str, set[str]]:
         """Items each user had as positives before the holdout (train + val)."""
         return self.train.groupby("user_id")["item_id"].agg(set).to_dict()
+
+    def interacted_before(self) -> dict[str, set[str]]:
+        """Items each user interacted with in any way before the holdout (positives included)."""
+        pairs = self.train[["user_id", "item_id"]]
+        if self.interacted is not None and len(self.interacted):
+            pairs = pd.concat([pairs, self.interacted[["user_id", "item_id"]]])
+        return pairs.groupby("user_id")["item_id"].agg(set).to_dict()
+
+    def histories(self, n: int, before: str = "holdout") -> dict[str, list[str]]:
+        """Each user's last ``n`` positive items (oldest first) known before the holdout
+        (``before="holdout"``: train + val rows) or before validation (``"val"``: train rows)."""
+        rows = self.train if before == "holdout" else self.split("train")
+        if n <= 0 or rows.empty:
+            return {}
+        rows = rows.sort_values("event_timestamp", kind="stable")
+        return rows.groupby("user_id")["item_id"].agg(lambda s: s.tolist()[-n:]).to_dict()
 
     def truth(self, exclude_seen: bool) -> dict[str, set[str]]:
         """Holdout positives per user (minus the already seen ones when ``exclude_seen``)."""
@@ -102,9 +133,17 @@ class TrainingSet:
 # --- windows --------------------------------------------------------------------------------
 
 
-def window(end_day: dt.date, cfg: DataConfig) -> dict[str, dt.date]:
-    """First/last day of the window and where val and holdout begin."""
-    start = end_day - dt.timedelta(days=cfg.window_days - 1)
+def window(
+    end_day: dt.date, cfg: DataConfig, first_day: dt.date | None = None
+) -> dict[str, dt.date]:
+    """First/last day of the window and where val and holdout begin.
+
+    ``data.window_days="all"`` starts the window on ``first_day`` (the first validated day).
+    """
+    if cfg.window_days == "all":
+        start = min(first_day or end_day, end_day)
+    else:
+        start = end_day - dt.timedelta(days=int(cfg.window_days) - 1)
     holdout_start = end_day - dt.timedelta(days=cfg.holdout_days - 1)
     val_start = holdout_start - dt.timedelta(days=cfg.val_days)
     return {"start": start, "val_start": val_start, "holdout_start": holdout_start, "end": end_day}
@@ -127,18 +166,14 @@ def read_validated(lake: Lake, table: str, days: list[dt.date]) -> pd.DataFrame:
 
 
 def positives(events: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    """Positive interactions (see the module docstring), one per (user, item, day)."""
+    """Positive interactions (see the module docstring): every positive event, in time order."""
     is_pos = events["event_type"].isin([e for e in cfg.positive_events if e != "rating"])
     if "rating" in cfg.positive_events:
         is_pos |= (events["event_type"] == "rating") & (events["value"] >= cfg.min_rating)
     pos = events.loc[is_pos, ["user_id", "item_id", "event_ts"]].rename(
         columns={"event_ts": "event_timestamp"}
     )
-    pos["day"] = pos["event_timestamp"].dt.floor("D")
-    pos = pos.sort_values("event_timestamp", kind="stable").drop_duplicates(
-        ["user_id", "item_id", "day"]
-    )
-    return pos.drop(columns="day").reset_index(drop=True)
+    return pos.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 
 def validation_ids(lake: Lake, days: list[dt.date]) -> list[str]:
@@ -155,7 +190,10 @@ def feature_columns(source: str) -> FeatureColumns:
     if source == "contract":
         return CONTRACT_COLUMNS
     return FeatureColumns(
-        list(USER_FEATURES), list(USER_CATEGORICAL), list(ITEM_FEATURES), list(ITEM_CATEGORICAL)
+        [*USER_FEATURES, MISSING_FLAGS["user"]],
+        list(USER_CATEGORICAL),
+        [*ITEM_FEATURES, MISSING_FLAGS["item"]],
+        list(ITEM_CATEGORICAL),
     )
 
 
@@ -179,17 +217,59 @@ def _contract_attributes(lake: Lake, end_day: dt.date) -> tuple[pd.DataFrame, pd
 
 def join_features(
     lake: Lake, entity_df: pd.DataFrame, source: str, end_day: dt.date
-) -> pd.DataFrame:
-    """``entity_df`` (user_id, item_id, event_timestamp, …) plus every feature column.
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(``entity_df`` plus every feature column, values filled per column).
 
     The single place where features are joined: ``feast`` is point-in-time through the feature
-    service; ``contract`` attaches the static attributes of validated items and users.
+    service; ``contract`` attaches the static attributes of validated items and users. Every
+    row of ``entity_df`` comes back, in order; missing values are filled (:func:`fill_missing`).
     """
     if source == "feast":
-        return build_training_frame(entity_df)
-    users, items = _contract_attributes(lake, end_day)
-    out = entity_df.merge(users.drop(columns="signup_ts"), on="user_id", how="left")
-    return out.merge(items.drop(columns="created_ts"), on="item_id", how="left")
+        out = build_training_frame(entity_df, missing_ok=True)
+    else:
+        users, items = _contract_attributes(lake, end_day)
+        out = entity_df.merge(users.drop(columns="signup_ts"), on="user_id", how="left")
+        out = out.merge(items.drop(columns="created_ts"), on="item_id", how="left")
+    return fill_missing(out, feature_columns(source))
+
+
+def fill_missing(
+    frame: pd.DataFrame, columns: FeatureColumns
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(``frame`` with no missing feature value, values filled per column).
+
+    A missing window count is 0 (nothing known happened), another number the mean of the known
+    values, a string :data:`UNKNOWN`; each side's ``*_features_missing`` flag is 1 on rows where
+    any of that side's features was missing. Columns absent from ``frame`` are added (all filled).
+    """
+    out = frame.copy()
+    filled: dict[str, int] = {}
+    sides = (
+        ("user", columns.user_numeric, columns.user_categorical),
+        ("item", columns.item_numeric, columns.item_categorical),
+    )
+    for side, numeric, categorical in sides:
+        flag = MISSING_FLAGS[side]
+        cols = [c for c in numeric + categorical if c != flag]
+        for c in cols:
+            if c not in out:
+                out[c] = None
+        missing = out[cols].isna() if cols else pd.DataFrame(index=out.index)
+        if flag in numeric:
+            out[flag] = missing.any(axis=1).astype("float64") if cols else 0.0
+        for c in cols:
+            n = int(missing[c].sum())
+            filled[c] = n
+            if not n:
+                continue
+            if c in categorical:
+                out[c] = out[c].astype(object).where(out[c].notna(), UNKNOWN)
+                continue
+            values = pd.to_numeric(out[c], errors="coerce").astype("float64")
+            known = values.dropna()
+            default = 0.0 if is_count(c) or known.empty else float(known.mean())
+            out[c] = values.fillna(default)
+    return out, filled
 
 
 def snapshots(
@@ -209,12 +289,17 @@ def snapshots(
         items = read_features(lake, ITEM_VIEW, day, day).drop(
             columns=["event_timestamp", "created", "day"], errors="ignore"
         )
-        return users.reset_index(drop=True), items.reset_index(drop=True)
-    users, items = _contract_attributes(lake, end_day)
-    cut = _midnight(cutoff_day)
-    users = users[users["signup_ts"] < cut].drop(columns="signup_ts")
-    items = items[items["created_ts"] < cut].drop(columns="created_ts")
-    return users.reset_index(drop=True), items.reset_index(drop=True)
+    else:
+        users, items = _contract_attributes(lake, end_day)
+        cut = _midnight(cutoff_day)
+        users = users[users["signup_ts"] < cut].drop(columns="signup_ts")
+        items = items[items["created_ts"] < cut].drop(columns="created_ts")
+    cols = feature_columns(source)
+    user_cols = FeatureColumns(cols.user_numeric, cols.user_categorical, [], [])
+    item_cols = FeatureColumns([], [], cols.item_numeric, cols.item_categorical)
+    users = fill_missing(users.reset_index(drop=True), user_cols)[0]
+    items = fill_missing(items.reset_index(drop=True), item_cols)[0]
+    return users, items
 
 
 # --- building and storing -------------------------------------------------------------------
@@ -229,17 +314,19 @@ def build_training_set(
     (a :class:`~pathlib.Path`). Returns a small summary (location, rows, users, window, ids),
     fit for XCom. Raises :class:`TrainingDataError` when no model can be trained from it.
     """
-    w = window(end_day, cfg)
+    w = window(end_day, cfg, min(lake.partitions(VALIDATED, EVENTS.name), default=None))
     days, missing = window_days(lake, w, cfg.feature_source)
     events = read_validated(lake, EVENTS.name, days)
     before, holdout = temporal_split(positives(events, cfg), w, cfg)
     source = cfg.feature_source
-    train = join_features(lake, before, source, w["end"])
+    train, filled = join_features(lake, before, source, w["end"])
     users, items = snapshots(lake, source, w["holdout_start"], w["end"])
     # interacted items missing from the snapshot (e.g. contract tables trimmed) still get scored
     extra = sorted(set(before["item_id"]) - set(items["item_id"]))
     if extra:
         items = pd.concat([items, pd.DataFrame({"item_id": extra})], ignore_index=True)
+        items = fill_missing(items, FeatureColumns([], [], *_item_columns(source)))[0]
+    interacted = interactions_before(events, w)
     meta = {
         "window_start": w["start"].isoformat(),
         "val_start": w["val_start"].isoformat(),
@@ -256,23 +343,51 @@ def build_training_set(
             "val": int((train["split"] == "val").sum()),
             "holdout": len(holdout),
         },
+        "filled": filled,
+        "rows_with_missing_features": {
+            side: int(train[flag].sum()) for side, flag in MISSING_FLAGS.items() if flag in train
+        },
         "users": int(before["user_id"].nunique()),
         "items": len(items),
     }
-    frames = {"train": train, "holdout": holdout, "users": users, "items": items}
+    frames = {
+        "train": train,
+        "holdout": holdout,
+        "users": users,
+        "items": items,
+        "interacted": interacted,
+    }
     where = write_training_set(
         lake, frames, meta, location or f"{TRAINING_SETS}/dt={end_day.isoformat()}/"
     )
-    log.info("training set %s: %s", where, meta["rows"])
+    log.info(
+        "training set %s: %s; rows with missing features (filled) %s; values filled %s",
+        where,
+        meta["rows"],
+        meta["rows_with_missing_features"],
+        {c: n for c, n in filled.items() if n},
+    )
     return {"location": where, **{k: meta[k] for k in SUMMARY_KEYS}}
 
 
-def window_days(lake: Lake, w: dict[str, dt.date], source: str) -> tuple[list[dt.date], list[str]]:
-    """(days of the window that can be read, ISO days left out): validated, and with features.
+def _item_columns(source: str) -> tuple[list[str], list[str]]:
+    cols = feature_columns(source)
+    return cols.item_numeric, cols.item_categorical
 
-    With ``feast`` a row of day D joins the newest features within the views' TTL (D-1, else
-    D-2 when D-1's batch was quarantined); days without any are left out. Holdout rows are
-    scored with the cutoff snapshot instead, so holdout days need none.
+
+def interactions_before(events: pd.DataFrame, w: dict[str, dt.date]) -> pd.DataFrame:
+    """Distinct (user, item) pairs with any event (views, low ratings…) before the cutoff."""
+    cut = events["event_ts"] < _midnight(w["holdout_start"])
+    pairs = events.loc[cut, ["user_id", "item_id"]].drop_duplicates()
+    return pairs.astype(str).reset_index(drop=True)
+
+
+def window_days(lake: Lake, w: dict[str, dt.date], source: str) -> tuple[list[dt.date], list[str]]:
+    """(days of the window that can be read, ISO days without validated events).
+
+    Every validated day is read: with ``feast`` a row of a day without features within the
+    views' TTL (the first days of a history) keeps its row, with defaults and the missing flags
+    (:func:`fill_missing`); such days are logged.
     """
     available = set(lake.partitions(VALIDATED, EVENTS.name))
     every = _days(w["start"], w["end"])
@@ -283,22 +398,17 @@ def window_days(lake: Lake, w: dict[str, dt.date], source: str) -> tuple[list[dt
             f"no validated events between {w['start']} and {w['end']} "
             f"({lake.url(f'{VALIDATED}/{EVENTS.name}/')}); ingest those days first"
         )
-    if source != "feast":
-        return days, missing
-    joinable = [d for d in days if d >= w["holdout_start"] or serving_day(lake, d) is not None]
-    if len(joinable) < len(days):
-        dropped = sorted(set(days) - set(joinable))
-        log.warning(
-            "no features of the previous day for %s: those days are left out",
-            [d.isoformat() for d in dropped],
-        )
-        missing += [d.isoformat() for d in dropped]
-    if not joinable:
-        raise TrainingDataError(
-            f"no day of {w['start']}..{w['end']} has features of the {FEATURE_TTL_DAYS} days "
-            "before it (features/<view>/dt=D-1/): run the build_features DAG for those days first"
-        )
-    return joinable, missing
+    if source == "feast":
+        bare = [d for d in days if d < w["holdout_start"] and serving_day(lake, d) is None]
+        if bare:
+            log.warning(
+                "no features within %d days before %d day(s) (%s…): their rows get default "
+                "feature values and the *_features_missing flags",
+                FEATURE_TTL_DAYS,
+                len(bare),
+                bare[0].isoformat(),
+            )
+    return days, missing
 
 
 def temporal_split(
@@ -382,6 +492,11 @@ def load_training_set(location: str | Path, lake: Lake | None = None) -> Trainin
         frames[name]["user_id"] = frames[name]["user_id"].astype(str)
         frames[name]["item_id"] = frames[name]["item_id"].astype(str)
     frames["items"]["item_id"] = frames["items"]["item_id"].astype(str)
+    for name in OPTIONAL_FRAMES:
+        try:
+            frames[name] = pq.read_table(io.BytesIO(read(f"{name}.parquet"))).to_pandas()
+        except (FileNotFoundError, OSError, FlywheelError):
+            frames[name] = None
     if len(frames["users"]):
         frames["users"]["user_id"] = frames["users"]["user_id"].astype(str)
     else:

@@ -1,12 +1,20 @@
 """Scoring on the temporal split: validation during training, the holdout after it.
 
-Every model is judged on the same requests: the holdout users (capped to
-``data.max_eval_users``, a seeded sample) with the items they had before the holdout excluded
-(:func:`holdout_requests`). The trained model (:func:`holdout_metrics`), a loaded pyfunc --
-the candidate or the champion -- (:func:`evaluate_model`, :func:`evaluate_champion`), the
-popularity baseline (:func:`popularity_metrics`, its lists :func:`popularity_lists`) and, on
-simulated data, the simulator's ground truth ranking (:func:`oracle_metrics`) all answer them.
-The metrics are in :mod:`training.metrics`.
+**The protocol.** Every model answers the same requests (:func:`requests_for`): the holdout users
+with at least one positive not excluded (capped to ``data.max_eval_users``, a seeded sample), each
+with the items they may not be recommended (``eval.exclude``: ``"all"`` -- default -- every item
+they interacted with before the holdout in the window, any event type, so a film rated 2 stars
+does not take a top-10 slot; ``"positives"``; ``"none"``). The truth is the user's holdout
+positives minus those exclusions. Users are **warm** when they have a positive before the
+holdout (a training row) and **cold** otherwise (new users, users with only views or low
+ratings). Every metric is reported for all, warm and cold users, NDCG and Recall with a 95 %
+bootstrap interval over users (``eval.bootstrap`` resamples, seeded): real holdouts hold
+70-150 users, and a difference inside the interval is noise.
+
+The trained model (:func:`holdout_metrics`), a loaded pyfunc -- the candidate or the champion --
+(:func:`evaluate_model`, :func:`evaluate_champion`), the baselines of :mod:`training.baselines`
+(:func:`baseline_metrics`) and, on simulated data, the simulator's ground truth ranking
+(:func:`oracle_metrics`) all answer them. The metrics are in :mod:`training.metrics`.
 """
 
 from __future__ import annotations
@@ -14,25 +22,28 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
+from core.contract import EVENTS
 from core.lake import SIM, get_lake
 from core.names import CHAMPION
 from core.privacy import pseudonymise_many
 from simulation.simulator import load_truth
+from training.baselines import Implicit, Popularity, fit_baselines, recent_popularity
 from training.config import TrainingConfig
 from training.data import TrainingSet
 from training.metrics import (
+    METRICS,
+    bootstrap_ci,
     evaluate,
     oracle_recommendations,
     popularity_counts,
-    popularity_recommendations,
 )
 from training.model import FeatureEncoder, Retriever, TwoTower
 from training.registry import current_champion, load_recommender, model_name
@@ -43,23 +54,121 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Lake folder of the simulator's ground truth (present only on simulated data).
+GROUPS = ("all", "warm", "cold")
+INTERVAL_METRICS = ("ndcg", "recall")  # with a bootstrap interval, at every K of eval.ks
+
+
+@dataclass
+class Requests:
+    """The holdout requests every model answers (see the module docstring)."""
+
+    truth: dict[str, set[str]]  # user -> holdout positives not excluded
+    exclude: dict[str, set[str]]  # user -> items not to recommend
+    warm: frozenset[str]  # users with a positive before the holdout
+    ks: tuple[int, ...]
+
+    @property
+    def users(self) -> list[str]:
+        return list(self.truth)
+
+    @property
+    def k(self) -> int:
+        return max(self.ks)
+
+    def group(self, name: str) -> list[str]:
+        if name == "warm":
+            return [u for u in self.truth if u in self.warm]
+        if name == "cold":
+            return [u for u in self.truth if u not in self.warm]
+        return self.users
+
+
+def exclude_mode(cfg: TrainingConfig) -> str:
+    """``eval.exclude``, or ``"none"`` when the older switch ``eval.exclude_seen`` is off."""
+    return cfg.eval.exclude if cfg.eval.exclude_seen else "none"
+
+
+def interactions_before(ts: TrainingSet) -> dict[str, set[str]]:
+    """Every item each user interacted with before the holdout, any event type (the window's
+    validated events, read from the lake; plus the set's positives)."""
+    seen = ts.seen()
+    cutoff = dt.date.fromisoformat(ts.meta["holdout_start"])
+    days = [dt.date.fromisoformat(d) for d in ts.meta.get("days", [])]
+    days = [d for d in days if d < cutoff]
+    table = get_lake().read(EVENTS.name, days, columns=["user_id", "item_id"]) if days else None
+    if table is None or table.num_rows == 0:
+        if days:
+            log.warning("no validated events for the window's days: excluding positives only")
+        return seen
+    frame = table.to_pandas()
+    for u, items in frame.groupby(frame["user_id"].astype(str))["item_id"]:
+        seen.setdefault(u, set()).update(items.astype(str))
+    return seen
+
+
+def requests_for(ts: TrainingSet, cfg: TrainingConfig) -> Requests:
+    """The holdout requests (capped to ``data.max_eval_users``, seeded)."""
+    mode = exclude_mode(cfg)
+    truth = ts.truth(exclude_seen=False)
+    if mode == "none":
+        exclude: dict[str, set[str]] = {}
+    else:
+        seen = interactions_before(ts) if mode == "all" else ts.seen()
+        exclude = {u: seen[u] for u in truth if u in seen}
+    truth = {u: s - exclude.get(u, set()) for u, s in truth.items()}
+    users = sorted(u for u, s in truth.items() if s)
+    if len(users) > cfg.data.max_eval_users:
+        users = sorted(random.Random(cfg.train.seed).sample(users, cfg.data.max_eval_users))
+    warm = frozenset(ts.train["user_id"].astype(str)) & frozenset(users)
+    return Requests(
+        {u: truth[u] for u in users},
+        {u: exclude[u] for u in users if u in exclude},
+        warm,
+        tuple(cfg.eval.ks),
+    )
 
 
 def holdout_requests(
     ts: TrainingSet, cfg: TrainingConfig
 ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(truth, exclusions) for the holdout users, capped to ``data.max_eval_users`` (seeded)."""
-    truth = ts.truth(cfg.eval.exclude_seen)
-    users = sorted(truth)
-    if len(users) > cfg.data.max_eval_users:
-        users = sorted(random.Random(cfg.train.seed).sample(users, cfg.data.max_eval_users))
-        truth = {u: truth[u] for u in users}
-    exclude = {}
-    if cfg.eval.exclude_seen:
-        seen = ts.seen()
-        exclude = {u: seen[u] for u in users if u in seen}
-    return truth, exclude
+    """(truth, exclusions) of :func:`requests_for`."""
+    reqs = requests_for(ts, cfg)
+    return reqs.truth, reqs.exclude
+
+
+def score(
+    recs: Mapping[str, Sequence[str]],
+    reqs: Requests,
+    n_boot: int = 1000,
+    seed: int = 0,
+    catalog_size: int | None = None,
+    popularity: Mapping[str, int] | None = None,
+) -> dict[str, float]:
+    """:func:`~training.metrics.evaluate` of ``recs`` on ``reqs`` for all users, plus per group
+    (``ndcg_at_10_warm``, ``users_cold`` …) and 95 % intervals (``ndcg_at_10_lo``/``_hi``,
+    ``recall_at_20_cold_lo`` …) of NDCG and Recall."""
+    out = evaluate(recs, reqs.truth, reqs.ks, catalog_size, popularity)
+    for group in GROUPS:
+        users = reqs.group(group)
+        suffix = "" if group == "all" else f"_{group}"
+        if group != "all":
+            out[f"users{suffix}"] = float(len(users))
+        for name, fn in METRICS.items():
+            for k in reqs.ks:
+                vals = np.array([fn(recs.get(u, ()), reqs.truth[u], k) for u in users])
+                key = f"{name}_at_{k}{suffix}"
+                out[key] = float(vals.mean()) if len(vals) else 0.0
+                if name in INTERVAL_METRICS:
+                    out[f"{key}_lo"], out[f"{key}_hi"] = bootstrap_ci(vals, n_boot, seed)
+    return out
+
+
+def per_user(
+    recs: Mapping[str, Sequence[str]], reqs: Requests, metric: str = "ndcg", k: int = 10
+) -> np.ndarray:
+    """One metric per request user, in ``reqs.users`` order (for paired comparisons)."""
+    fn = METRICS[metric]
+    return np.array([fn(recs.get(u, ()), reqs.truth[u], k) for u in reqs.users])
 
 
 def recommend_all(
@@ -84,7 +193,7 @@ def validation_metrics(
     truth = val.groupby("user_id")["item_id"].agg(set).to_dict()
     seen = (
         ts.split("train").groupby("user_id")["item_id"].agg(set).to_dict()
-        if cfg.eval.exclude_seen
+        if exclude_mode(cfg) != "none"
         else {}
     )
     truth = {u: s - seen.get(u, set()) for u, s in truth.items()}
@@ -101,19 +210,12 @@ def validation_metrics(
 @torch.no_grad()
 def holdout_metrics(retriever: Retriever, ts: TrainingSet, cfg: TrainingConfig) -> dict[str, float]:
     """Model, popularity and (on simulated data) oracle metrics on the holdout, prefixed."""
-    truth, exclude = holdout_requests(ts, cfg)
-    users = list(truth)
-    pop = popularity_counts(ts.train["item_id"])
-    model_m = evaluate(
-        recommend_all(retriever, users, max(cfg.eval.ks), exclude),
-        truth,
-        cfg.eval.ks,
-        len(ts.items),
-        pop,
-    )
+    reqs = requests_for(ts, cfg)
+    model_m = score_lists(recommend_all(retriever, reqs.users, reqs.k, reqs.exclude), reqs, ts, cfg)
     out = {f"holdout_{k}": v for k, v in model_m.items()}
-    out |= {f"popularity_{k}": v for k, v in popularity_metrics(ts, cfg).items() if k != "users"}
-    oracle = oracle_metrics(ts, cfg, truth, exclude)
+    out |= {f"popularity_{k}": v for k, v in popularity_metrics(ts, cfg, reqs).items()}
+    out.pop("popularity_users", None)
+    oracle = oracle_metrics(ts, cfg, reqs.truth, reqs.exclude)
     if oracle:
         out |= {f"oracle_{k}": v for k, v in oracle.items() if k != "users"}
         if oracle.get("ndcg_at_10"):
@@ -121,38 +223,101 @@ def holdout_metrics(retriever: Retriever, ts: TrainingSet, cfg: TrainingConfig) 
     return out
 
 
-def _popularity(ts: TrainingSet, split: str) -> Counter:
-    """Counts of the training positives: ``"all"`` = every split before the holdout."""
-    source = ts.train if split == "all" else ts.split(split)
-    return popularity_counts(source["item_id"])
+def score_lists(
+    recs: Mapping[str, Sequence[str]], reqs: Requests, ts: TrainingSet, cfg: TrainingConfig
+) -> dict[str, float]:
+    """:func:`score` with the config's resamples and seed; novelty from the training positives."""
+    pop = popularity_counts(ts.train["item_id"])
+    return score(recs, reqs, cfg.eval.bootstrap, cfg.train.seed, len(ts.items), pop)
 
 
-def popularity_lists(
-    ts: TrainingSet,
-    users: Iterable[str],
-    k: int,
-    exclude: Mapping[str, set[str]],
-    split: str = "all",
-) -> dict[str, list[str]]:
-    """The popularity baseline's top-``k`` list for each of ``users``.
-
-    Catalog items ranked by their count among the training positives (``split="all"``: train +
-    validation; ties by item id), without each user's ``exclude`` items. :func:`popularity_metrics`
-    scores these lists; other baselines use them for the users they cannot score (the training
-    benchmark's implicit ALS for users it never saw).
-    """
-    pop = _popularity(ts, split)
-    return popularity_recommendations(pop, users, k, exclude, set(ts.items["item_id"]))
+def cutoff_of(ts: TrainingSet) -> pd.Timestamp:
+    """The first instant of the holdout (00:00 UTC of its first day)."""
+    day = dt.date.fromisoformat(ts.meta["holdout_start"])
+    return pd.Timestamp(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
 
 
 def popularity_metrics(
-    ts: TrainingSet, cfg: TrainingConfig, split: str = "all"
+    ts: TrainingSet, cfg: TrainingConfig, reqs: Requests | None = None
 ) -> dict[str, float]:
-    """The popularity baseline on the holdout (popularity of the training positives)."""
-    truth, exclude = holdout_requests(ts, cfg)
-    recs = popularity_lists(ts, truth, max(cfg.eval.ks), exclude, split)
-    pop = _popularity(ts, split)
-    return evaluate(recs, truth, cfg.eval.ks, catalog_size=len(ts.items), popularity=pop)
+    """The all-time popularity baseline on the holdout (counts of the positives before it)."""
+    reqs = reqs or requests_for(ts, cfg)
+    pop = fit_baselines(ts.train, ts.items["item_id"], cutoff_of(ts), names=("popularity",))
+    return score_lists(pop["popularity"].recommend(reqs.users, reqs.k, reqs.exclude), reqs, ts, cfg)
+
+
+def pick_recent_days(ts: TrainingSet, cfg: TrainingConfig) -> int:
+    """The ``eval.recent_days`` window whose recent popularity scores best on the validation
+    split (trained on the train split); 30 days (else the first) without validation rows."""
+    choices = list(cfg.eval.recent_days)
+    default = 30 if 30 in choices else choices[0]
+    val, train = ts.split("val"), ts.split("train")
+    if len(choices) == 1 or val.empty or train.empty:
+        return default
+    seen = train.groupby("user_id")["item_id"].agg(set).to_dict()
+    truth = {
+        u: s - seen.get(u, set()) for u, s in val.groupby("user_id")["item_id"].agg(set).items()
+    }
+    truth = {u: s for u, s in truth.items() if s}
+    val_cut = pd.Timestamp(
+        dt.datetime.combine(dt.date.fromisoformat(ts.meta["val_start"]), dt.time(), tzinfo=dt.UTC)
+    )
+    catalog = ts.items["item_id"].astype(str).tolist()
+    best, best_ndcg = default, -1.0
+    for days in sorted(choices):
+        recs = recent_popularity(train, val_cut, days, catalog).recommend(truth, 10, seen)
+        ndcg = evaluate(recs, truth, (10,))["ndcg_at_10"]
+        if ndcg > best_ndcg + 1e-12:
+            best, best_ndcg = days, ndcg
+    return best
+
+
+def baseline_models(ts: TrainingSet, cfg: TrainingConfig) -> dict[str, Popularity | Implicit]:
+    """Each baseline of ``eval.baselines`` fitted on the positives before the holdout (recent
+    popularity over the :func:`pick_recent_days` window)."""
+    days = pick_recent_days(ts, cfg) if "recent_popularity" in cfg.eval.baselines else 30
+    fitted = fit_baselines(
+        ts.train, ts.items["item_id"], cutoff_of(ts), days, cfg.train.seed, cfg.eval.baselines
+    )
+    log.info("baselines fitted (recent popularity over %d days)", days)
+    return fitted
+
+
+def baseline_metrics(
+    ts: TrainingSet,
+    cfg: TrainingConfig,
+    reqs: Requests | None = None,
+    fitted: Mapping[str, Popularity | Implicit] | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[str]]]]:
+    """(metrics, lists) of every baseline on the holdout requests: ``{name: …}``."""
+    reqs = reqs or requests_for(ts, cfg)
+    fitted = fitted or baseline_models(ts, cfg)
+    lists = {name: b.recommend(reqs.users, reqs.k, reqs.exclude) for name, b in fitted.items()}
+    metrics = {name: score_lists(recs, reqs, ts, cfg) for name, recs in lists.items()}
+    for name, b in fitted.items():
+        if getattr(b, "days", None):  # recent popularity: the window picked on validation
+            metrics[name]["window_days"] = float(b.days)
+    return metrics, lists
+
+
+def strongest(metrics: Mapping[str, Mapping[str, float]], key: str = "ndcg_at_10") -> str:
+    """The baseline with the highest ``key`` (the first listed on a tie)."""
+    return max(metrics, key=lambda name: metrics[name][key])
+
+
+def paired_difference(
+    a: Mapping[str, Sequence[str]],
+    b: Mapping[str, Sequence[str]],
+    reqs: Requests,
+    cfg: TrainingConfig,
+    metric: str = "ndcg",
+    k: int = 10,
+) -> dict[str, float]:
+    """Mean per-user ``metric@k`` of ``a`` minus ``b`` with its paired bootstrap 95 % interval."""
+    diff = per_user(a, reqs, metric, k) - per_user(b, reqs, metric, k)
+    lo, hi = bootstrap_ci(diff, cfg.eval.bootstrap, cfg.train.seed)
+    key = f"{metric}_at_{k}_diff"
+    return {key: float(diff.mean()) if len(diff) else 0.0, f"{key}_lo": lo, f"{key}_hi": hi}
 
 
 def oracle_metrics(
@@ -184,22 +349,26 @@ def oracle_metrics(
 # --- loaded models (candidate and champion) -------------------------------------------------
 
 
-def evaluate_model(model: PyFuncModel, ts: TrainingSet, cfg: TrainingConfig) -> dict[str, float]:
-    """Holdout metrics of a loaded pyfunc (candidate or champion), same users and exclusions."""
-    truth, exclude = holdout_requests(ts, cfg)
-    users = list(truth)
-    k = max(cfg.eval.ks)
-    frame = pd.DataFrame({"user_id": users, "k": [k] * len(users)})
-    if exclude:
-        frame["exclude_item_ids"] = [sorted(exclude.get(u, ())) for u in users]
+def predict_lists(model: PyFuncModel, reqs: Requests) -> dict[str, list[str]]:
+    """A loaded pyfunc's lists for ``reqs`` (sent as serving receives them)."""
+    users = reqs.users
+    frame = pd.DataFrame({"user_id": users, "k": [reqs.k] * len(users)})
+    if reqs.exclude:
+        frame["exclude_item_ids"] = [sorted(reqs.exclude.get(u, ())) for u in users]
     out = model.predict(frame)
-    recs = dict(zip(out["user_id"], out["item_ids"], strict=True))
-    pop = popularity_counts(ts.train["item_id"])  # as in training's holdout metrics (novelty)
-    return evaluate(recs, truth, cfg.eval.ks, catalog_size=len(ts.items), popularity=pop)
+    return {u: list(items) for u, items in zip(out["user_id"], out["item_ids"], strict=True)}
+
+
+def evaluate_model(
+    model: PyFuncModel, ts: TrainingSet, cfg: TrainingConfig, reqs: Requests | None = None
+) -> dict[str, float]:
+    """Holdout metrics of a loaded pyfunc (candidate or champion), same users and exclusions."""
+    reqs = reqs or requests_for(ts, cfg)
+    return score_lists(predict_lists(model, reqs), reqs, ts, cfg)
 
 
 def evaluate_champion(
-    client: MlflowClient, ts: TrainingSet, cfg: TrainingConfig
+    client: MlflowClient, ts: TrainingSet, cfg: TrainingConfig, reqs: Requests | None = None
 ) -> tuple[dict[str, float] | None, str | None, str]:
     """(metrics, version, note): ``metrics`` is None when there is no usable champion."""
     name = model_name()
@@ -208,12 +377,12 @@ def evaluate_champion(
         return None, None, "no champion yet"
     try:
         model = load_recommender(f"models:/{name}@{CHAMPION}")
-        return evaluate_model(model, ts, cfg), mv.version, f"champion v{mv.version}"
+        return evaluate_model(model, ts, cfg, reqs), mv.version, f"champion v{mv.version}"
     except Exception as exc:  # a missing/corrupt artifact must not block the pipeline
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         log.warning("champion v%s cannot be loaded: %s", mv.version, msg)
         return (
             None,
             mv.version,
-            f"champion v{mv.version} cannot be loaded ({type(exc).__name__}: {msg}), candidate judged against popularity",
+            f"champion v{mv.version} cannot be loaded ({type(exc).__name__}: {msg}), candidate judged against the baselines",
         )

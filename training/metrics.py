@@ -1,4 +1,4 @@
-"""Ranking metrics on a holdout, the popularity baseline and the simulator's oracle.
+"""Ranking metrics on a holdout, bootstrap intervals and the simulator's oracle.
 
 Conventions: ``recs`` maps a user to a ranked list of item ids; ``truth`` maps a user to the set of
 items they interacted with positively in the holdout. Metrics average over users with at least one
@@ -109,24 +109,29 @@ def popularity_counts(item_ids: Iterable[str]) -> Counter:
     return Counter(str(i) for i in item_ids)
 
 
-def popularity_recommendations(
-    popularity: Mapping[str, int],
-    users: Iterable[str],
-    k: int,
-    exclude: Mapping[str, set[str]] | None = None,
-    catalog: set[str] | None = None,
-) -> dict[str, list[str]]:
-    """The most popular training items (optionally restricted to ``catalog``) for every user."""
-    ranked = [
-        i
-        for i, _ in sorted(popularity.items(), key=lambda kv: (-kv[1], kv[0]))
-        if catalog is None or i in catalog
-    ]
-    out = {}
-    for u in users:
-        ex = exclude.get(u, set()) if exclude else set()
-        out[u] = [i for i in ranked[: k + len(ex)] if i not in ex][:k] if ex else ranked[:k]
-    return out
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (one per user), resampling users.
+
+    ``n_boot`` resamples with replacement, seeded (the same ``seed`` and size give the same
+    resamples, so two models' intervals -- and the interval of their per-user difference -- are
+    computed on the same draws). With no values it is ``(0, 0)``; with ``n_boot=0`` the mean twice.
+    """
+    vals = np.asarray(values, dtype="float64")
+    if vals.size == 0:
+        return 0.0, 0.0
+    if n_boot <= 0 or vals.size == 1:
+        return float(vals.mean()), float(vals.mean())
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    step = max(1, 4_000_000 // vals.size)  # resamples per block: bounded memory for big holdouts
+    for start in range(0, n_boot, step):
+        n = min(step, n_boot - start)
+        means[start : start + n] = vals[rng.integers(0, vals.size, size=(n, vals.size))].mean(1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 def oracle_recommendations(

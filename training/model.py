@@ -3,13 +3,24 @@
 * :class:`FeatureEncoder` turns frames into tensors: id vocabularies (index 0 = unknown, the
   cold-start slot), categorical vocabularies, numeric standardisation. It is plain data (JSON)
   and travels in checkpoints and in the MLflow model.
+  A string column may hold several values joined by ``|`` (a film's genres): it is a bag of
+  tokens, embedded as the mean of its tokens (``EmbeddingBag``).
 * :class:`Tower` embeds one side: ``id embedding + MLP(categorical embeddings, numeric)``,
-  L2-normalised. A cold user or item has id 0 and so relies on its features (feature-only path);
-  training drops ids at rate ``model.id_dropout`` so that path is learned.
-* :class:`TwoTower` holds both towers and the loss: in-batch sampled softmax with the logQ
-  popularity correction (Yi et al., 2019), so popular items are not over-punished as negatives.
+  L2-normalised; the user tower adds the mean embedding of the user's last
+  ``model.history_len`` positive items before the event (:func:`history_index`), so a new or
+  light user with a few items gets personal results without an id. A cold user or item has id 0
+  and relies on its features and history; training drops ids at rate ``model.id_dropout`` so
+  that path is learned.
+* A score is ``u·v / T + b_item``: ``b_item`` is a per-item log-prior, started at the log share
+  of the recency-weighted training positives and trained with the rest. A user with nothing
+  known (no id, no history, no features) is ranked by ``b_item`` alone (``model.cold_prior``):
+  a non-personal ranking learned on rows trained with the user hidden (``model.cold_rate``).
+* :class:`TwoTower` holds both towers and the loss: a softmax over the whole catalog
+  (``model.loss="full"``, small catalogs) or over in-batch negatives with the logQ popularity
+  correction (Yi et al., 2019; ``"in_batch"``), so popular items are not over-punished.
 * :class:`Retriever` is the serving side: catalog item embeddings computed once, a user batch is
-  one matmul plus top-k.
+  one matmul plus top-k; it keeps each known user's last items at the cutoff, and a request may
+  bring fresher ones.
 """
 
 from __future__ import annotations
@@ -24,6 +35,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.config import ModelConfig
+
+#: Per side, the 0/1 column that says some feature of the row was missing (filled with defaults).
+MISSING_FLAGS = {"user": "user_features_missing", "item": "item_features_missing"}
+TOKEN_SEP = "|"  # several values in one string feature: "Action|Comedy"
+MAX_TOKENS = 16  # tokens kept per string value (MovieLens films have at most 10 genres)
 
 
 @dataclass
@@ -55,7 +71,8 @@ class SideEncoder:
     numeric: list[str]
     numeric_mean: list[float]
     numeric_std: list[float]
-    categorical: dict[str, list[str]]  # column -> levels (index = position + 1; 0 = unknown)
+    categorical: dict[str, list[str]]  # column -> tokens (index = position + 1; 0 = unknown)
+    max_tokens: int = 1  # width of the token bag of every string column
 
     @classmethod
     def fit(
@@ -72,11 +89,20 @@ class SideEncoder:
             s = float(col.std()) if col.notna().sum() > 1 else 1.0
             mean.append(m)
             std.append(s if s > 1e-9 else 1.0)
-        cats = {}
+        cats, width = {}, 1
         for c in categorical:
-            levels = frame[c].dropna().astype(str).unique().tolist() if c in frame else []
-            cats[c] = sorted(levels)
-        return cls(sorted(pd.Series(ids).astype(str).unique().tolist()), numeric, mean, std, cats)
+            values = frame[c].dropna().astype(str).unique().tolist() if c in frame else []
+            bags = [_tokens(v) for v in values]
+            cats[c] = sorted({t for bag in bags for t in bag})
+            width = max([width, *(len(b) for b in bags)])
+        return cls(
+            sorted(pd.Series(ids).astype(str).unique().tolist()),
+            numeric,
+            mean,
+            std,
+            cats,
+            min(width, MAX_TOKENS),
+        )
 
     def __post_init__(self) -> None:
         self._id_index = {v: i + 1 for i, v in enumerate(self.ids)}
@@ -93,26 +119,43 @@ class SideEncoder:
         return np.fromiter((get(str(v), 0) for v in ids), dtype=np.int64, count=len(ids))
 
     def encode(self, ids, frame: pd.DataFrame | None) -> dict[str, torch.Tensor]:
-        """Tensors ``id`` [n], ``cat`` [n, c], ``num`` [n, m]; missing values use defaults."""
+        """Tensors ``id`` [n], ``cat`` [n, c, tokens], ``num`` [n, m]; missing values use defaults
+        (unknown token 0, the mean; a ``*_features_missing`` flag is 1 when not given)."""
         n = len(ids)
         out = {"id": torch.from_numpy(self.id_index(ids))}
-        cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
+        cat = np.zeros((n, len(self.categorical), self.max_tokens), dtype=np.int64)
         for j, (c, index) in enumerate(self._cat_index.items()):
             if frame is not None and c in frame:
-                get = index.get
-                cat[:, j] = [
-                    0 if v is None or (isinstance(v, float) and np.isnan(v)) else get(str(v), 0)
-                    for v in frame[c].tolist()
-                ]
+                cat[:, j, :] = _bag_rows(frame[c].tolist(), index, self.max_tokens)
         num = np.zeros((n, len(self.numeric)), dtype=np.float32)
         for j, c in enumerate(self.numeric):
+            is_flag = c in MISSING_FLAGS.values()
             if frame is not None and c in frame:
                 col = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64")
-                z = (col - self.numeric_mean[j]) / self.numeric_std[j]
-                num[:, j] = np.nan_to_num(np.clip(z, -5, 5), nan=0.0)
+            else:
+                col = np.full(n, np.nan)
+            if is_flag:
+                col = np.nan_to_num(col, nan=1.0)  # no features given: they are missing
+            z = (col - self.numeric_mean[j]) / self.numeric_std[j]
+            num[:, j] = np.nan_to_num(np.clip(z, -5, 5), nan=0.0)
         out["cat"] = torch.from_numpy(cat)
         out["num"] = torch.from_numpy(num)
+        out["has_features"] = torch.from_numpy(self._has_features(frame, n))
         return out
+
+    def _has_features(self, frame: pd.DataFrame | None, n: int) -> np.ndarray:
+        """1.0 per row whose features are known (its ``*_features_missing`` flag is 0, or, without
+        a flag column, some feature value is given), else 0.0."""
+        if frame is None or not len(frame.columns):
+            return np.zeros(n, dtype=np.float32)
+        flags = [c for c in self.numeric if c in MISSING_FLAGS.values() and c in frame]
+        if flags:
+            raw = pd.to_numeric(frame[flags[0]], errors="coerce").to_numpy(dtype="float64")
+            return (np.nan_to_num(raw, nan=1.0) == 0).astype(np.float32)
+        cols = [c for c in [*self.numeric, *self.categorical] if c in frame]
+        if not cols:
+            return np.zeros(n, dtype=np.float32)
+        return frame[cols].notna().any(axis=1).to_numpy(dtype=np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,7 +164,66 @@ class SideEncoder:
             "numeric_mean": self.numeric_mean,
             "numeric_std": self.numeric_std,
             "categorical": self.categorical,
+            "max_tokens": self.max_tokens,
         }
+
+
+def _tokens(value: Any) -> list[str]:
+    """The tokens of one string value (``"A|B"`` → ``["A", "B"]``); none for a missing one."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [t for t in str(value).split(TOKEN_SEP) if t][:MAX_TOKENS]
+
+
+def _bag_rows(values: list[Any], index: dict[str, int], width: int) -> np.ndarray:
+    """[len(values), width] token indices (0 = padding or unknown token)."""
+    out = np.zeros((len(values), width), dtype=np.int64)
+    cache: dict[Any, list[int]] = {}
+    for r, v in enumerate(values):
+        key = v if isinstance(v, str) else None
+        bag = cache.get(key) if key is not None else None
+        if bag is None:
+            bag = [index.get(t, 0) for t in _tokens(v)][:width]
+            if key is not None:
+                cache[key] = bag
+        out[r, : len(bag)] = bag
+    return out
+
+
+def history_index(
+    user_ids: np.ndarray, timestamps: np.ndarray, item_index: np.ndarray, n: int
+) -> np.ndarray:
+    """[rows, n] item indices of each row's user's last ``n`` positives strictly before the row
+    (most recent first; 0 = padding). Rows of one user at the same time share a history."""
+    rows = len(user_ids)
+    out = np.zeros((rows, max(n, 0)), dtype=np.int64)
+    if rows == 0 or n <= 0:
+        return out
+    order = np.lexsort((timestamps, user_ids))
+    users, ts, items = user_ids[order], timestamps[order], item_index[order]
+    new_user = np.r_[True, users[1:] != users[:-1]]
+    user_start = np.maximum.accumulate(np.where(new_user, np.arange(rows), 0))
+    new_time = new_user | np.r_[True, ts[1:] != ts[:-1]]
+    first_same = np.maximum.accumulate(np.where(new_time, np.arange(rows), 0))
+    hist = np.zeros((rows, n), dtype=np.int64)
+    for j in range(n):
+        src = first_same - 1 - j
+        ok = src >= user_start
+        hist[ok, j] = items[src[ok]]
+    out[order] = hist
+    return out
+
+
+def history_lists(lists: list[list[str] | None], encoder: SideEncoder, n: int) -> np.ndarray:
+    """[len(lists), n] item indices of item-id lists (oldest first), the last ``n`` kept."""
+    out = np.zeros((len(lists), max(n, 0)), dtype=np.int64)
+    if n <= 0:
+        return out
+    for r, items in enumerate(lists):
+        if items:
+            idx = encoder.id_index(list(items)[-n:])[::-1]  # most recent first
+            out[r, : len(idx)] = idx
+    return out
 
 
 @dataclass
@@ -168,13 +270,35 @@ class FeatureEncoder:
 
 
 class Tower(nn.Module):
-    """``normalize(id_embedding + MLP(features))``; id 0 is the cold-start slot."""
+    """``normalize(id_embedding + history + MLP(features))``; id 0 is the cold-start slot.
 
-    def __init__(self, n_ids: int, cat_sizes: list[int], n_numeric: int, cfg: ModelConfig):
+    ``n_history`` > 0 (the user tower): the mean embedding of the history items (an item-index
+    bag, 0 = padding) is added; an empty history adds nothing.
+    """
+
+    def __init__(
+        self,
+        n_ids: int,
+        cat_sizes: list[int],
+        n_numeric: int,
+        cfg: ModelConfig,
+        n_history: int = 0,
+        use_id: bool = True,
+    ):
         super().__init__()
-        self.id_embedding = nn.Embedding(n_ids + 1, cfg.embedding_dim)
+        self.id_embedding = nn.Embedding(n_ids + 1 if use_id else 1, cfg.embedding_dim)
         nn.init.normal_(self.id_embedding.weight, std=0.05)
-        self.cat_embeddings = nn.ModuleList(nn.Embedding(s, cfg.cat_dim) for s in cat_sizes)
+        self.use_id = use_id
+        self.cat_embeddings = nn.ModuleList(
+            nn.EmbeddingBag(s, cfg.cat_dim, mode="mean", padding_idx=0) for s in cat_sizes
+        )
+        self.history = (
+            nn.EmbeddingBag(n_history + 1, cfg.embedding_dim, mode="mean", padding_idx=0)
+            if n_history
+            else None
+        )
+        if self.history is not None:
+            nn.init.normal_(self.history.weight, std=0.05)
         in_dim = cfg.cat_dim * len(cat_sizes) + n_numeric
         self.features = (
             nn.Sequential(
@@ -188,14 +312,26 @@ class Tower(nn.Module):
         )
         self.id_dropout = cfg.id_dropout
 
-    def forward(self, id: torch.Tensor, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:  # noqa: A002
-        if self.training and self.id_dropout > 0:
-            id = torch.where(
+    def forward(
+        self,
+        id: torch.Tensor,  # noqa: A002
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        hist: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if not self.use_id:
+            id = torch.zeros_like(id)  # noqa: A001
+        elif self.training and self.id_dropout > 0:
+            id = torch.where(  # noqa: A001
                 torch.rand(id.shape, device=id.device) < self.id_dropout, torch.zeros_like(id), id
-            )  # noqa: A001
+            )
         x = self.id_embedding(id)
+        if self.history is not None and hist is not None and hist.shape[1]:
+            x = x + self.history(hist)
         if self.features is not None:
-            parts = [emb(cat[:, j]) for j, emb in enumerate(self.cat_embeddings)]
+            if cat.dim() == 2:  # one token per column (callers of the earlier encoder)
+                cat = cat[:, :, None]
+            parts = [emb(cat[:, j, :]) for j, emb in enumerate(self.cat_embeddings)]
             if num.shape[1]:
                 parts.append(num)
             x = x + self.features(torch.cat(parts, dim=1))
@@ -203,32 +339,122 @@ class Tower(nn.Module):
 
 
 class TwoTower(nn.Module):
-    """Both towers and the in-batch softmax loss with logQ correction."""
+    """Both towers and the loss: full-catalog softmax, or in-batch softmax with logQ."""
 
     def __init__(self, encoder: FeatureEncoder, cfg: ModelConfig):
         super().__init__()
+        n_items = len(encoder.item.ids)
         self.user_tower = Tower(
-            len(encoder.user.ids), encoder.user.cat_sizes, len(encoder.user.numeric), cfg
+            len(encoder.user.ids),
+            encoder.user.cat_sizes,
+            len(encoder.user.numeric),
+            cfg,
+            n_history=n_items if cfg.history_len > 0 else 0,
+            use_id=cfg.user_id_embedding,
         )
-        self.item_tower = Tower(
-            len(encoder.item.ids), encoder.item.cat_sizes, len(encoder.item.numeric), cfg
-        )
+        self.item_tower = Tower(n_items, encoder.item.cat_sizes, len(encoder.item.numeric), cfg)
+        # a learned log-prior per item (0: unknown items): the non-personal part of every score
+        self.item_bias = nn.Embedding(n_items + 1, 1) if cfg.item_bias else None
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias.weight)
+            self.item_bias.weight.requires_grad_(cfg.learn_item_bias)
         self.temperature = cfg.temperature
         self.logq_weight = cfg.logq_weight
+        self.loss = cfg.loss
+        self.cold_rate = cfg.cold_rate
+        self.cold_prior = cfg.cold_prior and cfg.item_bias
+        self.history_len = cfg.history_len
+        # each known user's last items at the cutoff: set by training, used by Retriever
+        self.known_histories: dict[str, list[str]] = {}
 
     def forward(
-        self, user: dict[str, torch.Tensor], item: dict[str, torch.Tensor], log_q: torch.Tensor
+        self,
+        user: dict[str, torch.Tensor],
+        item: dict[str, torch.Tensor],
+        log_q: torch.Tensor,
+        catalog: dict[str, torch.Tensor] | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Loss of one batch of positive (user, item) pairs; other rows' items are the negatives."""
-        u = self.user_tower(user["id"], user["cat"], user["num"])
+        """Loss of one batch of positive (user, item) pairs (rows weighted by ``weight``).
+
+        ``catalog`` (item tensors of every item index 1..n, in order): softmax over the whole
+        catalog; else the other rows' items are the negatives (logQ-corrected).
+        """
+        user = self._drop_users(user)
+        u = self.user_tower(user["id"], user["cat"], user["num"], user.get("hist"))
+        u = u * self._known(user)[:, None]
+        if catalog is not None:
+            v = self.item_tower(catalog["id"], catalog["cat"], catalog["num"])
+            logits = (u @ v.T) / self.temperature + self._bias(catalog["id"])[None, :]
+            return _mean(F.cross_entropy(logits, item["id"] - 1, reduction="none"), weight)
         v = self.item_tower(item["id"], item["cat"], item["num"])
         logits = (u @ v.T) / self.temperature - self.logq_weight * log_q[None, :]
+        logits = logits + self._bias(item["id"])[None, :]
         # the same item as another row's positive is not a negative for this row
         same = item["id"][None, :] == item["id"][:, None]
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same & (item["id"][None, :] > 0), float("-inf"))
         labels = torch.arange(len(u), device=u.device)
-        return F.cross_entropy(logits, labels)
+        return _mean(F.cross_entropy(logits, labels, reduction="none"), weight)
+
+    def init_item_bias(self, counts: torch.Tensor) -> None:
+        """Start each item's bias at its log share of the (weighted) training positives: the
+        prior is right from the first step, training learns the corrections."""
+        if self.item_bias is None:
+            return
+        with torch.no_grad():
+            share = (counts.float() + 0.5) / (counts.float().sum() + 0.5 * len(counts))
+            self.item_bias.weight.copy_(torch.log(share)[:, None].to(self.item_bias.weight))
+
+    def _bias(self, item_id: torch.Tensor) -> torch.Tensor:
+        if self.item_bias is None:
+            return torch.zeros(item_id.shape, device=item_id.device)
+        return self.item_bias(item_id).squeeze(-1)
+
+    def item_vectors(self, item: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Retrieval vectors of items: ``[v, T·bias]``, so that ``user · item`` ranks as the
+        training logits do (``u·v/T + bias``, times the constant T)."""
+        v = self.item_tower(item["id"], item["cat"], item["num"])
+        return torch.cat([v, self.temperature * self._bias(item["id"])[:, None]], dim=1)
+
+    def user_vectors(self, user: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Retrieval vectors of users: ``[u, 1]`` (see :meth:`item_vectors`)."""
+        u = self.user_tower(user["id"], user["cat"], user["num"], user.get("hist"))
+        u = u * self._known(user)[:, None]
+        return torch.cat([u, torch.ones(len(u), 1, device=u.device)], dim=1)
+
+    def _drop_users(self, user: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """In training, ``model.cold_rate`` of the rows lose their id and history: the path of
+        a user with nothing known is trained on every kind of row."""
+        if not self.training or self.cold_rate <= 0:
+            return user
+        cold = torch.rand(user["id"].shape, device=user["id"].device) < self.cold_rate
+        out = dict(user, id=user["id"].masked_fill(cold, 0))
+        if "has_features" in user:
+            out["has_features"] = user["has_features"].masked_fill(cold, 0.0)
+        if "hist" in user:
+            out["hist"] = user["hist"].masked_fill(cold[:, None], 0)
+        return out
+
+    def _known(self, user: dict[str, torch.Tensor]) -> torch.Tensor:
+        """1 per user with an id (when ids are used), a history or features; with
+        ``model.cold_prior`` a user with none of them scores by the item prior alone (0 here)."""
+        ones = torch.ones(user["id"].shape, device=user["id"].device)
+        if not self.cold_prior:
+            return ones
+        known = user["id"] > 0 if self.user_tower.use_id else ones < 0
+        if "hist" in user and user["hist"].shape[1]:
+            known = known | (user["hist"] > 0).any(dim=1)
+        if "has_features" in user and self.user_tower.features is not None:
+            known = known | (user["has_features"] > 0)
+        return known.float()
+
+
+def _mean(losses: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The (weighted) mean of per-row losses."""
+    if weight is None:
+        return losses.mean()
+    return (losses * weight).sum() / weight.sum().clamp_min(1e-12)
 
 
 def _to(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -246,14 +472,16 @@ class Retriever:
         encoder: FeatureEncoder,
         items: pd.DataFrame,
         users: pd.DataFrame | None = None,
+        histories: dict[str, list[str]] | None = None,
     ):
         self.model = model.eval()
+        self.histories = _histories(model, histories)
         self.encoder = encoder
         self.item_ids = items["item_id"].astype(str).to_numpy()
         self._item_pos = {v: i for i, v in enumerate(self.item_ids)}
         with torch.no_grad():
             enc = _to(encoder.item.encode(self.item_ids, items), model)
-            self.item_embeddings = model.item_tower(**enc).cpu()
+            self.item_embeddings = model.item_vectors(enc).cpu()
         self.users = (
             users.drop_duplicates("user_id", keep="last").set_index("user_id")
             if users is not None and len(users)
@@ -268,9 +496,11 @@ class Retriever:
         item_ids,
         item_embeddings: torch.Tensor,
         users: pd.DataFrame | None,
+        histories: dict[str, list[str]] | None = None,
     ) -> Retriever:
         self = cls.__new__(cls)
         self.model, self.encoder = model.eval(), encoder
+        self.histories = _histories(model, histories)
         self.item_ids = np.asarray(item_ids, dtype=object)
         self._item_pos = {v: i for i, v in enumerate(self.item_ids)}
         self.item_embeddings = item_embeddings
@@ -281,19 +511,41 @@ class Retriever:
         )
         return self
 
+    def user_history(
+        self, user_ids: list[str], recent: list[list[str] | None] | None = None
+    ) -> list[list[str]]:
+        """Each user's items, oldest first: the stored ones at the cutoff, then ``recent`` ones
+        (a request's fresher items; the only ones of a user unknown at the cutoff)."""
+        out = []
+        for r, u in enumerate(user_ids):
+            items = list(self.histories.get(str(u), ()))
+            extra = recent[r] if recent is not None and r < len(recent) else None
+            if extra is not None and len(extra):
+                items = items + [str(i) for i in extra]
+            out.append(items)
+        return out
+
     def user_embeddings(
-        self, user_ids: list[str], features: pd.DataFrame | None = None
+        self,
+        user_ids: list[str],
+        features: pd.DataFrame | None = None,
+        recent: list[list[str] | None] | None = None,
     ) -> torch.Tensor:
-        """Embeddings of users; features from ``features`` or else the stored snapshot."""
+        """Embeddings of users; features from ``features`` or else the stored snapshot; history
+        from the stored one plus ``recent`` items."""
         if features is None:
             cols = self.encoder.user.numeric + list(self.encoder.user.categorical)
             if self.users is not None and cols:
                 features = self.users.reindex(user_ids)[
                     [c for c in cols if c in self.users.columns]
                 ].reset_index(drop=True)
+        n = getattr(self.model, "history_len", 0)
         with torch.no_grad():
             enc = self.encoder.user.encode(user_ids, features)
-            return self.model.user_tower(**_to(enc, self.model)).cpu()
+            if n > 0 and self.model.user_tower.history is not None:
+                hist = history_lists(self.user_history(user_ids, recent), self.encoder.item, n)
+                enc["hist"] = torch.from_numpy(hist)
+            return self.model.user_vectors(_to(enc, self.model)).cpu()
 
     def recommend(
         self,
@@ -302,8 +554,10 @@ class Retriever:
         exclude: list[list[str] | None] | None = None,
         features: pd.DataFrame | None = None,
         batch_size: int = 4096,
+        recent: list[list[str] | None] | None = None,
     ) -> tuple[list[list[str]], list[list[float]]]:
-        """Top-``k`` item ids and scores per user, ``exclude``\\ d items masked."""
+        """Top-``k`` item ids and scores per user, ``exclude``\\ d items masked; ``recent``: per
+        user, item ids seen since the cutoff (added to the stored history)."""
         ks = [k] * len(user_ids) if isinstance(k, int) else list(k)
         out_ids: list[list[str]] = []
         out_scores: list[list[float]] = []
@@ -315,7 +569,8 @@ class Retriever:
                 if features is not None
                 else None
             )
-            scores = self.user_embeddings(chunk, feats) @ self.item_embeddings.T
+            rec = recent[start : start + batch_size] if recent is not None else None
+            scores = self.user_embeddings(chunk, feats, rec) @ self.item_embeddings.T
             if exclude is not None:
                 for r, ex in enumerate(exclude[start : start + batch_size]):
                     if ex is not None and len(ex):
@@ -332,3 +587,10 @@ class Retriever:
                 out_ids.append([str(self.item_ids[idx[j]]) for j in keep])
                 out_scores.append([float(vals[j]) for j in keep])
         return out_ids, out_scores
+
+
+def _histories(model: nn.Module, given: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """The histories a retriever uses: the given ones, else those the model was trained with."""
+    if given is not None:
+        return {str(u): [str(i) for i in items] for u, items in given.items()}
+    return dict(getattr(model, "known_histories", {}) or {})

@@ -21,7 +21,15 @@ from core.lake import VALIDATED, get_lake
 from features.compute import latest_day
 from training.config import TrainingConfig
 from training.data import build_training_set, load_training_set
-from training.evaluation import evaluate_champion, evaluate_model, popularity_metrics
+from training.evaluation import (
+    baseline_metrics,
+    evaluate_champion,
+    paired_difference,
+    predict_lists,
+    requests_for,
+    score_lists,
+    strongest,
+)
 from training.registry import (
     Decision,
     InfraValidationError,
@@ -119,23 +127,35 @@ def train(cfg: TrainingConfig, location: str, run_key: str, tags: dict[str, str]
 
 
 def evaluate(cfg: TrainingConfig, location: str, trained: dict[str, Any]) -> dict[str, Any]:
-    """Candidate (loaded from its logged model) and champion on the same holdout, + popularity."""
+    """Candidate (loaded from its logged model), champion and every baseline on the same holdout
+    requests; all logged on the candidate's run (see :mod:`training.evaluation`)."""
     client = configure_mlflow()
     ts = load_training_set(location)
-    candidate = evaluate_model(load_recommender(trained["model_uri"]), ts, cfg)
-    champion, champion_version, note = evaluate_champion(client, ts, cfg)
-    baseline = popularity_metrics(ts, cfg)
+    reqs = requests_for(ts, cfg)
+    cand_lists = predict_lists(load_recommender(trained["model_uri"]), reqs)
+    candidate = score_lists(cand_lists, reqs, ts, cfg)
+    champion, champion_version, note = evaluate_champion(client, ts, cfg, reqs)
+    baselines, lists = baseline_metrics(ts, cfg, reqs)
+    best = strongest(baselines)
+    bar = gate_baseline(baselines, cfg.promotion.must_beat)
+    versus = paired_difference(cand_lists, lists[best], reqs, cfg)
+    metrics = {f"holdout_{k}": v for k, v in candidate.items()}
+    metrics |= {f"baseline_{n}_{k}": v for n, m in baselines.items() for k, v in m.items()}
+    metrics |= {f"strongest_baseline_{k}": v for k, v in baselines[best].items()}
+    metrics |= {f"vs_strongest_baseline_{k}": v for k, v in versus.items()}
     if champion is not None:
-        client.log_batch(
-            trained["run_id"],
-            metrics=_metric_list({f"champion_{k}": v for k, v in champion.items()}),
-        )
+        metrics |= {f"champion_{k}": v for k, v in champion.items()}
+    client.log_batch(trained["run_id"], metrics=_metric_list(metrics))
     client.set_tag(trained["run_id"], "champion_evaluation", note[:TAG_LIMIT])
+    client.set_tag(trained["run_id"], "strongest_baseline", best)
     log.info(
-        "candidate NDCG@10 %.4f, champion %s, popularity %.4f (%s)",
+        "candidate NDCG@10 %.4f [%.4f, %.4f], champion %s, strongest baseline %s %.4f (%s)",
         candidate["ndcg_at_10"],
+        candidate["ndcg_at_10_lo"],
+        candidate["ndcg_at_10_hi"],
         champion and round(champion["ndcg_at_10"], 4),
-        baseline["ndcg_at_10"],
+        best,
+        baselines[best]["ndcg_at_10"],
         note,
     )
     return {
@@ -143,8 +163,29 @@ def evaluate(cfg: TrainingConfig, location: str, trained: dict[str, Any]) -> dic
         "champion": champion,
         "champion_version": champion_version,
         "champion_note": note,
-        "baseline": baseline,
+        "baseline": baselines[best],
+        "baseline_name": best,
+        "gate_baseline": baselines[bar],
+        "gate_baseline_name": bar,
+        "baselines": {n: _headline(m) for n, m in baselines.items()},
+        "vs_baseline": versus,
     }
+
+
+NON_PERSONAL = ("popularity", "recent_popularity")  # what serving answers without a model
+
+
+def gate_baseline(baselines: dict[str, dict[str, float]], must_beat: str) -> str:
+    """The baseline the promotion gate compares with (``promotion.must_beat``): the strongest
+    of all, or of the non-personal ones (the strongest of all when none was measured)."""
+    pool = {n: m for n, m in baselines.items() if must_beat == "strongest" or n in NON_PERSONAL}
+    return strongest(pool or baselines)
+
+
+def _headline(metrics: dict[str, float]) -> dict[str, float]:
+    """NDCG@10 and Recall@20 with their intervals, for all / warm / cold users."""
+    keep = ("ndcg_at_10", "recall_at_20", "users", "window_days")
+    return {k: v for k, v in metrics.items() if k.startswith(keep)}
 
 
 def _metric_list(metrics: dict[str, float]) -> list[Metric]:
@@ -172,15 +213,25 @@ def promote(
 ) -> dict[str, Any]:
     """Gate, then infra-validation, then the alias; the decision is logged and tagged."""
     client = configure_mlflow()
+    bar_name = evaluation.get("gate_baseline_name", evaluation["baseline_name"])
     decision = decide(
         evaluation["candidate"],
         evaluation["champion"],
-        evaluation["baseline"],
+        evaluation.get("gate_baseline", evaluation["baseline"]),
         cfg.promotion.margin,
         cfg.promotion.recall_tolerance,
         champion_note="" if evaluation["champion_version"] is None else evaluation["champion_note"],
+        baseline_name=bar_name,
+        baseline_tolerance=cfg.promotion.baseline_tolerance,
     )
     decision.champion_version = evaluation["champion_version"]
+    best = evaluation["baseline_name"]
+    if best != bar_name:  # the gate's bar is not the strongest: say how the candidate compares
+        b, c = evaluation["baseline"]["ndcg_at_10"], evaluation["candidate"]["ndcg_at_10"]
+        decision.reason += (
+            f"; strongest baseline overall: {best} {b:.4f} (candidate {c / b if b else 0:.2f}x; "
+            f"promotion.must_beat={cfg.promotion.must_beat!r} does not require beating it)"
+        )
     smoke = None
     if decision.promote:
         try:
@@ -197,6 +248,7 @@ def promote(
                 decision.champion,
                 decision.baseline,
                 decision.champion_version,
+                decision.baseline_name,
             )
     record_decision(client, version, trained["run_id"], decision)
     verdict = "PROMOTED to champion" if decision.promote else "NOT promoted"
@@ -207,6 +259,7 @@ def promote(
         "reason": decision.reason,
         "infra_validation": smoke,
         "champion_version": decision.champion_version,
+        "strongest_baseline": decision.baseline_name,
     }
 
 

@@ -26,10 +26,14 @@ from training.model import FeatureEncoder, Retriever, TwoTower
 from training.request import DEFAULT_K
 
 ARTIFACT = "recommender"  # the artifacts key (a folder with recommender.pt + users.parquet)
+HISTORIES = "histories.parquet"  # each known user's last items at the cutoff
 
 
-def save_artifacts(folder: Path, model, encoder, cfg, item_ids, item_embeddings, users) -> Path:
-    """Write what the pyfunc needs into ``folder``: weights, encoder, config, catalog embeddings."""
+def save_artifacts(
+    folder: Path, model, encoder, cfg, item_ids, item_embeddings, users, histories=None
+) -> Path:
+    """Write what the pyfunc needs into ``folder``: weights, encoder, config, catalog
+    embeddings, the users snapshot and each known user's last items (``histories``)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -42,6 +46,10 @@ def save_artifacts(folder: Path, model, encoder, cfg, item_ids, item_embeddings,
         folder / "recommender.pt",
     )
     users.to_parquet(folder / "users.parquet", index=False)
+    hist = histories or {}
+    pd.DataFrame(
+        {"user_id": list(hist), "item_ids": [list(map(str, v)) for v in hist.values()]}
+    ).to_parquet(folder / HISTORIES, index=False)
     return folder
 
 
@@ -56,7 +64,16 @@ def load_retriever(folder: str | Path) -> Retriever:
     users = pd.read_parquet(folder / "users.parquet")
     if "user_id" in users:
         users["user_id"] = users["user_id"].astype(str)
-    return Retriever.from_parts(model, encoder, blob["item_ids"], blob["item_embeddings"], users)
+    histories: dict[str, list[str]] = {}
+    if (folder / HISTORIES).exists():
+        h = pd.read_parquet(folder / HISTORIES)
+        histories = {
+            str(u): [str(i) for i in items]
+            for u, items in zip(h["user_id"], h["item_ids"], strict=True)
+        }
+    return Retriever.from_parts(
+        model, encoder, blob["item_ids"], blob["item_embeddings"], users, histories
+    )
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
@@ -81,12 +98,8 @@ def recommend_frame(retriever: Retriever, frame: pd.DataFrame) -> pd.DataFrame:
             DEFAULT_K if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
             for v in df["k"].tolist()
         ]
-    exclude = None
-    if "exclude_item_ids" in df:
-        exclude = [
-            None if v is None or (isinstance(v, float) and np.isnan(v)) else [str(i) for i in v]
-            for v in df["exclude_item_ids"].tolist()
-        ]
+    exclude = _lists(df, "exclude_item_ids")
+    recent = _lists(df, "recent_item_ids")
     feature_cols = [
         c
         for c in retriever.encoder.user.numeric + list(retriever.encoder.user.categorical)
@@ -104,8 +117,18 @@ def recommend_frame(retriever: Retriever, frame: pd.DataFrame) -> pd.DataFrame:
         for c in retriever.encoder.user.numeric + list(retriever.encoder.user.categorical):
             if c not in features and stored is not None and c in stored:
                 features[c] = stored[c].to_numpy()
-    item_ids, scores = retriever.recommend(users, ks, exclude, features)
+    item_ids, scores = retriever.recommend(users, ks, exclude, features, recent=recent)
     return pd.DataFrame({"user_id": users, "item_ids": item_ids, "scores": scores})
+
+
+def _lists(df: pd.DataFrame, column: str) -> list[list[str] | None] | None:
+    """A list-of-ids column as lists of str (None where a row has none); None without it."""
+    if column not in df:
+        return None
+    return [
+        None if v is None or (isinstance(v, float) and np.isnan(v)) else [str(i) for i in v]
+        for v in df[column].tolist()
+    ]
 
 
 def signature(user_feature_columns: list[str], numeric: set[str]) -> ModelSignature:
@@ -114,6 +137,7 @@ def signature(user_feature_columns: list[str], numeric: set[str]) -> ModelSignat
         ColSpec("string", "user_id"),
         ColSpec("long", "k", required=False),
         ColSpec(Array("string"), "exclude_item_ids", required=False),
+        ColSpec(Array("string"), "recent_item_ids", required=False),
     ]
     inputs += [
         ColSpec("double" if c in numeric else "string", c, required=False)

@@ -4,9 +4,11 @@ Registered model ``settings.registered_model`` (``flywheel-recommender``) with a
 ``champion`` (what serving loads) and ``challenger`` (the latest registered candidate); no stages.
 
 The gate (:func:`decide`): a candidate becomes champion only when its holdout NDCG@10 beats the
-champion's by more than ``promotion.margin`` and its Recall@20 drops by at most
-``promotion.recall_tolerance``; with no champion (or a champion whose artifact cannot be loaded) it
-must beat the popularity baseline evaluated on the same holdout. Before any promotion the
+champion's by more than ``promotion.margin``, its Recall@20 drops by at most
+``promotion.recall_tolerance``, and its NDCG@10 beats the strongest baseline's (popularity,
+recent popularity, implicit ALS/BPR/item-kNN with a popularity fallback -- all evaluated on the same
+holdout requests, :mod:`training.evaluation`) times ``1 - promotion.baseline_tolerance``; with no
+champion (or a champion whose artifact cannot be loaded) only the baseline rule applies. Before any promotion the
 candidate is loaded exactly as serving loads it (:func:`load_recommender`) and answers a sample of
 requests (:func:`infra_validate`); a failure blocks the promotion. Candidate and champion are
 scored on the holdout in :mod:`training.evaluation`.
@@ -48,6 +50,17 @@ LINEAGE_TAGS = (
     "run_key",
     "promotion_decision",
     "promotion_reason",
+    "strongest_baseline",
+)
+#: Run metrics :func:`list_versions` returns (the model, champion and baselines on the holdout).
+METRIC_PREFIXES = (
+    "holdout_",
+    "popularity_",
+    "oracle_",
+    "ndcg_to",
+    "baseline_",
+    "strongest_baseline_",
+    "vs_strongest_baseline_",
 )
 
 
@@ -112,9 +125,29 @@ class Decision:
     champion: dict[str, float] | None = None
     baseline: dict[str, float] | None = None
     champion_version: str | None = None
+    baseline_name: str = "popularity"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def beats_baseline(
+    c_ndcg: float, baseline: dict[str, float], name: str, tolerance: float = 0.0
+) -> tuple[bool, str]:
+    """(whether ``c_ndcg`` beats the baseline's NDCG@10, the sentence saying so)."""
+    b = baseline["ndcg_at_10"]
+    bar = b * (1.0 - tolerance)
+    what = f"{name} {b:.4f} (the strongest baseline it must beat)"
+    if c_ndcg > b:
+        return True, f"candidate NDCG@10 {c_ndcg:.4f} beats {what}"
+    if c_ndcg > bar:
+        return True, (
+            f"candidate NDCG@10 {c_ndcg:.4f} is within promotion.baseline_tolerance "
+            f"{tolerance:.0%} of {what}"
+        )
+    return False, f"candidate NDCG@10 {c_ndcg:.4f} does not beat {what}" + (
+        f" less tolerance {tolerance:.0%}" if tolerance else ""
+    )
 
 
 def decide(
@@ -124,51 +157,37 @@ def decide(
     margin: float,
     recall_tolerance: float,
     champion_note: str = "",
+    baseline_name: str = "popularity",
+    baseline_tolerance: float = 0.0,
 ) -> Decision:
-    """Promotion decision (pure): see the module docstring for the rule."""
+    """Promotion decision (pure): see the module docstring for the rule. ``baseline`` is the
+    strongest baseline's metrics on the same holdout, ``baseline_name`` its name."""
     c_ndcg, c_rec = candidate["ndcg_at_10"], candidate["recall_at_20"]
+    ok, vs_base = beats_baseline(c_ndcg, baseline, baseline_name, baseline_tolerance)
+
+    def verdict(promote: bool, reason: str) -> Decision:
+        return Decision(promote, reason, candidate, champion, baseline, None, baseline_name)
+
     if champion is None:
         prefix = f"{champion_note}; " if champion_note else "no champion yet; "
-        b = baseline["ndcg_at_10"]
-        if c_ndcg > b:
-            return Decision(
-                True,
-                f"{prefix}candidate NDCG@10 {c_ndcg:.4f} beats popularity {b:.4f}",
-                candidate,
-                None,
-                baseline,
-            )
-        return Decision(
-            False,
-            f"{prefix}candidate NDCG@10 {c_ndcg:.4f} does not beat popularity {b:.4f}",
-            candidate,
-            None,
-            baseline,
-        )
+        return verdict(ok, prefix + vs_base)
     h_ndcg, h_rec = champion["ndcg_at_10"], champion["recall_at_20"]
     gain, drop = c_ndcg - h_ndcg, h_rec - c_rec
     if not gain > margin:
-        return Decision(
+        return verdict(
             False,
             f"NDCG@10 {c_ndcg:.4f} vs champion {h_ndcg:.4f}: gain {gain:+.4f} does not exceed the margin {margin:.4f}",
-            candidate,
-            champion,
-            baseline,
         )
     if drop > recall_tolerance:
-        return Decision(
+        return verdict(
             False,
             f"NDCG@10 gain {gain:+.4f} but Recall@20 {c_rec:.4f} vs champion {h_rec:.4f} drops {drop:.4f} > tolerance {recall_tolerance:.4f}",
-            candidate,
-            champion,
-            baseline,
         )
-    return Decision(
+    if not ok:
+        return verdict(False, f"NDCG@10 {c_ndcg:.4f} beats champion {h_ndcg:.4f}, but {vs_base}")
+    return verdict(
         True,
-        f"NDCG@10 {c_ndcg:.4f} beats champion {h_ndcg:.4f} by {gain:+.4f} > margin {margin:.4f}; Recall@20 {c_rec:.4f} vs {h_rec:.4f} within tolerance {recall_tolerance:.4f}",
-        candidate,
-        champion,
-        baseline,
+        f"NDCG@10 {c_ndcg:.4f} beats champion {h_ndcg:.4f} by {gain:+.4f} > margin {margin:.4f}; Recall@20 {c_rec:.4f} vs {h_rec:.4f} within tolerance {recall_tolerance:.4f}; {vs_base}",
     )
 
 
@@ -321,9 +340,7 @@ def list_versions(settings: Settings | None = None) -> list[dict[str, Any]]:
             try:
                 run = client.get_run(mv.run_id)
                 metrics = {
-                    k: v
-                    for k, v in run.data.metrics.items()
-                    if k.startswith(("holdout_", "popularity_", "oracle_", "ndcg_to"))
+                    k: v for k, v in run.data.metrics.items() if k.startswith(METRIC_PREFIXES)
                 }
                 tags = {k: v for k, v in run.data.tags.items() if k in LINEAGE_TAGS}
             except MlflowException:

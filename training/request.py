@@ -5,6 +5,9 @@ Input DataFrame columns:
 * ``user_id`` (str, pseudonymised) — required;
 * ``k`` (int, default :data:`DEFAULT_K`) — optional;
 * ``exclude_item_ids`` (list of str) — optional, items never to return (e.g. already bought);
+* ``recent_item_ids`` (list of str, oldest first) — optional, items the user chose since the
+  model's cutoff (or, for a user new to the model, at all): the user tower adds them to the
+  user's stored history, so a new user gets personal results from the first items;
 * user feature columns (``features.columns.USER_FEATURES`` / ``USER_CATEGORICAL`` names) —
   optional; when absent the model uses the features it stored at training time for known users
   and defaults (feature-only cold-start path) for new ones.
@@ -30,7 +33,11 @@ DEFAULT_K = 10
 
 
 def one_row_request(
-    user_id: str, k: int, exclude: Iterable[str], features: Mapping[str, Any] | None
+    user_id: str,
+    k: int,
+    exclude: Iterable[str],
+    features: Mapping[str, Any] | None,
+    recent: Iterable[str] | None = None,
 ) -> pd.DataFrame:
     """The pyfunc input for one user, built from 1-element arrays (half the cost of lists).
 
@@ -52,6 +59,8 @@ def one_row_request(
         "k": np.array([int(k)], dtype=np.int64),
         "exclude_item_ids": obj(sorted(exclude)),
     }
+    if recent is not None:
+        cols["recent_item_ids"] = obj([str(i) for i in recent])
     for name, value in (features or {}).items():
         if isinstance(value, str):
             cols[name] = obj(value)

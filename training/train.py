@@ -25,8 +25,10 @@ Every epoch is checkpointed (model, optimizer, config, encoder, epoch, best metr
 MLflow run id) locally under ``$FLYWHEEL_HOME/checkpoints/<run key>/`` and to the run's artifacts
 (``checkpoints/last.pt``). Started again with the same ``--run-key`` (an Airflow retry uses the
 DAG run id) it resumes from the last checkpoint, in the same MLflow run. Training stops early when
-validation NDCG@10 has not improved for ``train.patience`` epochs; the best epoch's weights are
-kept, evaluated on the holdout (with the popularity baseline and, on simulated data, the oracle)
+validation NDCG@10 has not improved for ``train.patience`` epochs. With ``train.refit`` (the
+default) a fresh model is then trained on train + validation for the best epoch's count
+(:func:`refit`; every rank under DDP), else the best epoch's weights are kept; the final model is
+evaluated on the holdout (with the popularity baseline and, on simulated data, the oracle)
 and logged as the pyfunc model ``model``.
 """
 
@@ -52,6 +54,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from mlflow.tracking import MlflowClient
 from torch import distributed as torch_dist
@@ -63,7 +66,7 @@ from core.settings import get_settings
 from training.config import TrainConfig, TrainingConfig
 from training.data import TrainingSet, build_training_set, load_training_set
 from training.evaluation import holdout_metrics, validation_metrics
-from training.model import FeatureEncoder, Retriever, TwoTower
+from training.model import FeatureEncoder, Retriever, TwoTower, history_index
 from training.pyfunc import log_recommender, save_artifacts
 from training.registry import configure_mlflow, experiment_id
 
@@ -127,8 +130,20 @@ def run_training(
             metrics={},
             interactions_per_s=rows / seconds if seconds else 0.0,
         )
+        final = job
+        epochs = refit_epochs(cfg, ts, progress, device, d)
+        if epochs:
+            final = refit(cfg, ts, device, d, epochs)
         if d.main:
-            evaluate_and_log(job, ts, cfg, progress, result, use_mlflow=client is not None)
+            evaluate_and_log(
+                final,
+                ts,
+                cfg,
+                progress,
+                result,
+                use_mlflow=client is not None,
+                refitted=final is not job,
+            )
     if d.enabled:
         torch_dist.barrier()
     if d.main:  # finished: a later run with this key starts afresh (the run keeps its artifact)
@@ -230,22 +245,41 @@ class Job:
     items: dict[str, torch.Tensor]  # the item side of every train row, on the device
     log_q: torch.Tensor  # log popularity of each item index: the logQ correction
     device: torch.device
+    catalog: dict[str, torch.Tensor] | None = None  # every vocabulary item (full softmax)
+    weight: torch.Tensor | None = None  # each train row's loss weight (recency)
 
     @property
     def rows(self) -> int:
         return len(self.users["id"])
 
 
-def build_job(cfg: TrainingConfig, ts: TrainingSet, device: torch.device) -> Job:
-    """Fit the encoder on the train split; the model, its optimizer and the encoded rows."""
-    train = ts.split("train")
-    encoder = FeatureEncoder.fit(train, ts.users, ts.items, ts.columns)
+def build_job(
+    cfg: TrainingConfig, ts: TrainingSet, device: torch.device, with_val: bool = False
+) -> Job:
+    """Fit the encoder on the train split (``with_val``: train + validation); the model, its
+    optimizer and the encoded rows, each with the user's history before it."""
+    rows = ts.train if with_val else ts.split("train")
+    encoder = FeatureEncoder.fit(rows, ts.users, ts.items, ts.columns)
     model = TwoTower(encoder, cfg.model).to(device)
+    n = cfg.model.history_len
+    model.known_histories = ts.histories(n, before="holdout" if with_val else "val")
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
     )
-    users = encoder.user.encode(train["user_id"].tolist(), train)
-    items = encoder.item.encode(train["item_id"].tolist(), train)
+    users = encoder.user.encode(rows["user_id"].tolist(), rows)
+    items = encoder.item.encode(rows["item_id"].tolist(), rows)
+    if n > 0:
+        codes = pd.factorize(rows["user_id"])[0]
+        stamps = pd.to_datetime(rows["event_timestamp"], utc=True).astype("int64").to_numpy()
+        users["hist"] = torch.from_numpy(history_index(codes, stamps, items["id"].numpy(), n))
+    weight = recency_weights(rows["event_timestamp"], cfg.train.recency_half_life_days)
+    counts = torch.bincount(
+        items["id"], weights=weight, minlength=len(encoder.item.ids) + 1
+    ).float()
+    model.init_item_bias(counts.cpu())
+    catalog = None
+    if cfg.model.loss == "full":
+        catalog = {k: v.to(device) for k, v in catalog_inputs(encoder, rows, ts.items).items()}
     return Job(
         encoder=encoder,
         model=model,
@@ -254,7 +288,64 @@ def build_job(cfg: TrainingConfig, ts: TrainingSet, device: torch.device) -> Job
         items={k: v.to(device) for k, v in items.items()},
         log_q=item_log_q(items["id"], len(encoder.item.ids)).to(device),
         device=device,
+        catalog=catalog,
+        weight=None if weight is None else weight.to(device),
     )
+
+
+def recency_weights(stamps: pd.Series, half_life_days: float) -> torch.Tensor | None:
+    """Loss weight per row: 1 for the newest, halving every ``half_life_days`` before it."""
+    if not half_life_days or len(stamps) == 0:
+        return None
+    t = pd.to_datetime(stamps, utc=True)
+    age = (t.max() - t).dt.total_seconds().to_numpy() / 86_400.0
+    return torch.from_numpy(0.5 ** (age / half_life_days)).float()
+
+
+def catalog_inputs(
+    encoder: FeatureEncoder, rows: pd.DataFrame, items: pd.DataFrame
+) -> dict[str, torch.Tensor]:
+    """Item tensors of every vocabulary item, in index order (1..n): the full softmax's classes.
+
+    Each item's features are its snapshot row, else its latest training row.
+    """
+    cols = [c for c in encoder.item.numeric + list(encoder.item.categorical) if c in rows]
+    latest = rows.sort_values("event_timestamp", kind="stable")[["item_id", *cols]]
+    frame = pd.concat([latest, items[["item_id", *[c for c in cols if c in items]]]])
+    frame = frame.drop_duplicates("item_id", keep="last").set_index("item_id")
+    frame = frame.reindex(encoder.item.ids).reset_index()
+    return encoder.item.encode(encoder.item.ids, frame)
+
+
+def refit_epochs(
+    cfg: TrainingConfig, ts: TrainingSet, progress: Progress, device: torch.device, d: Dist
+) -> int:
+    """Epochs of the refit on train + validation: the best epoch (rank 0 knows it, every rank
+    follows), 0 when there is nothing to refit (``train.refit`` off, no validation rows)."""
+    epochs = 0
+    if cfg.train.refit and len(ts.split("val")) and progress.history:
+        epochs = best_epoch(progress.history)
+    if d.enabled:
+        flag = torch.tensor([float(epochs)], device=device)
+        torch_dist.broadcast(flag, src=0)
+        epochs = int(flag[0])
+    return epochs
+
+
+def refit(cfg: TrainingConfig, ts: TrainingSet, device: torch.device, d: Dist, epochs: int) -> Job:
+    """A fresh model trained on train + validation for ``epochs`` (the epoch early stopping
+    picked): the validation days are the freshest data, too valuable to leave out."""
+    seed_everything(cfg.train.seed)
+    job = build_job(cfg, ts, device, with_val=True)
+    net = distributed(job.model, device, d)
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        loss, _, _ = train_epoch(net, job, cfg.train, epoch, d)
+        if d.main:
+            log.info("refit epoch %d/%d on train + validation: loss %.5f", epoch, epochs, loss)
+    if d.main:
+        log.info("refit: %d epochs, %.1f s", epochs, time.perf_counter() - t0)
+    return job
 
 
 def item_log_q(item_index: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -298,7 +389,8 @@ def train_epoch(
         u = {k: v[idx] for k, v in job.users.items()}
         i = {k: v[idx] for k, v in job.items.items()}
         with autocast(job.device):
-            loss = net(u, i, job.log_q[i["id"]])
+            w = job.weight[idx] if job.weight is not None else None
+            loss = net(u, i, job.log_q[i["id"]], job.catalog, w)
         job.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         job.optimizer.step()
@@ -558,16 +650,22 @@ def evaluate_and_log(
     progress: Progress,
     result: TrainResult,
     use_mlflow: bool,
+    refitted: bool = False,
 ) -> None:
-    """Rank 0 at the end: the best weights on the holdout, into ``result`` (and MLflow)."""
-    if progress.best_state is not None:
+    """Rank 0 at the end: the final model (the refit on train + validation, else the best
+    epoch's weights) on the holdout, into ``result`` (and MLflow)."""
+    if progress.best_state is not None and not refitted:
         job.model.load_state_dict(progress.best_state)
     job.model.eval()
     result.best_epoch = best_epoch(progress.history)
+    job.model.known_histories = ts.histories(cfg.model.history_len, before="holdout")
     retriever = Retriever(job.model, job.encoder, ts.items, ts.users)
     metrics = holdout_metrics(retriever, ts, cfg)  # under torch.no_grad()
     metrics["interactions_per_s"] = result.interactions_per_s
     metrics["best_epoch"] = float(result.best_epoch)
+    metrics["refit"] = float(refitted)
+    for side, n in (ts.meta.get("rows_with_missing_features") or {}).items():
+        metrics[f"training_rows_missing_{side}_features"] = float(n)
     if job.device.type == "cuda":
         metrics["gpu_max_memory_mib"] = torch.cuda.max_memory_allocated(job.device) / 2**20
     result.metrics = metrics
@@ -596,6 +694,7 @@ def log_outcome(
             retriever.item_ids,
             retriever.item_embeddings,
             ts.users,
+            retriever.histories,
         )
         info = log_recommender(
             folder,

@@ -14,18 +14,14 @@ from core.errors import FlywheelError
 from training.config import TrainingConfig
 from training.registry import list_versions
 
-_COLUMNS = (
-    "holdout_ndcg_at_10",
-    "holdout_recall_at_20",
-    "popularity_ndcg_at_10",
-    "ndcg_to_oracle_ratio",
-)
 _HEADER = [
     "version",
     "aliases",
-    "ndcg@10",
+    "ndcg@10 [95% CI]",
     "recall@20",
-    "pop ndcg@10",
+    "cold ndcg@10",
+    "strongest baseline",
+    "vs baseline",
     "vs oracle",
     "window",
     "decision",
@@ -42,7 +38,8 @@ def register(app: typer.Typer) -> None:
 def models_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (for scripts)"),
 ) -> None:
-    """List registered recommender versions: aliases, holdout metrics, lineage tags."""
+    """List registered recommender versions: aliases, holdout metrics against the strongest
+    baseline, lineage tags."""
     rows = list_versions()
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
@@ -56,13 +53,37 @@ def models_cmd(
         typer.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
+def _fmt(m: dict[str, float], key: str) -> str:
+    return f"{m[key]:.4f}" if key in m else "-"
+
+
 def _leaderboard_line(row: dict[str, Any]) -> list[str]:
-    """One version as the leaderboard's cells (``-`` where a value is unknown)."""
+    """One version as the leaderboard's cells (``-`` where a value is unknown): the model on the
+    holdout with its 95 % interval, and the strongest baseline on the same requests."""
     m, t = row["metrics"], row["tags"]
+    ndcg = _fmt(m, "holdout_ndcg_at_10")
+    if "holdout_ndcg_at_10_lo" in m:
+        ndcg += f" [{m['holdout_ndcg_at_10_lo']:.3f}, {m['holdout_ndcg_at_10_hi']:.3f}]"
+    best, base = t.get("strongest_baseline"), m.get("strongest_baseline_ndcg_at_10")
+    if best and base is not None:
+        baseline = f"{best} {base:.4f}"
+        ratio = (
+            f"{m['holdout_ndcg_at_10'] / base:.2f}x" if base and "holdout_ndcg_at_10" in m else "-"
+        )
+    elif "popularity_ndcg_at_10" in m:  # versions registered before the baselines were logged
+        baseline, ratio = f"popularity {m['popularity_ndcg_at_10']:.4f}", "-"
+    else:
+        baseline, ratio = "-", "-"
+    oracle = m.get("ndcg_to_oracle_ratio")
     return [
         row["version"],
         ",".join(row["aliases"]) or "-",
-        *(f"{m[c]:.4f}" if c in m else "-" for c in _COLUMNS),
+        ndcg,
+        _fmt(m, "holdout_recall_at_20"),
+        _fmt(m, "holdout_ndcg_at_10_cold"),
+        baseline,
+        ratio,
+        "-" if oracle is None else f"{oracle:.2f}",
         f"{t.get('data_window_start', '?')}..{t.get('data_window_end', '?')}",
         t.get("promotion_decision", "-"),
         t.get("trigger", "-")[:40],

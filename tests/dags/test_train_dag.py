@@ -115,7 +115,16 @@ def test_manual_run_trains_registers_and_promotes(dag, fw_home, lake, caplog):
     )
     seed_tracking_db(fw_home)
     end = write_simulated(lake, days=8, users=300, items=120, seed=3)
-    conf = {"end_day": end.isoformat(), "epochs": 5, "window_days": 8, "feature_source": "contract"}
+    # the DAG's mechanics on a 300-user toy set: judged against the popularity baselines only
+    # (the gate against implicit's models is tested in tests/model/test_training_registry.py)
+    overrides = ["eval.baselines=popularity,recent_popularity"]
+    conf = {
+        "end_day": end.isoformat(),
+        "epochs": 5,
+        "window_days": 8,
+        "feature_source": "contract",
+        "overrides": overrides,
+    }
     run = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf=conf)
     assert run.state == "success", [(ti.task_id, ti.state) for ti in run.get_task_instances()]
 
@@ -133,8 +142,10 @@ def test_manual_run_trains_registers_and_promotes(dag, fw_home, lake, caplog):
     assert lake.exists(f"training_sets/dt={end.isoformat()}/train.parquet")
     # the Params left empty (learning_rate, embedding_dim, promotion_margin) kept the config's
     # values: the run trained with TrainingConfig's defaults plus the conf
-    expected = TrainingConfig().merged(
-        {"train": {"epochs": 5}, "data": {"window_days": 8, "feature_source": "contract"}}
+    expected = (
+        TrainingConfig()
+        .merged({"train": {"epochs": 5}, "data": {"window_days": 8, "feature_source": "contract"}})
+        .with_overrides(overrides)
     )
     logged = client.get_run(mv.run_id).data.params
     assert {k: logged[k] for k in expected.flat()} == {

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from training.config import TrainingConfig, TrainingConfigError
-from training.data import TrainingDataError, build_training_set, load_training_set
+from training.data import (
+    TrainingDataError,
+    build_training_set,
+    load_training_set,
+    positives,
+    read_validated,
+)
 from training.metrics import evaluate, hit_rate_at_k, map_at_k, ndcg_at_k, recall_at_k
 
 START = dt.date(2026, 1, 1)
@@ -142,7 +148,7 @@ def test_temporal_split_and_positive_rules(lake, tmp_path):
     cfg = TrainingConfig.load(None, ["data.feature_source=contract", "data.window_days=4"]).data
     rows = [
         ("u1", "i1", "click", 1.0, _ts(1, 9)),
-        ("u1", "i1", "purchase", 1.0, _ts(1, 10)),  # same pair, same day: one positive
+        ("u1", "i1", "purchase", 1.0, _ts(1, 10)),  # same pair, same day: every event is a row
         ("u2", "i2", "rating", 5.0, _ts(2)),
         ("u2", "i3", "rating", 3.0, _ts(2)),  # low rating: not positive
         ("u1", "i3", "add_to_cart", 1.0, _ts(3)),  # validation day
@@ -152,8 +158,9 @@ def test_temporal_split_and_positive_rules(lake, tmp_path):
     _write_events(lake, rows)
     summary = build_training_set(lake, dt.date(2026, 1, 4), cfg, tmp_path / "set")
     ts = load_training_set(summary["location"])
-    assert summary["rows"] == {"train": 2, "val": 1, "holdout": 1}
+    assert summary["rows"] == {"train": 3, "val": 1, "holdout": 1}
     assert sorted(zip(ts.split("train")["user_id"], ts.split("train")["item_id"], strict=True)) == [
+        ("u1", "i1"),
         ("u1", "i1"),
         ("u2", "i2"),
     ]
@@ -237,7 +244,8 @@ def test_retriever_cold_start_exclusions_and_features(sim_set):
 
 
 def test_training_set_through_feast_is_point_in_time(lake, fw_home):
-    """End to end with the real feature store: recommender_v1 joined, first day left out."""
+    """End to end with the real feature store: recommender_v1 joined point-in-time; the first
+    day (no features before it) keeps its rows, with defaults and the missing flags."""
     from core.names import FEATURE_SERVICE
     from features.columns import ITEM_FEATURES, USER_FEATURES
     from features.store import apply_if_changed, compute_day
@@ -252,10 +260,19 @@ def test_training_set_through_feast_is_point_in_time(lake, fw_home):
     summary = build_training_set(lake, end, cfg.data, fw_home / "set")
     ts = load_training_set(summary["location"])
     assert summary["feature_service"] == FEATURE_SERVICE
-    assert ts.meta["missing_days"] == ["2026-01-01"]  # no features of the day before the first day
+    assert ts.meta["missing_days"] == []
     assert set(USER_FEATURES + ITEM_FEATURES) <= set(ts.train.columns)
+    pos = positives(
+        read_validated(lake, "events", [START + dt.timedelta(days=i) for i in range(5)]), cfg.data
+    )
+    before = pos[pos["event_timestamp"] < pd.Timestamp(ts.meta["holdout_start"], tz="UTC")]
+    assert len(ts.train) == len(before)  # lossless: every positive before the holdout is a row
+    first_day = ts.train["event_timestamp"].dt.date == START
+    assert first_day.any() and (ts.train.loc[first_day, "user_features_missing"] == 1.0).all()
+    assert ts.train[USER_FEATURES + ITEM_FEATURES].notna().all().all()
+    assert ts.meta["rows_with_missing_features"]["user"] >= first_day.sum()
     # point in time: a row of day D sees the features computed for D-1 (known at D 00:00)
-    row = ts.train.iloc[0]
+    row = ts.train[~first_day & (ts.train["user_features_missing"] == 0.0)].iloc[0]
     day_before = (row["event_timestamp"] - pd.Timedelta(days=1)).date()
     feats = lake.read_parquet(
         f"features/user_stats/dt={day_before.isoformat()}/part-00000.parquet"

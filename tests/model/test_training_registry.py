@@ -109,6 +109,9 @@ def _cfg(*extra: str):
             "data.window_days=8",
             "train.epochs=5",
             "train.patience=2",
+            # the registry's mechanics, whatever the model's quality against implicit's models:
+            # test_gate_against_every_baseline_end_to_end runs the full set of baselines
+            "eval.baselines=popularity,recent_popularity",
             *extra,
         ],
     )
@@ -141,13 +144,27 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     assert (
         tags["feature_service"] == "contract" and tags["trigger"] == "manual" and tags["git_commit"]
     )
-    assert tags["promotion_decision"] == "promoted" and "popularity" in tags["promotion_reason"]
+    # the gate names the strongest baseline, measured in the same run on the same requests
+    best = tags["strongest_baseline"]
+    assert best in ("popularity", "recent_popularity")
+    assert tags["promotion_decision"] == "promoted"
+    assert (
+        f"{best} {metrics[f'baseline_{best}_ndcg_at_10']:.4f} (the strongest baseline it must beat)"
+        in (tags["promotion_reason"])
+    )
     assert {
         "holdout_ndcg_at_10",
+        "holdout_ndcg_at_10_lo",
+        "holdout_ndcg_at_10_cold",
+        "holdout_recall_at_20_warm_hi",
         "holdout_recall_at_20",
         "popularity_ndcg_at_10",
         "oracle_ndcg_at_10",
         "ndcg_to_oracle_ratio",
+        "baseline_popularity_ndcg_at_10",
+        "baseline_recent_popularity_recall_at_20_cold",
+        "strongest_baseline_ndcg_at_10",
+        "vs_strongest_baseline_ndcg_at_10_diff_lo",
     } <= set(metrics)
     assert run.data.params["model.embedding_dim"] == str(cfg.model.embedding_dim)
     history = client.get_metric_history(run.info.run_id, "val_ndcg_at_10")
@@ -190,7 +207,7 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     with pytest.raises(InfraValidationError, match="cannot be loaded as serving loads it"):
         infra_validate("models:/flywheel-recommender/99", ts)
 
-    # champion artifact missing: the candidate is judged against popularity, with the reason
+    # champion artifact missing: the candidate is judged against the baselines, with the reason
     champion_source = client.get_model_version("flywheel-recommender", "1").source
     model_dir = next(
         Path(fw_home, "mlflow", "artifacts", "models").glob(champion_source.rsplit("/", 1)[-1])
@@ -207,7 +224,8 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     assert (
         decision["promoted"]
         and "champion v1 cannot be loaded" in decision["reason"]
-        and "popularity" in decision["reason"]
+        and f"{evaluation['baseline_name']} " in decision["reason"]
+        and "(the strongest baseline it must beat)" in decision["reason"]
     )
     assert str(client.get_registered_model("flywheel-recommender").aliases["champion"]) == "2"
 
@@ -225,6 +243,48 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     assert (
         res.exit_code == 0 and "champion" in res.output and "2026-01-01..2026-01-08" in res.output
     )
+    # the leaderboard shows each version against the strongest baseline of its run
+    best = rows[0]["tags"]["strongest_baseline"]
+    assert "strongest baseline" in res.output
+    assert f"{best} {rows[0]['metrics']['strongest_baseline_ndcg_at_10']:.4f}" in res.output
+
+
+def test_gate_against_every_baseline_end_to_end(sim_lake):
+    """Popularity, recent popularity and implicit's ALS, BPR and item-kNN are fitted in the
+    evaluate step, logged with intervals, and the gate holds the candidate to the strongest."""
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+    from training import pipeline
+    from training.baselines import BASELINES
+    from training.registry import configure_mlflow
+
+    lake, end = sim_lake
+    cfg = _cfg(f"eval.baselines={','.join(BASELINES)}")
+    out = pipeline.run_pipeline(end, cfg, run_key="baselines")
+    ev, decision = out["evaluation"], out["decision"]
+    run = configure_mlflow().get_run(out["trained"]["run_id"])
+    metrics, tags = run.data.metrics, run.data.tags
+    logged = {b: metrics[f"baseline_{b}_ndcg_at_10"] for b in BASELINES}
+    best = max(logged, key=logged.get)
+    assert tags["strongest_baseline"] == ev["baseline_name"] == best
+    for b in BASELINES:
+        for suffix in ("", "_lo", "_hi", "_warm", "_cold", "_cold_lo"):
+            assert f"baseline_{b}_ndcg_at_10{suffix}" in metrics, (b, suffix)
+        assert metrics[f"baseline_{b}_users"] == metrics["holdout_users"]  # the same requests
+    # the gate's bar (promotion.must_beat "non_personal"): the stronger of the two popularities;
+    # the strongest of all is named in the reason whatever it is
+    gate = max(("popularity", "recent_popularity"), key=logged.get)
+    assert ev["gate_baseline_name"] == gate
+    candidate, bar = ev["candidate"]["ndcg_at_10"], logged[gate] * 0.95
+    if ev["champion"] is None:
+        assert decision["promoted"] is (candidate > bar), decision
+    assert f"{gate} {logged[gate]:.4f} (the strongest baseline it must beat)" in decision["reason"]
+    if best != gate:
+        assert f"strongest baseline overall: {best} {logged[best]:.4f}" in decision["reason"]
+    assert tags["promotion_decision"] == ("promoted" if decision["promoted"] else "rejected")
+    res = CliRunner().invoke(app, ["models"])
+    assert res.exit_code == 0 and f"{best} {logged[best]:.4f}" in res.output, res.output
 
 
 def test_infra_validation_failure_blocks_promotion(sim_lake, monkeypatch):
