@@ -9,6 +9,7 @@ import typer
 from core.contract import markdown
 from core.privacy import pseudonymise
 from core.settings import get_settings
+from serving.redact import redact
 
 
 def register(app: typer.Typer) -> None:
@@ -24,8 +25,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("settings")
     def settings_cmd() -> None:
-        """Print the effective settings (secrets hidden) as JSON."""
+        """Print the effective settings (secrets and URI credentials hidden) as JSON."""
         s = get_settings()
         data = json.loads(s.model_dump_json())
         data["airflow_home"] = str(s.airflow_home)
-        typer.echo(json.dumps(data, indent=2, default=str))
+        typer.echo(redact(json.dumps(data, indent=2, default=str)))  # user:password@ in URIs

@@ -119,3 +119,10 @@ def test_airflow_passwords_file_is_private(fw_home):
     assert admin_password(s) == first
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text())["viewer"] == "v"  # Airflow's other entries kept
+
+
+def test_settings_hide_credentials_in_uris(env):
+    uri = "http://flywheel:s3cr3t-pw@mlflow:5000"
+    out = run("settings", env={**env, "FLYWHEEL_MLFLOW_TRACKING_URI": uri})
+    assert out.returncode == 0 and "s3cr3t-pw" not in out.stdout
+    assert "http://***@mlflow:5000" in out.stdout
