@@ -252,7 +252,7 @@ class Lake(ABC):
         )
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Flush a folder's entries (a rename is durable only once its folder is synced)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -288,7 +288,7 @@ class LocalLake(Lake):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-            _fsync_dir(target.parent)  # the rename itself survives a power cut
+            fsync_dir(target.parent)  # the rename itself survives a power cut
         except OSError as exc:
             tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
             raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from None

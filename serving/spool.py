@@ -28,19 +28,12 @@ import threading
 from pathlib import Path
 
 from core.errors import ConfigError
+from core.lake import fsync_dir
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 LOCK_NAME = "spool.lock"
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -105,7 +98,7 @@ class Spool:
             self._close_fd()
             self._fd = os.open(self.path(batch), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._open_batch = batch
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -132,7 +125,7 @@ class Spool:
                 self._open_batch = None
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
 
     def close(self) -> None:
         """Close the open file (synced) and release the folder."""
