@@ -271,6 +271,9 @@ def import_file(
 ) -> dict:
     """Write raw partitions for ``path``; returns counts, the days written and a window."""
     path = Path(path)
+    for what, given in (("export", path), ("--movies", movies), ("--users", users)):
+        if given is not None and not Path(given).is_file():
+            raise ContractError(f"{what} file {str(given)!r} does not exist (or is not a file)")
     if country not in ISO_COUNTRIES:
         raise ContractError(f"--country {country!r} is not an ISO 3166-1 alpha-2 code")
     if age_bucket not in AGE_BUCKETS:

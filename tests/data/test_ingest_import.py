@@ -192,3 +192,15 @@ def test_suggested_window_follows_the_data():
     # 3,000 a day: the newest 100,000 span 34 days -> whole weeks: 35
     mid = pd.Series(pd.date_range(day, periods=120, freq="D").repeat(3_000))
     assert suggest_window(mid)["window_days"] == 35
+
+
+def test_missing_files_are_one_clear_error(lake, tmp_path):
+    from core.errors import ContractError
+    from ingestion.importers import import_file
+
+    with pytest.raises(ContractError, match="export file .*nope.csv' does not exist"):
+        import_file(lake, tmp_path / "nope.csv", "movielens")
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n1,2,4.0,964982703\n")
+    with pytest.raises(ContractError, match="--movies file"):
+        import_file(lake, ratings, "movielens", movies=tmp_path / "movies.csv")
