@@ -5,6 +5,12 @@ For a window ending on day E (``data.window_days`` days, E included):
     [ train days ........ ][ val days ][ holdout days ]
                                         ^ cutoff = first holdout day 00:00 UTC
 
+* **Days** (the lineage, in ``meta.json``): ``days`` lists every day read; a window day without
+  validated events is either in ``quarantined_days`` (the events gate failed it) or in
+  ``days_without_data`` (no verdict: nothing arrived). A day the gate says it published but
+  whose partition is missing fails the build (:func:`missing_days`). When none of the
+  ``data.val_days`` calendar days before the holdout has data, validation is the last days that
+  do; an empty validation or holdout split fails the build with the reason.
 * **Positives** are ``click``, ``add_to_cart``, ``purchase`` and ``rating`` events with value
   ≥ ``data.min_rating`` (4 stars); ``view`` is exposure, not preference. Every positive event in
   the window is a training row, events of the same user at the same second included (a click →
@@ -42,7 +48,7 @@ import pyarrow.parquet as pq
 
 from core.contract import EVENTS, ITEMS, TABLES, USERS
 from core.errors import FlywheelError
-from core.lake import TRAINING_SETS, VALIDATED, Lake, get_lake, parquet_bytes
+from core.lake import QUALITY, TRAINING_SETS, VALIDATED, Lake, get_lake, parquet_bytes
 from core.names import FEATURE_SERVICE, FEATURE_TTL_DAYS, ITEM_VIEW, USER_VIEW
 from features.columns import (
     ITEM_CATEGORICAL,
@@ -55,7 +61,7 @@ from features.compute import read_features, serving_day
 from features.store import build_training_frame
 from training.config import DataConfig
 from training.model import MISSING_FLAGS, FeatureColumns
-from validation.results import read_result
+from validation.results import RESULTS, read_result
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ SUMMARY_KEYS = (
     "items",
     "validation_ids",
     "feature_service",
+    "days_used",
+    "quarantined_days",
 )
 CONTRACT_COLUMNS = FeatureColumns(
     user_numeric=[MISSING_FLAGS["user"]],
@@ -316,6 +324,7 @@ def build_training_set(
     """
     w = window(end_day, cfg, min(lake.partitions(VALIDATED, EVENTS.name), default=None))
     days, missing = window_days(lake, w, cfg.feature_source)
+    w["val_start"] = validation_start(days, w, cfg)
     events = read_validated(lake, EVENTS.name, days)
     before, holdout = temporal_split(positives(events, cfg), w, cfg)
     source = cfg.feature_source
@@ -333,7 +342,8 @@ def build_training_set(
         "holdout_start": w["holdout_start"].isoformat(),
         "window_end": w["end"].isoformat(),
         "days": [d.isoformat() for d in days],
-        "missing_days": missing,
+        "days_used": len(days),
+        **missing,  # quarantined_days, days_without_data
         "feature_source": source,
         "feature_service": _feature_service(source),
         "feature_columns": feature_columns(source).to_dict(),
@@ -382,8 +392,10 @@ def interactions_before(events: pd.DataFrame, w: dict[str, dt.date]) -> pd.DataF
     return pairs.astype(str).reset_index(drop=True)
 
 
-def window_days(lake: Lake, w: dict[str, dt.date], source: str) -> tuple[list[dt.date], list[str]]:
-    """(days of the window that can be read, ISO days without validated events).
+def window_days(
+    lake: Lake, w: dict[str, dt.date], source: str
+) -> tuple[list[dt.date], dict[str, list[str]]]:
+    """(days of the window that can be read, the other days by why: see :func:`missing_days`).
 
     Every validated day is read: with ``feast`` a row of a day without features within the
     views' TTL (the first days of a history) keeps its row, with defaults and the missing flags
@@ -392,12 +404,12 @@ def window_days(lake: Lake, w: dict[str, dt.date], source: str) -> tuple[list[dt
     available = set(lake.partitions(VALIDATED, EVENTS.name))
     every = _days(w["start"], w["end"])
     days = [d for d in every if d in available]
-    missing = [d.isoformat() for d in every if d not in available]
     if not days:
         raise TrainingDataError(
             f"no validated events between {w['start']} and {w['end']} "
             f"({lake.url(f'{VALIDATED}/{EVENTS.name}/')}); ingest those days first"
         )
+    missing = missing_days(lake, [d for d in every if d not in available])
     if source == "feast":
         bare = [d for d in days if d < w["holdout_start"] and serving_day(lake, d) is None]
         if bare:
@@ -409,6 +421,43 @@ def window_days(lake: Lake, w: dict[str, dt.date], source: str) -> tuple[list[dt
                 bare[0].isoformat(),
             )
     return days, missing
+
+
+def missing_days(lake: Lake, days: list[dt.date]) -> dict[str, list[str]]:
+    """Window days without validated events, by the events gate's latest verdict:
+    ``quarantined_days`` (it failed them) and ``days_without_data`` (no verdict: nothing came).
+
+    A day the gate says it *published* but whose partition is not there is neither: the lake is
+    inconsistent (a partition deleted by hand, a publication being replaced), and training on
+    the rest would quietly train on less than the lineage claims, so it raises
+    :class:`~core.errors.FlywheelError` (not :class:`TrainingDataError`: the DAG task fails and
+    its retries wait for the re-run, rather than skipping as for too little history).
+    """
+    judged = set(lake.partitions(QUALITY, RESULTS)) & set(days)
+    verdicts = {d: read_result(lake, d, EVENTS.name) for d in sorted(judged)}
+    gone = [d.isoformat() for d, r in verdicts.items() if r and r.get("published")]
+    if gone:
+        raise FlywheelError(
+            f"the events gate published {', '.join(gone)} but {lake.url(f'{VALIDATED}/{EVENTS.name}/')} "
+            "has no partition for it: re-run ingest_events for that day (or wait for the re-run "
+            "in progress) before training"
+        )
+    failed = {d for d, r in verdicts.items() if r is not None}
+    return {
+        "quarantined_days": [d.isoformat() for d in days if d in failed],
+        "days_without_data": [d.isoformat() for d in days if d not in failed],
+    }
+
+
+def validation_start(days: list[dt.date], w: dict[str, dt.date], cfg: DataConfig) -> dt.date:
+    """First validation day: the ``val_days`` calendar days before the holdout, or — when none
+    of them has validated events (quarantined, a gap in a real history) — the last ``val_days``
+    days *with data* before it, so early stopping is never fed an empty split by the calendar.
+    """
+    before = [d for d in days if d < w["holdout_start"]]
+    if cfg.val_days == 0 or not before or before[-1] >= w["val_start"]:
+        return w["val_start"]
+    return before[-min(cfg.val_days, len(before))]
 
 
 def temporal_split(
@@ -440,6 +489,11 @@ def temporal_split(
     if not (before["split"] == "train").any():
         raise TrainingDataError(
             f"no positive interactions before {w['val_start']} (train split of {span} is empty)"
+        )
+    if cfg.val_days and not (before["split"] == "val").any():
+        raise TrainingDataError(
+            f"no positive interactions in the validation days {w['val_start']}.."
+            f"{w['holdout_start'] - dt.timedelta(days=1)}: early stopping would run on nothing"
         )
     return before.reset_index(drop=True), holdout
 

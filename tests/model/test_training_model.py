@@ -260,7 +260,7 @@ def test_training_set_through_feast_is_point_in_time(lake, fw_home):
     summary = build_training_set(lake, end, cfg.data, fw_home / "set")
     ts = load_training_set(summary["location"])
     assert summary["feature_service"] == FEATURE_SERVICE
-    assert ts.meta["missing_days"] == []
+    assert ts.meta["quarantined_days"] == [] and ts.meta["days_without_data"] == []
     assert set(USER_FEATURES + ITEM_FEATURES) <= set(ts.train.columns)
     pos = positives(
         read_validated(lake, "events", [START + dt.timedelta(days=i) for i in range(5)]), cfg.data
