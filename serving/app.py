@@ -61,6 +61,7 @@ from core.names import (
 from core.privacy import pseudonym_key, pseudonymise
 from core.settings import Settings, get_settings
 from features.store import JOIN_KEY, fv_name, get_store
+from serving import openapi
 from serving.ab import assign_variant
 from serving.cache import ModelCache
 from serving.fallback import ServingData
@@ -642,10 +643,13 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
             svc.stop()
 
     app = FastAPI(
-        title="Flywheel serving",
-        description=__doc__,
+        title=openapi.TITLE,
+        description=openapi.DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # openapi.install_docs: Swagger UI without a CDN
+        redoc_url=None,
     )
+    openapi.install_docs(app)
     app.state.service = svc
     app.add_middleware(BodyLimitMiddleware, max_bytes=svc.settings.serve_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=svc.metrics)  # outermost: counts 413s too
@@ -658,7 +662,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     def recommendations_empty():
         return _error(400, "user_id is empty: use /recommendations/{user_id}")
 
-    @app.get("/recommendations/{user_id}")
+    @app.get("/recommendations/{user_id}", responses=openapi.RECOMMENDATION_RESPONSES)
     def recommendations(
         user_id: str = Path(..., description="Raw user id"),
         k: int = Query(10, ge=1, le=K_MAX, description="How many items (1-100)"),
@@ -676,7 +680,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
             return _error(422, str(exc))
         return svc.recommend(user_id, k, when)
 
-    @app.post("/feedback", status_code=202)
+    @app.post("/feedback", status_code=202, responses=openapi.FEEDBACK_RESPONSES)
     def feedback(body: FeedbackIn):
         try:
             result = svc.record_feedback(body)
@@ -687,7 +691,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
             return JSONResponse(status_code=200, content=result)
         return result
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": openapi.Health, "description": "At once"}})
     async def health():
         return svc.health()
 
