@@ -32,6 +32,7 @@ from typing import Any
 
 from core.errors import FlywheelError
 from core.lake import get_lake
+from core.names import TRAIN_DAG
 from core.settings import Settings, get_settings
 from flywheel.airflow_env import PASSWORDS_FILE, airflow_env
 from flywheel.loop import Progress, run_loop, start_embedded_airflow
@@ -109,6 +110,30 @@ def collect_summary(lake, status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def clip(text: str, n: int) -> str:
+    """``text`` cut to ``n`` characters, ending with an ellipsis when something was cut."""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def training_outcomes(client: Any) -> dict[str, int]:
+    """What the ``train_recommender`` runs did, from their task states: registered a version,
+    skipped (the window could not train a model yet), failed, or still going."""
+    runs: dict[str, dict[str, str | None]] = {}
+    for ti in client.all_task_instances(TRAIN_DAG):
+        runs.setdefault(ti["dag_run_id"], {})[ti["task_id"]] = ti["state"]
+    out = {"registered": 0, "skipped": 0, "failed": 0, "other": 0}
+    for states in runs.values():
+        if states.get("register") == "success":
+            out["registered"] += 1
+        elif states.get("build_training_set") == "skipped":
+            out["skipped"] += 1
+        elif "failed" in states.values() or "upstream_failed" in states.values():
+            out["failed"] += 1
+        else:
+            out["other"] += 1
+    return out
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, int | float) else "-"
 
@@ -121,7 +146,7 @@ def _trigger(value: str | None) -> str:
     names = [
         t.removeprefix("flywheel://").strip("/") for t in tokens if t.startswith("flywheel://")
     ]
-    return ("+".join(dict.fromkeys(names)) or str(value).split()[0])[:14]
+    return clip("+".join(dict.fromkeys(names)) or str(value).split()[0], 14)
 
 
 def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]) -> str:
@@ -132,7 +157,7 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
     lines.append("Batches quarantined:")
     for q in summary["quarantined"] or [{"date": "none", "table": "", "reasons": []}]:
         why = "; ".join(q["reasons"][:2]) or ""
-        lines.append(f"  {q['date']} {q['table']:<7} {why}"[:160])
+        lines.append(clip(f"  {q['date']} {q['table']:<7} {why}", 160))
     lines.append(
         "Runs per DAG: "
         + ", ".join(
@@ -140,6 +165,14 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
             for d, c in sorted(summary["runs"].items())
         )
     )
+    if summary.get("trainings"):
+        t = summary["trainings"]
+        lines.append(
+            f"Trainings: {t['registered']} registered a version, {t['skipped']} skipped (the "
+            f"window could not train a model yet), {t['failed']} failed"
+            + (f", {t['other']} other" if t.get("other") else "")
+            + f"; the registry holds {len(summary['models'])} version(s)"
+        )
     lines.append(
         "Model versions (oldest first; champion = alias now, decision = at promotion time):"
     )
@@ -148,7 +181,7 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
     )
     for m in summary["models"]:
         t, met = m.get("tags", {}), m.get("metrics", {})
-        window = f"{t.get('data_window_start', '?')}..{t.get('data_window_end', '?')}"[:23]
+        window = clip(f"{t.get('data_window_start', '?')}..{t.get('data_window_end', '?')}", 23)
         lines.append(
             f"  {m['version']:<4} {window:<23} {_trigger(t.get('trigger')):<14} "
             f"{_fmt(met.get('holdout_ndcg_at_10')):>8} {_fmt(met.get('holdout_recall_at_20')):>9} "
@@ -164,11 +197,11 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
         if d["drift_detected"]:
             verdict = "DRIFT → retrain"
         elif d.get("suppressed_by"):
-            verdict, reason = "drift, cooldown", reason + f" ({d['suppressed_by'][:40]})"
+            verdict, reason = "drift, cooldown", reason + f" ({clip(d['suppressed_by'], 40)})"
         else:
             verdict = "ok"
         share = _fmt(d["drift_share"], 2)
-        lines.append(f"  {d['date']} {verdict:<15} share {share:<5} {reason[:110]}")
+        lines.append(f"  {d['date']} {verdict:<15} share {share:<5} {clip(reason, 110)}")
     if not summary["drift"]:
         lines.append("  (no drift reports)")
     if isinstance(summary.get("serving"), dict):
@@ -273,11 +306,12 @@ def run_demo(cfg: DemoConfig, out: Callable[[str], None] | None = None) -> dict[
             timeout=cfg.timeout_s,
         )
         summary = collect_summary(lake, status)
+        summary["trainings"] = training_outcomes(client)
         if cfg.serve:
             try:
                 summary["serving"] = serve_and_play(settings, group, cfg, progress)
             except Exception as exc:  # the loop's result stands; say why serving did not
-                summary["serving"] = f"not run: {type(exc).__name__}: {exc}"[:300]
+                summary["serving"] = clip(f"not run: {type(exc).__name__}: {exc}", 300)
         summary["simulation"] = {k: v for k, v in sim_info.items() if k != "config"}
         summary["elapsed_s"] = round(progress.elapsed, 1)
         (home / "demo").mkdir(parents=True, exist_ok=True)

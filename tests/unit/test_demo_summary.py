@@ -1,0 +1,57 @@
+"""The demo's printed summary: cut lines say so, and the training counts add up (issue 16)."""
+
+from __future__ import annotations
+
+from flywheel.demo import clip, format_summary, training_outcomes
+
+
+class TaskInstances:
+    """The one Airflow REST call :func:`training_outcomes` makes, answered from a list."""
+
+    def __init__(self, rows: list[tuple[str, str, str]]):
+        self.rows = [{"dag_run_id": r, "task_id": t, "state": s} for r, t, s in rows]
+
+    def all_task_instances(self, dag_id: str) -> list[dict]:
+        assert dag_id == "train_recommender"
+        return self.rows
+
+
+def _summary(**extra) -> dict:
+    return {
+        "days_ingested": ["2026-01-01"],
+        "days_rejected": [],
+        "quarantined": [{"date": "2026-01-02", "table": "events", "reasons": ["x" * 400]}],
+        "runs": {"train_recommender": {"success": 3}},
+        "models": [{"version": "1", "tags": {}, "metrics": {}, "aliases": ["champion"]}],
+        "drift": [],
+        **extra,
+    }
+
+
+def test_a_cut_line_ends_with_an_ellipsis_and_a_short_one_is_left_alone():
+    assert clip("abcdef", 4) == "abc…" and len(clip("abcdef", 4)) == 4
+    assert clip("abc", 4) == "abc"
+    text = format_summary(_summary(), {}, [])
+    line = next(ln for ln in text.splitlines() if "2026-01-02 events" in ln)
+    assert line.endswith("…") and len(line) == 160
+
+
+def test_successful_training_runs_are_explained_against_the_registry():
+    client = TaskInstances(
+        [
+            ("r1", "build_training_set", "success"),
+            ("r1", "register", "success"),
+            ("r2", "build_training_set", "skipped"),
+            ("r2", "register", "skipped"),
+            ("r3", "build_training_set", "success"),
+            ("r3", "train", "failed"),
+            ("r3", "register", "upstream_failed"),
+        ]
+    )
+    trainings = training_outcomes(client)
+    assert trainings == {"registered": 1, "skipped": 1, "failed": 1, "other": 0}
+    text = format_summary(_summary(trainings=trainings), {}, [])
+    assert (
+        "Trainings: 1 registered a version, 1 skipped (the window could not train a model yet), "
+        "1 failed; the registry holds 1 version(s)"
+    ) in text
