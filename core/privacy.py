@@ -16,6 +16,10 @@ from core.errors import ConfigError
 from core.settings import Settings, get_settings
 
 PREFIX = "p_"
+#: Columns of the contract whose values identify a person (``user_id`` of ``events``, ``users``
+#: and ``impressions``): pseudonymised on the way into ``validated/``, and wherever a report,
+#: result or message quotes one of their values (:func:`redact_values`).
+PERSONAL_COLUMNS: frozenset[str] = frozenset({"user_id"})
 _DIGEST_CHARS = 24  # 96 bits: collisions negligible for billions of users
 MIN_KEY_CHARS = 32  # a generated key has 64 hex characters; 32 is 128 bits at the least
 
@@ -155,3 +159,26 @@ def pseudonymise_array(user_ids, key: bytes | None = None):
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
     hashed = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars))
     return pc.if_else(pc.is_valid(arr), hashed, arr)  # null where the id is null
+
+
+def is_personal(column: str | None) -> bool:
+    """Whether values of ``column`` identify a person (:data:`PERSONAL_COLUMNS`)."""
+    return column in PERSONAL_COLUMNS
+
+
+def redact_values(value, key: bytes | None = None):
+    """``value`` (a scalar, or lists/dicts of them, as in a JSON document) with every string
+    replaced by its pseudonym (:func:`pseudonymise`, the same string the validated data holds);
+    other scalars (numbers, ``None``) and dict keys stay as they are.
+
+    For values drawn from a personal column (offending examples in a quality report): the
+    report then names the user as ``validated/`` does, and never by the raw id.
+    """
+    k = key if key is not None else pseudonym_key()
+    if isinstance(value, str):
+        return pseudonymise(value, k)
+    if isinstance(value, list | tuple):
+        return [redact_values(v, k) for v in value]
+    if isinstance(value, dict):
+        return {name: redact_values(v, k) for name, v in value.items()}
+    return value

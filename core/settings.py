@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         "FLYWHEEL_GATE as a JSON object, or FLYWHEEL_GATE__<KEY>=value per key",
     )
 
+    raw_retention_days: int | None = Field(
+        default=30,
+        ge=0,
+        description="Days raw/ partitions (raw ids) are kept once their day is validated "
+        "(ingestion.retention.expire_raw); 0 or unset keeps them",
+    )
+
     # --- Airflow ----------------------------------------------------------------------------
     airflow_host: str = "127.0.0.1"
     airflow_port: int = 8080

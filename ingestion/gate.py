@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from core.contract import TABLES
 from ingestion.conform import encode_strings, matches_contract, one_chunk
 from ingestion.read import READ_RULE, RawFile, batch
-from validation.gate import Finding
+from validation.gate import Finding, redact_finding
 from validation.history import events_parameters, table_parameters
 from validation.rows import RowSplit, is_row_level, offending_rows, prescreen
 
@@ -33,11 +33,19 @@ if TYPE_CHECKING:
 class TableCheck:
     """The gate's findings on one table of the day, its batch once the schema passed, and its
     verdict: passed (no findings), split (row-level findings on few rows: ``split`` holds the
-    rows kept and those quarantined) or failed (any other finding)."""
+    rows kept and those quarantined) or failed (any other finding).
+
+    ``rejected``: files set aside on their own (unreadable, or not the contract's schema) while
+    the table's other files passed the schema suite; those others are the batch (``files``) and
+    are judged without them. When the batch fails too, :meth:`reject_all` folds them back: a
+    failed table is quarantined whole.
+    """
 
     table: str
     files: list[RawFile] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    rejected: list[RawFile] = field(default_factory=list)
+    rejected_findings: list[Finding] = field(default_factory=list)
     gx_results: list[Any] = field(default_factory=list)  # GX validation results (objects)
     data: pa.Table | None = None
     parameters: dict[str, Any] = field(default_factory=dict)  # the data suite's
@@ -47,6 +55,23 @@ class TableCheck:
     @property
     def keys(self) -> list[str]:
         return [f.key for f in self.files]
+
+    @property
+    def rejected_keys(self) -> list[str]:
+        return [f.key for f in self.rejected]
+
+    @property
+    def all_findings(self) -> list[Finding]:
+        """The files' findings (the set-aside ones first) and the batch's."""
+        return self.rejected_findings + self.findings
+
+    def reject_all(self) -> None:
+        """A failed table: its set-aside files rejoin it (all are quarantined together)."""
+        if self.rejected:
+            order = {f.key: f for f in [*self.files, *self.rejected]}
+            self.files = [order[k] for k in sorted(order)]
+            self.findings = self.rejected_findings + self.findings
+            self.rejected, self.rejected_findings = [], []
 
     @property
     def rows(self) -> int:
@@ -130,7 +155,10 @@ def gx_frame(tbl: pa.Table, distinct: Collection[str] = ()) -> pd.DataFrame:
 def check_files(gate: Gate, day: dt.date, table: str, files: list[RawFile]) -> TableCheck:
     """Run the schema suite on each of the day's raw ``files`` of ``table``.
 
-    ``check.data`` is the concatenated batch when every file was readable and passed.
+    ``check.data`` is the concatenated batch of the files that were readable and passed. When
+    some files did and others did not, the others are set aside (``check.rejected``, with their
+    findings): a junk file beside the export does not fail the export. When none passed, the
+    findings are the table's (it fails).
     """
     check = TableCheck(table)
     if not files:
@@ -145,24 +173,32 @@ def check_files(gate: Gate, day: dt.date, table: str, files: list[RawFile]) -> T
             )
         return check
     for raw in files:
-        check.files.append(raw)
-        if raw.error:
-            check.findings.append(
-                Finding("file_readable", READ_RULE, None, raw.error, files=[raw.key])
-            )
-            continue
-        if matches_contract(raw.table, table):
-            continue  # exact contract schema: nothing for the schema suite to find
-        found, res = gate.run(table, "schema", schema_frame(raw.table))
-        for f in found:
-            f.files = [raw.key]
-            if raw.notes:
-                f.message += " (" + "; ".join(raw.notes) + ")"
-        check.findings += found
-        check.gx_results.append(res)
-    if not check.findings:
+        found = _file_findings(gate, check, raw)
+        if found:
+            check.rejected.append(raw)
+            check.rejected_findings += found
+        else:
+            check.files.append(raw)
+    if not check.files:  # no file passed on its own: the table fails
+        check.reject_all()
+    else:
         check.data = batch(table, check.files)
     return check
+
+
+def _file_findings(gate: Gate, check: TableCheck, raw: RawFile) -> list[Finding]:
+    """What one raw file breaks: unreadable, or the schema suite's findings (none: it passed)."""
+    if raw.error:
+        return [Finding("file_readable", READ_RULE, None, raw.error, files=[raw.key])]
+    if matches_contract(raw.table, check.table):
+        return []  # exact contract schema: nothing for the schema suite to find
+    found, res = gate.run(check.table, "schema", schema_frame(raw.table))
+    for f in found:
+        f.files = [raw.key]
+        if raw.notes:
+            f.message += " (" + "; ".join(raw.notes) + ")"
+    check.gx_results.append(res)
+    return found
 
 
 def run_data_suite(gate: Gate, check: TableCheck, data: pa.Table, parameters: dict) -> None:
@@ -185,7 +221,8 @@ def run_data_suite(gate: Gate, check: TableCheck, data: pa.Table, parameters: di
     frame = gx_frame(data, TABLES[check.table].unique)
     found, res = gate.run(check.table, "data", frame, parameters)
     for f in found:
-        _attribute(f, check.files)
+        _attribute(f, check.files)  # (by the raw values)
+        redact_finding(f)  # then raw ids are never shown: their pseudonyms are
     check.findings += found
     check.gx_results.append(res)
     judge(check, config)

@@ -191,10 +191,11 @@ def read_users(path: Path) -> dict[str, str]:
             )
         ids = df.iloc[:, 0].str.strip().tolist()
         ages = pd.to_numeric(df.iloc[:, 1], errors="coerce")
-    bad = [i for i, a in zip(ids, ages, strict=True) if not (a == a and 0 < a < 130)]
+    # rows named by number, not by user id: an error message must not carry raw ids
+    bad = [n for n, a in enumerate(ages, 1) if not (a == a and 0 < a < 130)]
     if bad:
         raise ContractError(
-            f"{path}: column age is not a number of years for user(s) {bad[:5]} "
+            f"{path}: column age is not a number of years on row(s) {bad[:5]} "
             "(expected u.user id|age|gender|occupation|zip or users.dat)"
         )
     return {str(i): age_bucket_of(float(a)) for i, a in zip(ids, ages, strict=True)}

@@ -18,7 +18,15 @@
      raw file stays in ``raw/``);
    * **failed** (file, schema or volume breaches, or too many bad rows): its raw files move
      to ``quarantine/`` (the full result to ``quality/quarantined/``), it is not published,
-     and :class:`validation.gate.GateFailure` is raised once the day's other tables are done;
+     an earlier run's publication of it is withdrawn from ``validated/`` (to
+     ``quarantine/<table>_withdrawn/``, so nothing downstream reads a day whose latest verdict
+     is "fail"), and :class:`validation.gate.GateFailure` is raised once the day's other
+     tables are done.
+
+   A file that fails on its own (unreadable, not the contract's schema) beside files that pass
+   is set aside: it moves to ``quarantine/`` alone and the table is judged without it (a
+   junk file does not take the day's export with it); offending ``user_id`` values are shown
+   as their pseudonyms in every finding, result, report and message;
 5. publish: pseudonymise ``user_id``, write ``validated/<table>/dt=D/`` (items and users first,
    events last), each partition replaced atomically (the Parquet bytes are made in a thread
    while GX checks the events);
@@ -40,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.contract import TABLES
+from core.errors import ContractError
 from core.lake import VALIDATED, get_lake, partition_prefix
 from core.privacy import pseudonym_key
 from ingestion.conform import encode_strings, one_chunk
@@ -47,17 +56,20 @@ from ingestion.gate import TableCheck, check_event_values, check_files, check_ta
 from ingestion.publish import (
     TABLE_ORDER,
     Pseudonyms,
+    aside_after,
     partition_files,
     publish,
-    quarantine_failed,
+    quarantine_files,
     quarantine_rows,
+    to_withdraw,
+    withdraw,
 )
 from ingestion.read import read_and_encode, read_files
 from validation import results
 from validation.config import GateConfig
 from validation.gate import Gate, GateFailure, failure_message
 from validation.history import LakeHistory
-from validation.quarantine import quarantine_prefix
+from validation.quarantine import quarantine_prefix, withdrawn_prefix
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -120,31 +132,67 @@ def ingest_day(
     history = history or LakeHistory(lake)
     run = DayRun(day, lake, gate, now, validation_id, run_id, history)
     checks, files = _gate_day(run, key)
+    _refuse_expired(run, checks["events"])
     failed = {t: c for t, c in checks.items() if c.failed}
-    outcomes = {t: _outcome(run, c) for t, c in checks.items()}
+    for c in failed.values():
+        c.reject_all()  # a failed table is quarantined whole
+    # what an earlier run published of the tables that failed on what was delivered now
+    judged = [t for t, c in failed.items() if c.keys]
+    withdrawing = to_withdraw(lake, day, judged)
+    aside = aside_after(lake, day, judged, withdrawing)  # where it is once withdrawn
+    outcomes = {t: _outcome(run, c, aside.get(t)) for t, c in checks.items()}
     for table, c in checks.items():
         if c.failed:
             history.withheld(day, table)
         else:
             history.published(day, table, c.published, c.rows)
-
-    def write() -> None:
-        quarantine_failed(lake, day, failed, outcomes)
-        quarantine_rows(lake, day, checks, outcomes)
-        publish(lake, day, files)
-        for table, outcome in outcomes.items():
-            if checks[table].files or table == "events":  # no items/users delivered: no outcome
-                results.record(lake, outcome)
-
-    (writer or _now)(write)
-    summary = _summary(run, checks)
+    (writer or _now)(lambda: _write(run, checks, files, outcomes, withdrawing))
+    summary = _summary(run, checks, aside)
     if failed:
         findings = {t: c.findings for t, c in failed.items()}
         where = {t: quarantine_prefix(t, day) for t, c in failed.items() if c.keys}
         passed = [t for t in TABLE_ORDER if t not in failed and checks[t].rows]
-        msg = failure_message(day.isoformat(), validation_id, findings, where, passed)
+        gone = {t: withdrawn_prefix(t, day) for t in aside}
+        msg = failure_message(day.isoformat(), validation_id, findings, where, passed, gone)
         raise GateFailure(msg, summary)
     return summary
+
+
+def _refuse_expired(run: DayRun, events: TableCheck) -> None:
+    """A re-run of a published day whose raw events are gone (past the raw retention, see
+    :mod:`ingestion.retention`, or removed) has nothing to judge: it must neither record a
+    failure nor withdraw the publication. Raises :class:`ContractError`, writing nothing."""
+    if events.files or events.rejected:
+        return
+    published = partition_prefix(VALIDATED, "events", run.day)
+    if run.lake.list(published):
+        raise ContractError(
+            f"no raw events for {run.day}, but {run.lake.url(published)} holds the day's "
+            "published events (raw data past its retention, or removed): nothing was "
+            "re-validated and the publication stands"
+        )
+
+
+def _write(
+    run: DayRun,
+    checks: dict[str, TableCheck],
+    files: Partitions,
+    outcomes: dict[str, dict[str, Any]],
+    withdrawing: dict[str, list[str]],
+) -> None:
+    """The day's writes, in the order that keeps a crash between any two of them safe: the
+    failed tables' earlier publications withdrawn first (downstream never reads a day whose
+    verdict is "fail", even before the verdict is recorded), then quarantine, the validated
+    partitions, and the outcomes last (an outcome never claims what is not in the lake)."""
+    lake, day = run.lake, run.day
+    withdraw(lake, day, withdrawing)
+    quarantine_files(lake, day, checks, outcomes)
+    quarantine_rows(lake, day, checks, outcomes)
+    publish(lake, day, files)
+    for table, outcome in outcomes.items():
+        c = checks[table]
+        if c.files or c.rejected or table == "events":  # no items/users delivered: no outcome
+            results.record(lake, outcome)
 
 
 def _now(write: Callable[[], None]) -> None:
@@ -213,26 +261,34 @@ def _gate_events(
         files["events"] = worker.submit(partition_files, "events", events.published, pseudonyms)
 
 
-def _outcome(run: DayRun, check: TableCheck) -> dict[str, Any]:
-    """The outcome record of one table of the run (see :mod:`validation.results`)."""
-    return results.outcome(
+def _outcome(run: DayRun, check: TableCheck, withdrawn: list[str] | None) -> dict[str, Any]:
+    """The outcome record of one table of the run (see :mod:`validation.results`); with
+    ``withdrawn``: the keys of the table's earlier publication of the day, withdrawn (as URIs)."""
+    out = results.outcome(
         run.day,
         check.table,
-        check.findings,
+        check.all_findings,
         published=not check.failed,
         rows=check.rows,
-        files=check.keys,
+        files=sorted(check.keys + check.rejected_keys),
         validation_id=run.validation_id,
         validated_at=run.now.isoformat(),
         run_id=run.run_id,
         rows_quarantined=check.rows_quarantined,
         quarantined_reasons=check.split.reasons if check.split is not None else None,
     )
+    if withdrawn:
+        out["withdrawn"] = [run.lake.url(k) for k in withdrawn]
+    return out
 
 
-def _summary(run: DayRun, checks: dict[str, TableCheck]) -> dict[str, Any]:
+def _summary(
+    run: DayRun, checks: dict[str, TableCheck], withdrawn: dict[str, list[str]]
+) -> dict[str, Any]:
     """What a run returns (and the DAG emits as the asset event's metadata): the published
-    events' rows and distinct users and items (``published``: whether the events were)."""
+    events' rows and distinct users and items (``published``: whether the events were),
+    ``files_quarantined`` (junk files set aside from published tables) and ``withdrawn`` (the
+    failed tables whose earlier publication of the day was withdrawn)."""
     import pyarrow.compute as pc
 
     events = checks["events"]
@@ -248,6 +304,8 @@ def _summary(run: DayRun, checks: dict[str, TableCheck]) -> dict[str, Any]:
         "published": data is not None,
         "rows": 0 if data is None else data.num_rows,
         "rows_quarantined": sum(c.rows_quarantined for c in checks.values()),
+        "files_quarantined": sum(len(c.rejected) for c in checks.values()),
+        "withdrawn": sorted(withdrawn),
         "distinct_users": users,
         "distinct_items": items,
         "validation_id": run.validation_id,

@@ -6,6 +6,7 @@ it is recorded on the :class:`RawFile` and becomes a gate failure that names the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 
 #: The rule a file that cannot be read fails (as named in findings).
 READ_RULE = "file readable as Parquet or UTF-8 CSV"
+
+#: Arrow quotes the offending CSV row after its parse error ("Expected 4 columns, got 5: <row>"):
+#: a row holds a raw user id, which no error message may show.
+_QUOTED_ROW = re.compile(r"^(CSV parse error: [^:]*): .*$")
 
 
 @dataclass
@@ -57,7 +62,7 @@ def read_raw(lake: Lake, key: str, table: str) -> RawFile:
         else:
             out.error = "unsupported file type (expected .parquet or .csv)"
     except (pa.ArrowException, OSError, ValueError) as exc:  # corrupt Parquet, bad UTF-8, bad CSV
-        text = str(exc).splitlines()[0]
+        text = _QUOTED_ROW.sub(r"\1 (row not shown)", str(exc).splitlines()[0])
         if "utf8" in text.lower() or "utf-8" in text.lower():
             text = f"not valid UTF-8 ({text})"
         out.error = f"unreadable: {text}"

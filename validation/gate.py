@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ContractError
+from core.privacy import is_personal, pseudonym_key, redact_values
 from validation import suites
 from validation.config import DEFAULT, GateConfig
 
@@ -51,6 +52,34 @@ class Finding:
         col = f"column '{self.column}'" if self.column else "table"
         ex = f"; e.g. {self.examples}" if self.examples else ""
         return f"{where}: {col} failed {self.expectation} ({self.rule}): {self.message}{ex}"
+
+
+def redact_finding(finding: Finding, key: bytes | None = None) -> None:
+    """Name the offending values of a personal column (``user_id``) by their pseudonyms, in the
+    finding's examples and message (a data suite's finding; a schema finding's examples are
+    column names). Done once the findings were attributed to files, before anything shows them.
+    """
+    if not is_personal(finding.column) or not finding.examples:
+        return
+    key = key if key is not None else pseudonym_key()
+    hashed = redact_values(finding.examples, key)
+    for raw, alias in zip(finding.examples, hashed, strict=True):
+        if isinstance(raw, str) and raw:
+            finding.message = finding.message.replace(raw, alias)
+    finding.examples = hashed
+
+
+def redact_gx_result(result: dict[str, Any], key: bytes | None = None) -> dict[str, Any]:
+    """A GX validation result (``to_json_dict()``) with the results of expectations on a
+    personal column pseudonymised (their offending values, counts by value, any example)."""
+    for r in result.get("results", []):
+        kwargs = (r.get("expectation_config") or {}).get("kwargs") or {}
+        columns = [kwargs.get(k) for k in ("column", "column_A", "column_B")]
+        columns += list(kwargs.get("column_list") or [])
+        if any(isinstance(c, str) and is_personal(c) for c in columns):
+            key = key if key is not None else pseudonym_key()
+            r["result"] = redact_values(r.get("result") or {}, key)
+    return result
 
 
 def _jsonable(value: Any) -> Any:
@@ -215,13 +244,18 @@ def failure_message(
     failed: dict[str, list[Finding]],
     where: dict[str, str],
     published: list[str] = (),
+    withdrawn: dict[str, str] | None = None,
 ) -> str:
     """One text naming, per failing table, file, column, expectation and offending values
-    (``published``: the day's tables that passed and were published all the same)."""
+    (``published``: the day's tables that passed and were published all the same;
+    ``withdrawn``: table → where its earlier publication of the day was moved)."""
     parts = []
+    withdrawn = withdrawn or {}
     for table, findings in failed.items():
         lines = "; ".join(f.one_line() for f in findings)
         dest = f" -> raw files moved to {where[table]}" if where.get(table) else ""
+        if withdrawn.get(table):
+            dest += f"; the earlier publication was withdrawn to {withdrawn[table]}"
         parts.append(f"[{table}] {lines}{dest}")
     tables = ", ".join(failed)
     also = f" ({', '.join(published)} passed and were published)" if published else ""

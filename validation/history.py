@@ -72,7 +72,8 @@ class History:
         """``table`` of ``day`` was published as ``data`` (``rows``: the batch's rows)."""
 
     def withheld(self, day: dt.date, table: str) -> None:
-        """``table`` of ``day`` failed: an earlier published partition of it stays as it was."""
+        """``table`` of ``day`` failed: it is not in the validated data (an earlier run's
+        partition of it is withdrawn, see :func:`ingestion.publish.withdraw`)."""
 
 
 def _filter_unknown(missing: pa.Array, sources: list) -> list[str]:
@@ -221,7 +222,10 @@ class MemoryHistory(History):
 
     def withheld(self, day: dt.date, table: str) -> None:
         if table == "events":  # the band counts days whose latest outcome was published
+            self._set_events(day, [])  # (an earlier publication of the day is withdrawn)
             self._set_volume(day, None)
+        elif table == "items":
+            self._set_items(day, [])
 
 
 def volume_band(

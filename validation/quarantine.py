@@ -15,6 +15,15 @@ folders: ``quarantine/<table>_rows/dt=D/part-00000.parquet`` (:func:`rows_prefix
 with a ``reason`` column (the rule(s) each broke). The raw file itself stays in ``raw/``
 untouched, so nothing is lost; a re-run replaces the rows file.
 
+A table that passed on an earlier run and fails on a re-run of the day is withdrawn: its
+validated partition moves to ``quarantine/<table>_withdrawn/dt=D/`` (:func:`withdrawn_prefix`),
+so nothing downstream reads a day whose latest verdict is "fail"; its outcome says
+``withdrawn``. A later run that publishes the table again removes the withdrawn copy.
+
+When a table has several raw files and only some fail on their own (unreadable, or not the
+contract's schema) while the others pass, only the failing ones move here and the others are
+judged, and published, without them.
+
 To re-run a quarantined day, fix the files and move everything under the quarantine folder back
 to ``raw/<table>/dt=YYYY-MM-DD/`` (``flywheel ingest DAY`` or clear the Airflow task).
 """
@@ -44,6 +53,12 @@ def quarantine_prefix(table: str, day: dt.date) -> str:
 def rows_prefix(table: str, day: dt.date) -> str:
     """``quarantine/<table>_rows/dt=D/``: rows split off the published ``table`` of ``day``."""
     return partition_prefix(QUARANTINE, f"{table}_rows", day)
+
+
+def withdrawn_prefix(table: str, day: dt.date) -> str:
+    """``quarantine/<table>_withdrawn/dt=D/``: the validated partition of ``table`` on ``day``
+    that an earlier run published, moved aside when a later run of the day failed."""
+    return partition_prefix(QUARANTINE, f"{table}_withdrawn", day)
 
 
 def full_result_key(table: str, day: dt.date) -> str:

@@ -14,8 +14,11 @@ so no raw file can take the name of a report or result.
 An outcome is one JSON object: ``date, table, success, published, failed_expectations
 [{expectation, rule, column, message, examples, files}], rows, rows_quarantined,
 quarantined_reasons {rule: rows}, validation_id, validated_at, run_id, files, report_uri`` (and
-``quarantined`` for a failing table's moved files, ``quarantined_rows`` for the file of rows
-split off a published table).
+``quarantined`` for the raw files moved to quarantine: a failing table's, or a junk file set
+aside from a table published without it; ``quarantined_rows`` for the file of rows split off a
+published table; ``withdrawn`` for a failing table's earlier publication of the day, moved out
+of ``validated/``). Offending values of a personal column (``user_id``) are shown as their
+pseudonyms (:func:`validation.gate.redact_finding`), never raw.
 
 Everything that reads or writes these files goes through this module: ingestion records
 outcomes (:func:`record`), the gate's volume band reads earlier days (:func:`read_result`), the

@@ -169,11 +169,12 @@ def test_movies_csv_and_users_dat_formats(tmp_path):
     users.write_text("1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n")
     assert read_users(users) == {"1": "18-24", "2": "55-64", "3": "25-34"}
     bad = tmp_path / "u.user"
-    bad.write_text("1|old|M|student|85711\n")
+    bad.write_text("1|23|M|student|85711\nalice.raw|old|M|student|85711\n")
     with pytest.raises(
-        ContractError, match=r"u.user: column age is not a number of years.*\['1'\]"
-    ):
+        ContractError, match=r"u.user: column age is not a number of years on row\(s\) \[2\]"
+    ) as failure:
         read_users(bad)
+    assert "alice.raw" not in str(failure.value)  # rows by number: no raw user id
 
 
 def test_suggested_window_follows_the_data():
