@@ -6,7 +6,9 @@ for a bulk-ingested range). The days to build come from the triggering asset eve
 (`date`, a `days` list, or a `start`..`end` range: its days with validated events); after a
 catch-up one run may carry several events, and every day is built, oldest first. A manual run
 passes the `day` param (`YYYY-MM-DD`) instead, and `end` to build every validated day from `day`
-to `end`.
+to `end`; with the form left empty it builds the newest validated day
+(`flywheel dag test build_features --date D` passes `{"day": D}`). The run's note says which
+days it built.
 
 #### Tasks
 1. **`resolve_days`**: the days of the triggering events (else the `day` param), plus the
@@ -64,7 +66,8 @@ default_args = {
             None,
             type=["null", "string"],
             format="date",
-            description="Day to build (YYYY-MM-DD) for a manual run; asset-triggered runs use the events' dates",
+            description="Day to build (YYYY-MM-DD) for a manual run; empty: the newest validated "
+            "day. Asset-triggered runs use the events' dates",
         ),
         "end": Param(
             None,
@@ -98,11 +101,18 @@ def build_features():
         if events and days:  # + days whose events were folded into a pending trigger
             newest = dt.date.fromisoformat(days[-1])
             days = sorted(set(days) | set(unbuilt_days(get_lake(), newest)))
+        if not days and not events and not params.get("day") and validated:
+            days = [validated[-1].isoformat()]  # the trigger button, form empty: newest day
         if not days:
             raise AirflowFailException(
                 "no day to build: trigger through flywheel://validated/events (metadata 'date') "
                 "or pass the 'day' param"
             )
+        note = f"builds features of {days[0]}" + (
+            f"..{days[-1]} ({len(days)} days)" if len(days) > 1 else ""
+        )
+        print(note)
+        ctx["ti"].xcom_push("run_note", note)  # the Flywheel plugin makes it the run's note
         return days
 
     @task(doc_md="Compute the feature partitions of the days from validated data, in one pass.")

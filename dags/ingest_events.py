@@ -1,9 +1,28 @@
 """
 ### `ingest_events`: raw events of one day → Great Expectations gate → validated partitions
 
-Params (trigger form): `gate` (threshold overrides, a JSON object), `start`/`end` (a range of
-days ingested in this one run, for history backfills: `flywheel backfill ingest_events`
-triggers one such run per chunk of days).
+Params (trigger form): `day` (the data day to ingest, YYYY-MM-DD), `gate` (threshold
+overrides, a JSON object), `start`/`end` (a range of days ingested in this one run, for history
+backfills: `flywheel backfill ingest_events` triggers one such run per chunk of days).
+
+#### Which day a run ingests
+A scheduled run ingests its data interval: the run of logical date D covers D 00:00 → D+1 00:00
+and ingests data day D (it starts once D is over). A **manual** run gets no such interval of its
+own: Airflow infers the last *complete* day before the logical date, so a trigger with logical
+date D and an empty `day` ingests **D-1**. To ingest day D by hand, give `day` = D in the trigger
+form (the logical date then does not matter) or run `flywheel dag test ingest_events --date D`,
+which passes `{"day": D}` as the run's conf. Every run logs the day it processes in its first
+line, returns it (`date` in the task's return value) and writes it into the **run's note**.
+
+#### Run outcome and note
+* published → success, note "ingested D: N events published …";
+* the gate rejected a table → **failed**, note "rejected by the gate: D: <reason>" (no retry);
+* no raw events for D in a **scheduled** run → the task waits for the export like a sensor in
+  reschedule mode (no worker slot held, the run stays *running*) for up to 6 hours after the
+  day ended, polling every 10 minutes; still nothing → the task is **skipped** and the run ends
+  successful with the note "no data for D yet" (when the files land, clear the task). A catch-up
+  or backfill over days without data skips them at once (their wait is long over);
+* no raw events for D in a **manual** run → fails at once with the reason (no retries).
 
 One run per **data interval** (a UTC day `D`: `data_interval_start` = D 00:00,
 `data_interval_end` = D+1 00:00). Catch-up is on, so a backfill or a late start runs every
@@ -16,9 +35,10 @@ give a different answer than the same days run one by one.
 One task per day on purpose: a backfill of a year is 365 task starts, not a multiple of it (and
 a history of years is a handful of range runs).
 
-1. It lists `raw/{items,users,events}/dt=D/` in the lake. No raw events for D fails the task
-   with "no raw events for D"; that failure **is retried** with exponential back-off, since a
-   late export is the usual cause. Missing items/users are fine (no new items/users that day).
+1. It lists `raw/{items,users,events}/dt=D/` in the lake. No raw events for D: see "Run
+   outcome" above (wait/skip when scheduled, fail fast when manual). Missing items/users are
+   fine (no new items/users that day). Other errors (e.g. the lake unreachable) are retried
+   with exponential back-off.
 2. It runs `ingestion.pipeline.ingest_day(D)`: reads each file (Parquet or UTF-8 CSV), runs the
    Great Expectations suites of `validation/suites.py` (schema per file, then values on the
    day's batch: non-null keys, unique `event_id` not already validated on another day, allowed
@@ -76,6 +96,13 @@ default_args = {
     "max_retry_delay": pendulum.duration(minutes=30),
 }
 
+#: A scheduled day without raw events is looked for again every ``RAW_POKE`` (the task is
+#: rescheduled, holding no worker slot) until ``RAW_WAIT`` after the day ended, then skipped.
+RAW_WAIT = pendulum.duration(hours=6)
+RAW_POKE = pendulum.duration(minutes=10)
+#: XCom key of a task's one-line outcome; the Flywheel plugin copies it into the run's note.
+RUN_NOTE = "run_note"
+
 #: What the asset event of a published day carries (``build_features`` reads ``date``).
 DAY_EXTRA = ("date", "rows", "distinct_users", "distinct_items", "validation_id")
 
@@ -88,6 +115,14 @@ DAY_EXTRA = ("date", "rows", "distinct_users", "distinct_items", "validation_id"
     max_active_runs=1,
     default_args=default_args,
     params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Data day to ingest (YYYY-MM-DD). Empty: the run's data interval, i.e. "
+            "for a manual trigger the day BEFORE the logical date (the last complete day); "
+            "`flywheel dag test ingest_events --date D` sets it to D",
+        ),
         "gate": Param(
             {},
             type="object",
@@ -137,27 +172,76 @@ def ingest_events():
     validate_and_publish()
 
 
+def _note(ctx, text: str) -> str:
+    """Say what this run did: logged, and left (XCom ``run_note``) for the run's note."""
+    import logging
+
+    logging.getLogger("airflow.task").info("%s", text)
+    ctx["ti"].xcom_push(RUN_NOTE, text[:1000])
+    return text
+
+
+def _run_day(ctx):
+    """The data day of this run: the ``day`` Param, else the data interval's start."""
+    from ingestion.pipeline import day_of
+
+    if ctx["params"].get("day"):
+        return day_of(ctx["params"]["day"]), "the `day` Param"
+    return day_of(ctx["data_interval_start"]), "the run's data interval"
+
+
 def _ingest_day(ctx, config) -> dict:
-    """One day, the run's data interval: publish it or fail the task."""
+    """One day (the ``day`` Param or the data interval): publish it, wait for it, or fail."""
+    import logging
+
     from airflow.sdk.exceptions import AirflowFailException
 
     from core.lake import RAW, get_lake, partition_prefix
-    from ingestion.pipeline import day_of, ingest_day
+    from ingestion.pipeline import ingest_day
     from validation.gate import GateFailure
 
-    day = day_of(ctx["data_interval_start"])
+    day, source = _run_day(ctx)
+    logging.getLogger("airflow.task").info("ingest_events: data day %s (from %s)", day, source)
     lake = get_lake()
     if not lake.partition_files(RAW, "events", day):
-        # usually a late export: fail and let the retries (with back-off) wait for it
-        where = lake.url(partition_prefix(RAW, "events", day))
-        raise FileNotFoundError(f"no raw events for {day} under {where}")
+        _no_raw_events(ctx, day, lake.url(partition_prefix(RAW, "events", day)))
     try:
         summary = ingest_day(day, config=config, run_id=ctx["run_id"])
     except GateFailure as exc:
         # a data problem: retrying cannot fix it, and the raw files are in quarantine now
+        _note(ctx, f"rejected by the gate: {' '.join(str(exc).split())}")
         raise AirflowFailException(str(exc)) from None
     ctx["outlet_events"][VALIDATED_EVENTS].extra = {k: summary[k] for k in DAY_EXTRA}
+    kept = summary.get("rows_quarantined") or 0
+    _note(
+        ctx,
+        f"ingested {day}: {summary['rows']} events published"
+        + (f", {kept} rows quarantined" if kept else "")
+        + f" (validation {summary['validation_id']})",
+    )
     return summary
+
+
+def _no_raw_events(ctx, day, where: str):
+    """No raw events for ``day``: a scheduled run waits for the export (reschedule, like a
+    sensor) up to ``RAW_WAIT`` after the day, then skips; a manual run fails at once."""
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSkipException,
+    )
+
+    run_type = getattr(ctx["dag_run"].run_type, "value", ctx["dag_run"].run_type)
+    if run_type == "manual":
+        _note(ctx, f"no raw events for {day} under {where}: nothing to ingest")
+        raise AirflowFailException(f"no raw events for {day} under {where}")
+    now = pendulum.now("UTC")
+    day_end = pendulum.datetime(day.year, day.month, day.day, tz="UTC").add(days=1)
+    if run_type == "scheduled" and now < day_end + RAW_WAIT:
+        print(f"no raw events for {day} under {where} yet: looking again in {RAW_POKE}")
+        raise AirflowRescheduleException(now + RAW_POKE)
+    _note(ctx, f"no data for {day} yet (nothing under {where}); clear this task once it lands")
+    raise AirflowSkipException(f"no data for {day} yet")
 
 
 def _ingest_range(ctx, config) -> dict:
@@ -173,6 +257,9 @@ def _ingest_range(ctx, config) -> dict:
     if not (params.get("start") and params.get("end")):
         raise AirflowFailException("give both `start` and `end` (YYYY-MM-DD) for a range run")
     log = logging.getLogger("airflow.task")
+    log.info(
+        "ingest_events: data days %s..%s (the `start`/`end` Params)", params["start"], params["end"]
+    )
     try:
         res = ingest_range(
             params["start"], params["end"], config=config, run_id=ctx["run_id"], out=log.info
@@ -189,6 +276,13 @@ def _ingest_range(ctx, config) -> dict:
             "days": res["published"],
             "rows": res["rows"],
         }
+    bad = res["failures"]
+    _note(
+        ctx,
+        f"ingested {params['start']}..{params['end']}: {res['published']} days published "
+        f"({res['rows']} events)"
+        + (f"; rejected by the gate: {', '.join(sorted(bad))}" if bad else ""),
+    )
     return {k: v for k, v in res.items() if k != "failures"}
 
 

@@ -11,12 +11,23 @@ in the workspace (project `flywheel`), `reports/drift/dt=D/report.html` and `sum
 On a drift decision outside the cooldown it emits Asset `flywheel://drift` with the summary as
 metadata, which starts `train_recommender`. Cooldown: no trigger while a `train_recommender`
 run is queued (it has not started: it will train on the newest data anyway), nor within
-`cooldown_days` after the last trigger. A run already *running* started before this drift was
-known, so the trigger still goes out and its training queues behind it.
+`cooldown_days` after the last trigger, nor for a day older than one that already triggered.
+A run already *running* started before this drift was known, so the trigger still goes out and
+its training queues behind it.
+
+**One trigger per day, at most.** `emit_drift` looks up Airflow's own `flywheel://drift` events
+(and the trigger log in the lake) and skips a day already triggered: a task retry, a re-run, or
+a second run that checks the same day (a day listed by `unchecked_days` and then by its own
+`features` event) never emits twice. One run emits at most one event (its newest due day; an
+earlier day of the same run that would trigger counts as pending for the cooldown). The emitted
+trigger is written into the day's `summary.json` (`trigger`), and its `decision` label — shown
+by the Flywheel page and the CLI summary — says "drift, retrain triggered" only then; a drift
+that did not trigger says "drift, suppressed: <why>". The run's note lists each checked day's
+decision.
 Thresholds: `monitoring.config.DriftConfig`.
 
 Manual run: the trigger button (the `day` form field; empty checks the newest featurised day),
-or `flywheel dag test monitor_drift --date 2026-01-10 --conf '{"day": "2026-01-10"}'`.
+or `flywheel dag test monitor_drift --date 2026-01-10` (which passes `{"day": "2026-01-10"}`).
 """
 
 from __future__ import annotations
@@ -26,6 +37,23 @@ from airflow.sdk import Param, dag, task
 
 from core.assets import DRIFT, FEATURES
 from core.names import DRIFT_DAG, TRAIN_DAG
+
+#: XCom key of a task's one-line outcome; the Flywheel plugin copies it into the run's note.
+RUN_NOTE = "run_note"
+#: What ``check`` hands on (and the asset event carries) of a day's summary.
+SUMMARY_KEYS = (
+    "date",
+    "drift_detected",
+    "drift_share",
+    "drifted_columns",
+    "quality_drop",
+    "reason",
+    "report_uri",
+    "champion_version",
+    "reference_window",
+    "suppressed_by",
+    "decision",
+)
 
 
 @dag(
@@ -89,41 +117,62 @@ def monitor_drift():
 
     @task
     def check(days: list[str], **context) -> dict:
-        """Drift check per day, oldest first; returns the latest day's summary (small)."""
+        """Drift check per day, oldest first; returns the summary of the day to trigger for
+        (at most one per run: the newest due), else the latest day's (small)."""
         import datetime as dt
 
-        from monitoring.monitor import monitor_day
+        from core.lake import get_lake
+        from monitoring.monitor import mark_superseded, monitor_day
 
         summary: dict = {}
         triggered: dict | None = None
+        labels: dict[str, str] = {}
         for day in days:
             in_flight = context["ti"].get_dr_count(dag_id=TRAIN_DAG, states=["queued"])
-            summary = monitor_day(dt.date.fromisoformat(day), trainings_in_flight=in_flight)
+            pending = (triggered["date"],) if triggered else ()
+            summary = monitor_day(
+                dt.date.fromisoformat(day), trainings_in_flight=in_flight, pending_triggers=pending
+            )
             if summary["drift_detected"]:
+                if triggered:  # one trigger per run: the newest due day's
+                    mark_superseded(get_lake(), triggered["date"], by=day)
+                    labels[triggered["date"]] = f"drift, superseded by {day}"
                 triggered = summary
+            labels[day] = summary["decision"]
         result = triggered or summary
-        keep = (
-            "date",
-            "drift_detected",
-            "drift_share",
-            "drifted_columns",
-            "quality_drop",
-            "reason",
-            "report_uri",
-            "champion_version",
-            "reference_window",
-            "suppressed_by",
+        context["ti"].xcom_push(
+            RUN_NOTE, ("checked " + "; ".join(f"{d}: {v}" for d, v in labels.items()))[:1000]
         )
-        return {k: result.get(k) for k in keep}
+        return {k: result.get(k) for k in SUMMARY_KEYS}
 
-    @task(outlets=[DRIFT])
+    @task(outlets=[DRIFT], inlets=[DRIFT])
     def emit_drift(summary: dict, **context) -> dict:
-        """Emit `flywheel://drift` with the summary as metadata — only when drift was decided."""
+        """Emit `flywheel://drift` with the summary as metadata — only when a trigger is due,
+        and never twice for one day (a retry, a re-run, two runs checking the same day)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from core.lake import get_lake
+        from monitoring.monitor import mark_emitted, trigger_log
+
+        ti, day = context["ti"], summary["date"]
         if not summary["drift_detected"]:
+            ti.xcom_push(RUN_NOTE, f"no retraining trigger: {summary['reason']}"[:1000])
             raise AirflowSkipException(f"no retraining trigger: {summary['reason']}")
-        context["outlet_events"][DRIFT].extra = summary
+        lake = get_lake()
+        sent = [  # Airflow's own event log: was this day's trigger emitted already?
+            e
+            for e in context["inlet_events"][DRIFT].ascending(False).limit(500)
+            if (e.extra or {}).get("date") == day
+        ]
+        logged = trigger_log(lake).get(day)
+        if sent or (logged and logged.get("run_id") != context["run_id"]):
+            run_id = sent[0].source_run_id if sent else logged.get("run_id")
+            mark_emitted(lake, day, run_id)
+            ti.xcom_push(RUN_NOTE, f"retraining for {day} was already triggered (run {run_id})")
+            raise AirflowSkipException(f"retraining for {day} already triggered by run {run_id}")
+        entry = mark_emitted(lake, day, context["run_id"])
+        context["outlet_events"][DRIFT].extra = {**summary, "trigger": entry}
+        ti.xcom_push(RUN_NOTE, f"drift on {day}: retraining triggered (flywheel://drift)")
         return summary
 
     emit_drift(check(days_to_check()))

@@ -89,7 +89,15 @@ def quarantined(lake) -> list[dict[str, Any]]:
 
 def drift_decisions(lake) -> list[dict[str, Any]]:
     """The drift monitor's decision of every day it judged, oldest first."""
-    keys = ("date", "drift_detected", "drift_share", "reason", "suppressed_by")
+    keys = (
+        "date",
+        "drift_detected",
+        "drift_share",
+        "reason",
+        "suppressed_by",
+        "candidate",
+        "trigger",
+    )
     return sorted(
         ({k: s.get(k) for k in keys} for s in summaries(lake)), key=lambda x: str(x["date"])
     )
@@ -194,14 +202,17 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
     lines.append("Drift decisions:")
     for d in summary["drift"]:
         reason = str(d.get("reason") or "").split(" — ")[0]
-        if d["drift_detected"]:
+        if d.get("trigger"):  # a flywheel://drift event was emitted for the day
             verdict = "DRIFT → retrain"
-        elif d.get("suppressed_by"):
-            verdict, reason = "drift, cooldown", reason + f" ({clip(d['suppressed_by'], 40)})"
+        elif d.get("candidate") or d["drift_detected"]:
+            why = d.get("suppressed_by") or "trigger not emitted"
+            verdict, reason = "drift, no retrain", reason + f" ({clip(why, 40)})"
+        elif d["drift_share"] is None:
+            verdict = "no decision"
         else:
             verdict = "ok"
         share = _fmt(d["drift_share"], 2)
-        lines.append(f"  {d['date']} {verdict:<15} share {share:<5} {clip(reason, 110)}")
+        lines.append(f"  {d['date']} {verdict:<17} share {share:<5} {clip(reason, 110)}")
     if not summary["drift"]:
         lines.append("  (no drift reports)")
     if isinstance(summary.get("serving"), dict):

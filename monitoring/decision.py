@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +40,14 @@ class DriftResult:
     prediction_drift: dict[str, float] | None = None
     quality: dict[str, float] | None = None
     snapshot_id: str | None = None
+    #: The retraining trigger emitted for this day (``{"run_id", "at"}``, from the trigger log),
+    #: or None: what the pages show comes from here, never from ``drift_detected`` alone.
+    trigger: dict[str, Any] | None = None
+    decision: str = ""
 
     def summary(self) -> dict[str, Any]:
         """Every field as a plain dict (stored as ``summary.json``, sent as Asset metadata)."""
+        self.decision = decision_label(dataclasses.asdict(self))
         return dataclasses.asdict(self)
 
     @classmethod
@@ -105,29 +111,54 @@ def decide(
     return result
 
 
+def decision_label(summary: dict[str, Any]) -> str:
+    """What happened on a day, in words, from its summary (``trigger`` = an emitted event).
+
+    ``drift, retrain triggered`` only when a trigger was emitted for the day; a drift that did
+    not trigger says why (``suppressed: …``); ``drift, trigger pending`` between the decision
+    and the emission (or when the emission failed).
+    """
+    if summary.get("trigger"):
+        run = summary["trigger"].get("run_id")
+        return "drift, retrain triggered" + (f" (run {run})" if run else "")
+    if summary.get("candidate") or summary.get("drift_detected"):
+        if summary.get("suppressed_by"):
+            return f"drift, suppressed: {summary['suppressed_by']}"
+        return "drift, trigger pending"
+    if summary.get("drift_share") is None:
+        return "no decision"
+    return "no drift"
+
+
 def apply_cooldown(
     result: DriftResult,
     config: DriftConfig,
-    last_trigger: str | None = None,
+    triggers: Iterable[str] | str | None = None,
     trainings_in_flight: int = 0,
 ) -> DriftResult:
-    """Turn a drift candidate into a trigger unless a training is queued or the last is recent.
+    """Turn a drift candidate into a trigger unless one is not due.
 
-    ``last_trigger`` is the day (ISO) of the last trigger sent, if any; a re-run of that day
-    itself is not blocked by its own trigger.
+    ``triggers``: the days (ISO) that already triggered retraining (or will, earlier in the
+    same run). Not due: the day itself already triggered (one trigger per day, whatever
+    re-runs or retries happen), a training is queued, a later day already triggered, or the
+    last earlier trigger is less than ``cooldown_days`` ago.
     """
     if not result.candidate:
         return result
     day = dt.date.fromisoformat(result.date)
-    if trainings_in_flight:
+    days = [triggers] if isinstance(triggers, str) else list(triggers or ())
+    done = sorted(dt.date.fromisoformat(d[:10]) for d in days)
+    before = [t for t in done if t < day]
+    later = [t for t in done if t > day]
+    if day in done:
+        result.suppressed_by = f"retraining for {day} was already triggered"
+    elif trainings_in_flight:
         result.suppressed_by = f"{trainings_in_flight} {TRAIN_DAG} run(s) queued"
-    elif (
-        last_trigger
-        and day > dt.date.fromisoformat(last_trigger)
-        and (day - dt.date.fromisoformat(last_trigger)).days < config.cooldown_days
-    ):
+    elif later:
+        result.suppressed_by = f"a later day ({later[-1]}) already triggered retraining"
+    elif before and (day - before[-1]).days < config.cooldown_days:
         result.suppressed_by = (
-            f"cooldown: last trigger on {last_trigger}, {config.cooldown_days} days must pass"
+            f"cooldown: last trigger on {before[-1]}, {config.cooldown_days} days must pass"
         )
     if result.suppressed_by:
         result.drift_detected = False

@@ -5,8 +5,10 @@
 (:mod:`monitoring.frames`) → Evidently report (:mod:`monitoring.report`) → decision and
 cooldown (:mod:`monitoring.decision`) → stored results. Per day D it writes
 ``reports/drift/dt=D/report.html`` beside ``summary.json`` (a re-run replaces both) and adds the
-snapshot to the Evidently workspace; a trigger is remembered in a private state file beside the
-reports, which the cooldown reads.
+snapshot to the Evidently workspace. Emitted triggers are logged in a private state file beside
+the reports (:func:`mark_emitted`, by the DAG's emitting task); the cooldown reads that log, so
+a day triggers retraining at most once, and each summary's ``decision`` label says what was
+actually emitted ("drift, retrain triggered" / "drift, suppressed: …" / "no drift").
 
 Run it without Airflow::
 
@@ -27,7 +29,13 @@ from core.settings import Settings
 from features.compute import featurised_days
 from monitoring import DriftError
 from monitoring.config import DriftConfig
-from monitoring.decision import DriftResult, apply_cooldown, decide, too_little_traffic
+from monitoring.decision import (
+    DriftResult,
+    apply_cooldown,
+    decide,
+    decision_label,
+    too_little_traffic,
+)
 from monitoring.frames import feature_frame, served_frames, stack
 from monitoring.report import add_to_workspace, report_html, run_report
 from training.registry import configure_mlflow, current_champion, model_name
@@ -167,21 +175,69 @@ def summaries(lake: Lake) -> list[dict[str, Any]]:
 
 
 def read_trigger_state(lake: Lake) -> dict[str, Any]:
-    """``{"last_trigger": ISO day, "history": [ISO days]}``, or ``{}`` before the first trigger."""
+    """``{"last_trigger": ISO day, "history": [ISO days], "emitted": {day: {run_id, at}}}``, or
+    ``{}`` before the first trigger."""
     return json.loads(lake.read_text(STATE_KEY)) if lake.exists(STATE_KEY) else {}
+
+
+def trigger_log(lake: Lake) -> dict[str, dict[str, Any]]:
+    """Every day whose retraining trigger was emitted: ``{ISO day: {"run_id", "at"}}``."""
+    state = read_trigger_state(lake)
+    log_ = {d: {"run_id": None, "at": None} for d in state.get("history", [])}
+    log_.update(state.get("emitted", {}))
+    return log_
 
 
 def last_trigger(lake: Lake) -> str | None:
     """The day (ISO) of the last retraining trigger, or None."""
-    return read_trigger_state(lake).get("last_trigger")
+    return max(trigger_log(lake), default=None)
 
 
-def record_trigger(lake: Lake, result: DriftResult) -> None:
-    """Remember that ``result``'s day sent a trigger (the cooldown counts from it)."""
-    state = read_trigger_state(lake)
-    history = [h for h in state.get("history", []) if h != result.date] + [result.date]
-    lake.write_text(
-        STATE_KEY, json.dumps({"last_trigger": result.date, "history": sorted(history)}, indent=2)
+def record_trigger(
+    lake: Lake, result: DriftResult | str, run_id: str | None = None
+) -> dict[str, Any]:
+    """Remember that a day's trigger was emitted (the cooldown counts from it, the pages say
+    so); returns its log entry. Idempotent: a day already recorded keeps its first entry."""
+    day = result if isinstance(result, str) else result.date
+    log_ = trigger_log(lake)
+    if day not in log_:
+        log_[day] = {"run_id": run_id, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        state = {"last_trigger": max(log_), "history": sorted(log_), "emitted": log_}
+        lake.write_text(STATE_KEY, json.dumps(state, indent=2, sort_keys=True))
+    return log_[day]
+
+
+def update_summary(lake: Lake, day: str, **fields: Any) -> dict[str, Any] | None:
+    """Change fields of a day's stored summary (its ``decision`` label follows)."""
+    summary = read_summary(lake, dt.date.fromisoformat(day))
+    if summary is None:
+        return None
+    summary.update(fields)
+    summary["decision"] = decision_label(summary)
+    key = report_prefix(dt.date.fromisoformat(day)) + SUMMARY_NAME
+    lake.write_text(key, json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def mark_emitted(lake: Lake, day: str, run_id: str | None = None) -> dict[str, Any]:
+    """Record day's emitted trigger and put it into the day's stored summary (its label)."""
+    entry = record_trigger(lake, day, run_id)
+    summary = read_summary(lake, dt.date.fromisoformat(day))
+    if summary is not None and summary.get("trigger") != entry:
+        update_summary(lake, day, trigger=entry)
+    return entry
+
+
+def mark_superseded(lake: Lake, day: str, by: str) -> None:
+    """A day that would have triggered, replaced by a newer day's trigger in the same run."""
+    summary = read_summary(lake, dt.date.fromisoformat(day)) or {}
+    why = f"superseded by the trigger for {by} in the same run"
+    update_summary(
+        lake,
+        day,
+        drift_detected=False,
+        suppressed_by=why,
+        reason=str(summary.get("reason", "")) + f" — not triggering ({why})",
     )
 
 
@@ -235,21 +291,28 @@ def monitor_day(
     trainings_in_flight: int = 0,
     reference_window: tuple[dt.date, dt.date] | None = None,
     settings: Settings | None = None,
+    pending_triggers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The whole daily check: champion → report → decision with cooldown → stored summary.
 
-    Returns the summary dict (``drift_detected``, ``drift_share``, ``drifted_columns``,
-    ``quality_drop``, ``reason``, ``report_uri`` and details). Re-running a day overwrites it.
+    Returns the summary dict (``drift_detected``: a trigger is due, ``drift_share``,
+    ``drifted_columns``, ``quality_drop``, ``reason``, ``report_uri``, ``trigger``: the trigger
+    already emitted for the day, ``decision``: the label, and details). Re-running a day
+    overwrites it but never makes a day trigger twice: the cooldown reads the trigger log
+    (:func:`trigger_log`) plus ``pending_triggers`` (days that will trigger in the same run).
+    Emitting the trigger is the caller's (the DAG's): it records it with :func:`mark_emitted`.
     """
     config = config or DriftConfig()
     lake = lake or get_lake()
     window, champion, why_not = _reference(day, reference_window, settings)
+    emitted = trigger_log(lake)
     if window is None:
-        return store(lake, day, DriftResult.no_decision(day, why_not), None, settings).summary()
+        result = DriftResult.no_decision(day, why_not)
+        result.trigger = emitted.get(day.isoformat())
+        return store(lake, day, result, None, settings).summary()
     result, snapshot = check_drift(lake, day, window, config)
     result.champion_version = champion.version if champion else None
-    apply_cooldown(result, config, last_trigger(lake), trainings_in_flight)
+    apply_cooldown(result, config, [*emitted, *pending_triggers], trainings_in_flight)
+    result.trigger = emitted.get(day.isoformat())
     store(lake, day, result, snapshot, settings)
-    if result.drift_detected:
-        record_trigger(lake, result)
     return result.summary()

@@ -8,7 +8,16 @@ import json
 import typer
 
 from core.errors import FlywheelError
+from core.names import DRIFT_DAG, FEATURES_DAG, INGEST_DAG, TRAIN_DAG
 from flywheel.airflow_env import ensure_db, run_airflow
+
+#: The Param through which each DAG takes its data day: ``--date D`` sets it to D.
+DAY_PARAMS: dict[str, str] = {
+    INGEST_DAG: "day",
+    FEATURES_DAG: "day",
+    DRIFT_DAG: "day",
+    TRAIN_DAG: "end_day",
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -30,23 +39,39 @@ def register(app: typer.Typer) -> None:
     def dag_test_cmd(
         dag_id: str = typer.Argument(..., help="DAG id, e.g. ingest_events"),
         date: str = typer.Option(
-            ..., "--date", help="Logical date YYYY-MM-DD (the data interval's start)"
+            ...,
+            "--date",
+            help="Data day YYYY-MM-DD the run processes: passed as the DAG's day Param "
+            '(conf {"day": D}; {"end_day": D} for train_recommender, the window\'s last '
+            "day) unless --conf sets it; also the run's logical date",
         ),
-        conf: str | None = typer.Option(None, "--conf", help="JSON run configuration"),
+        conf: str | None = typer.Option(
+            None, "--conf", help="JSON run configuration (its keys win over --date)"
+        ),
     ) -> None:
-        """Run one DAG run through Airflow's own dag.test(); exit non-zero when the run fails."""
+        """Run one DAG run through Airflow's own dag.test(); exit non-zero when the run fails.
+
+        `flywheel dag test ingest_events --date 2026-02-04` ingests data day 2026-02-04 (a
+        manual run's data interval alone would be the day before: Airflow infers the last
+        complete day before the logical date).
+        """
         try:
             day = dt.date.fromisoformat(date)
         except ValueError:
             raise FlywheelError(f"--date {date!r} is not a date (expected YYYY-MM-DD)") from None
-        args = ["dags", "test", dag_id, day.isoformat()]
+        run_conf: dict = {}
         if conf is not None:
             try:
-                if not isinstance(json.loads(conf), dict):
+                run_conf = json.loads(conf)
+                if not isinstance(run_conf, dict):
                     raise ValueError
             except ValueError:
                 raise FlywheelError(f"--conf {conf!r} is not a JSON object") from None
-            args += ["--conf", conf]
+        if dag_id in DAY_PARAMS:
+            run_conf = {DAY_PARAMS[dag_id]: day.isoformat(), **run_conf}
+        args = ["dags", "test", dag_id, day.isoformat()]
+        if run_conf:
+            args += ["--conf", json.dumps(run_conf)]
         ensure_db()
         code = run_airflow(args)
         if code != 0:

@@ -12,8 +12,9 @@ from tests.conftest import load_dag
 from tests.data.conftest import DAY0, events_table, put, write_day
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def dag(airflow_db):
+    """Parsed afresh per test: ``dag.test(run_conf=…)`` leaves the conf in the tasks' params."""
     return load_dag("ingest_events")
 
 
@@ -77,6 +78,84 @@ def test_pass_emits_asset_then_fail_quarantines(dag, lake):
     assert not lake.exists(key)
     assert lake.partition_files("validated", "events", day) == []
     assert _asset_events(run) == []
+    # the reason is on the run itself (its note), not only in the task log
+    assert _note(run).startswith("rejected by the gate: ")
+    assert "2026-01-02" in _note(run) and "value" in _note(run)
+
+
+def _note(run) -> str | None:
+    """The run's note as the Airflow UI shows it (read back from the database)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        dr = session.scalar(
+            select(DagRun).where(DagRun.dag_id == run.dag_id, DagRun.run_id == run.run_id)
+        )
+        return dr.note
+
+
+def _returned(run) -> dict:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(
+            XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, key="return_value")
+        ).all()
+        (row,) = rows
+        return XComModel.deserialize_value(row)
+
+
+def test_day_param_runs_that_data_day(dag, lake):
+    """`day` = D (what `flywheel dag test ingest_events --date D` and the trigger form pass)
+    ingests data day D whatever the logical date, and the run says so in its note."""
+    day = dt.date(2026, 2, 4)
+    write_day(lake, day, with_catalog=True)
+    logical = pendulum.datetime(2026, 2, 4, tz="UTC")  # a manual run's interval: 02-03
+    run = dag.test(logical_date=logical, run_conf={"day": "2026-02-04"})
+    assert run.state == "success"
+    assert lake.exists("validated/events/dt=2026-02-04/part-00000.parquet")
+    assert lake.partitions("validated", "events") == [day]
+    assert _returned(run)["date"] == "2026-02-04"
+    assert _note(run).startswith("ingested 2026-02-04: 40 events published")
+    (extra,) = _asset_events(run)
+    assert extra["date"] == "2026-02-04"
+
+
+def test_manual_run_of_a_day_without_data_fails_at_once(dag, lake):
+    """No raw events for a manually chosen day: failed on the first try, the reason in the note
+    (no retries with back-off: nothing will land while the user waits)."""
+    run = dag.test(
+        logical_date=pendulum.datetime(2026, 2, 9, tz="UTC"), run_conf={"day": "2026-02-07"}
+    )
+    assert run.state == "failed"
+    ti = run.get_task_instance("validate_and_publish")
+    assert ti.state == "failed" and ti.try_number == 1
+    assert _note(run).startswith("no raw events for 2026-02-07 under ")
+
+
+def test_scheduled_run_without_data_is_skipped_not_failed(dag, lake, monkeypatch):
+    """A scheduled run whose day has no data (its wait long over) is not a red failure: the
+    task is skipped, the run succeeds, and its note says there was no data for the day."""
+    import airflow.models.dagrun as dagrun_module
+    from airflow.utils.types import DagRunType
+
+    create = dagrun_module.get_or_create_dagrun
+
+    def as_scheduled(**kwargs):  # what the scheduler creates: run_type "scheduled"
+        dr = create(**kwargs)
+        dr.run_type = DagRunType.SCHEDULED
+        kwargs["session"].commit()
+        return dr
+
+    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", as_scheduled)
+    run = _run(dag, dt.date(2026, 2, 11))
+    assert run.run_type == DagRunType.SCHEDULED
+    assert run.state == "success"
+    assert run.get_task_instance("validate_and_publish").state == "skipped"
+    assert _note(run).startswith("no data for 2026-02-11 yet")
 
 
 def test_range_run_ingests_many_days_in_one_task(dag, lake):
@@ -111,5 +190,7 @@ def test_range_run_ingests_many_days_in_one_task(dag, lake):
 
 def test_params_are_in_the_trigger_form(dag):
     params = dag.params.dump()
-    assert set(params) >= {"gate", "start", "end"}
-    assert params["gate"] == {} and params["start"] is None
+    assert set(params) >= {"day", "gate", "start", "end"}
+    assert params["gate"] == {} and params["start"] is None and params["day"] is None
+    # the form tells which day an empty `day` gives a manual run
+    assert "day BEFORE the logical date" in dag.params.get_param("day").description

@@ -126,3 +126,21 @@ def test_settings_hide_credentials_in_uris(env):
     out = run("settings", env={**env, "FLYWHEEL_MLFLOW_TRACKING_URI": uri})
     assert out.returncode == 0 and "s3cr3t-pw" not in out.stdout
     assert "http://***@mlflow:5000" in out.stdout
+
+
+def test_dag_test_date_is_the_data_day(env, lake):
+    """`flywheel dag test ingest_events --date D` ingests data day D (not D-1, the interval
+    Airflow infers for a manual run), and a day without raw data fails at once, non-zero."""
+    import datetime as dt
+
+    from tests.data.conftest import write_day
+
+    write_day(lake, dt.date(2026, 2, 4), with_catalog=True)
+    out = run("dag", "test", "ingest_events", "--date", "2026-02-04", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [d.isoformat() for d in lake.partitions("validated", "events")] == ["2026-02-04"]
+    assert "data day 2026-02-04" in out.stdout + out.stderr
+
+    out = run("dag", "test", "ingest_events", "--date", "2026-02-06", env=env)
+    assert out.returncode != 0
+    assert "no raw events for 2026-02-06" in out.stdout + out.stderr

@@ -17,9 +17,16 @@ import pytest
 from core.lake import RAW, Lake, get_lake, partition_prefix
 from core.names import CHAMPION, DRIFT_DAG
 from monitoring.config import DriftConfig
-from monitoring.decision import DriftResult, apply_cooldown
+from monitoring.decision import DriftResult, apply_cooldown, decision_label
 from monitoring.frames import slate_rows
-from monitoring.monitor import STATE_KEY, last_trigger, monitor_day, read_summary, record_trigger
+from monitoring.monitor import (
+    STATE_KEY,
+    last_trigger,
+    mark_emitted,
+    monitor_day,
+    read_summary,
+    record_trigger,
+)
 from monitoring.report import PROJECT
 from simulation.simulator import simulate
 from tests.unit.test_drift_detection import validate_raw
@@ -73,7 +80,15 @@ def test_drift_day_writes_report_summary_and_workspace_run(home_lake, fw_home):
     stored = json.loads(home_lake.read_text(prefix + "summary.json"))
     for key in ("drift_detected", "drift_share", "drifted_columns", "quality_drop", "reason"):
         assert stored[key] == summary[key]
+    # decided, not yet emitted: the label says so, and no trigger is logged until it goes out
+    assert summary["decision"] == "drift, trigger pending" and summary["trigger"] is None
+    assert not home_lake.exists(STATE_KEY)
+    entry = mark_emitted(home_lake, _day(ONSET).isoformat(), "run-a")
     assert json.loads(home_lake.read_text(STATE_KEY))["last_trigger"] == _day(ONSET).isoformat()
+    stored = read_summary(home_lake, _day(ONSET))
+    assert (
+        stored["trigger"] == entry and stored["decision"] == "drift, retrain triggered (run run-a)"
+    )
 
     ws = Workspace(str(fw_home / "evidently"))
     (project,) = ws.search_project(PROJECT)
@@ -81,6 +96,9 @@ def test_drift_day_writes_report_summary_and_workspace_run(home_lake, fw_home):
     # re-running the day replaces its report and its workspace run, never duplicates them
     again = monitor_day(_day(ONSET), reference_window=WINDOW)
     assert again["drifted_columns"] == summary["drifted_columns"]
+    # ... and never makes the day trigger a second time; its label still says what went out
+    assert again["drift_detected"] is False and "already triggered" in again["suppressed_by"]
+    assert again["trigger"] == entry and again["decision"].startswith("drift, retrain triggered")
     assert len(ws.list_runs(project.id)) == 1
     assert home_lake.list(prefix) == [prefix + "report.html", prefix + "summary.json"]
 
@@ -126,8 +144,25 @@ def test_cooldown_after_trigger_and_while_training(lake):
         _candidate(d0 + dt.timedelta(days=5)), config, last_trigger(lake), trainings_in_flight=1
     )
     assert not busy.drift_detected and "queued" in busy.suppressed_by
-    # re-running the trigger day itself is not blocked by its own trigger
-    assert apply_cooldown(_candidate(d0), config, last_trigger(lake)).drift_detected
+    # re-running the trigger day never triggers it again (one event per day) ...
+    again = apply_cooldown(_candidate(d0), config, last_trigger(lake))
+    assert not again.drift_detected and "already triggered" in again.suppressed_by
+    # ... nor does a day older than one that triggered
+    older = apply_cooldown(_candidate(d0 - dt.timedelta(days=5)), config, last_trigger(lake))
+    assert not older.drift_detected and "later day (2026-01-10)" in older.suppressed_by
+    # a trigger pending earlier in the same run counts like an emitted one
+    pending = apply_cooldown(
+        _candidate(d0 + dt.timedelta(days=4)), config, ["2026-01-10", "2026-01-13"]
+    )
+    assert not pending.drift_detected and "last trigger on 2026-01-13" in pending.suppressed_by
+    labels = {
+        "trigger": decision_label({**first.summary(), "trigger": {"run_id": "r1"}}),
+        "suppressed": decision_label(pending.summary()),
+    }
+    assert labels == {
+        "trigger": "drift, retrain triggered (run r1)",
+        "suppressed": "drift, suppressed: cooldown: last trigger on 2026-01-13, 3 days must pass",
+    }
 
 
 def _impressions(lake: Lake, day: dt.date, users, items, clicked_share: float) -> None:
