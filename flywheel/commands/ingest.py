@@ -15,6 +15,7 @@ from flywheel.backfill import DAYS_PER_RUN, airflow_backfill
 from ingestion.bulk import ingest_range
 from ingestion.importers import import_file
 from ingestion.pipeline import ingest_day
+from ingestion.retention import expire_raw
 from validation.config import GateConfig, parse_overrides
 from validation.gate import GateFailure
 from validation.results import read_quality_history
@@ -185,11 +186,35 @@ def quality_cmd(
         typer.echo(f"{r['date']}  {r['table']:<7} {status}  {r['rows']:>9} rows  {why}")
 
 
+def expire_raw_cmd(
+    keep_days: int | None = typer.Option(
+        None,
+        "--keep-days",
+        help="keep this many days of raw data (default: FLYWHEEL_RAW_RETENTION_DAYS)",
+    ),
+    today: str = typer.Option("", "--today", help="count back from this day (default: today, UTC)"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="list what would be deleted, delete nothing"
+    ),
+) -> None:
+    """Delete raw files (they hold raw user ids) of days validated and older than the retention.
+
+    Only files a published validation covered go; quarantined, unvalidated or late files stay.
+    """
+    day = _date(today, "--today") if today else None
+    expired = expire_raw(today=day, keep_days=keep_days, dry_run=dry_run)
+    for key in expired:
+        typer.echo(key)
+    verb = "would expire" if dry_run else "expired"
+    typer.echo(f"{verb} {len(expired)} raw file(s)")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``flywheel import|ingest|ingest-range|gate-config|backfill|quality`` to ``app``."""
+    """Add ``flywheel import|ingest|ingest-range|gate-config|backfill|quality|expire-raw``."""
     app.command("import")(import_cmd)
     app.command("ingest")(ingest_cmd)
     app.command("ingest-range")(ingest_range_cmd)
     app.command("gate-config")(gate_config_cmd)
     app.command("backfill")(backfill_cmd)
     app.command("quality")(quality_cmd)
+    app.command("expire-raw")(expire_raw_cmd)

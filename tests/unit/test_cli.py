@@ -144,3 +144,23 @@ def test_dag_test_date_is_the_data_day(env, lake):
     out = run("dag", "test", "ingest_events", "--date", "2026-02-06", env=env)
     assert out.returncode != 0
     assert "no raw events for 2026-02-06" in out.stdout + out.stderr
+
+
+def test_expire_raw_dry_run_then_for_real(env, lake):
+    import datetime as dt
+
+    from ingestion.pipeline import ingest_day
+    from simulation.simulator import simulate
+
+    day = dt.date(2026, 1, 1)
+    simulate(lake, days=1, users=50, items=20, start=day)
+    ingest_day(day, lake=lake)
+    later = (day + dt.timedelta(days=40)).isoformat()
+    dry = run("expire-raw", "--today", later, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would expire 3 raw file(s)" in dry.stdout and lake.list("raw/events/")
+    done = run("expire-raw", "--today", later, "--keep-days", "30", env=env)
+    assert done.returncode == 0 and "expired 3 raw file(s)" in done.stdout
+    assert lake.list("raw/events/") == [] and lake.list("validated/events/")
+    bad = run("expire-raw", "--today", "yesterday", env=env)
+    assert bad.returncode != 0 and "--today 'yesterday' is not a date" in bad.stdout + bad.stderr
