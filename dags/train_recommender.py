@@ -20,7 +20,8 @@ Runs when new features land (Asset `flywheel://features`) or drift is decided (A
    baselines (popularity, recent popularity, implicit's ALS, BPR and item-kNN, each with a
    popularity fallback) on the same holdout requests: NDCG@10 and Recall@20 for all, warm and
    cold users with bootstrap 95 % intervals, logged on the candidate's MLflow run.
-4. **register** — a new version of `flywheel-recommender`, alias `challenger`.
+4. **register** — a new version of `flywheel-recommender` (once per MLflow run: a retry finds
+   it); no alias moves (`challenger` is set only on purpose, for an A/B test).
 5. **promote** — champion only if NDCG@10 beats the champion's by the margin and Recall@20 drops
    at most the tolerance, and beats the baseline `promotion.must_beat` names (default: the
    stronger of the two popularities, less `promotion.baseline_tolerance`), after an
@@ -196,7 +197,7 @@ def train_recommender():
 
     @task
     def register(summary: dict, trained: dict) -> str:
-        """A new registered version, alias `challenger`."""
+        """The candidate's registered version (found again on a retry; no alias moves)."""
         from training import pipeline
 
         return pipeline.register(trained, summary)

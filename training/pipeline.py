@@ -14,16 +14,18 @@ import time
 from typing import Any
 
 from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
 
 from core.contract import EVENTS
 from core.errors import FlywheelError
 from core.lake import VALIDATED, get_lake
 from features.compute import latest_day
 from training.config import TrainingConfig
-from training.data import build_training_set, load_training_set
+from training.data import TrainingSet, build_training_set, load_training_set
 from training.evaluation import (
+    Requests,
     baseline_metrics,
-    evaluate_champion,
+    evaluate_model,
     paired_difference,
     predict_lists,
     requests_for,
@@ -36,6 +38,7 @@ from training.registry import (
     configure_mlflow,
     decide,
     infra_validate,
+    load_champion,
     load_recommender,
     model_name,
     record_decision,
@@ -134,7 +137,7 @@ def evaluate(cfg: TrainingConfig, location: str, trained: dict[str, Any]) -> dic
     reqs = requests_for(ts, cfg)
     cand_lists = predict_lists(load_recommender(trained["model_uri"]), reqs)
     candidate = score_lists(cand_lists, reqs, ts, cfg)
-    champion, champion_version, note = evaluate_champion(client, ts, cfg, reqs)
+    champion, champion_version, note = champion_metrics(client, ts, cfg, reqs)
     baselines, lists = baseline_metrics(ts, cfg, reqs)
     best = strongest(baselines)
     bar = gate_baseline(baselines, cfg.promotion.must_beat)
@@ -172,6 +175,34 @@ def evaluate(cfg: TrainingConfig, location: str, trained: dict[str, Any]) -> dic
     }
 
 
+def champion_metrics(
+    client: MlflowClient, ts: TrainingSet, cfg: TrainingConfig, reqs: Requests
+) -> tuple[dict[str, float] | None, str | None, str]:
+    """(metrics, version, note) of the champion on the candidate's holdout requests.
+
+    ``metrics`` is None with no champion, or one whose artifact is gone, corrupt or cannot
+    answer (the note says which; the gate then holds the candidate to the baselines). A
+    registry that does not answer fails the step after :func:`~training.registry.load_champion`'s
+    retries: never a silent comparison with the baselines only.
+    """
+    model, version, note = load_champion(client)
+    if model is None:
+        return None, version, note
+    try:
+        return evaluate_model(model, ts, cfg, reqs), version, note
+    except Exception as exc:  # a champion that cannot answer must not block the pipeline
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        log.warning("champion v%s cannot answer: %s", version, msg)
+        return (
+            None,
+            version,
+            (
+                f"champion v{version} cannot answer ({type(exc).__name__}: {msg}), "
+                "candidate judged against the baselines"
+            ),
+        )
+
+
 NON_PERSONAL = ("popularity", "recent_popularity")  # what serving answers without a model
 
 
@@ -194,7 +225,8 @@ def _metric_list(metrics: dict[str, float]) -> list[Metric]:
 
 
 def register(trained: dict[str, Any], summary: dict[str, Any]) -> str:
-    """Register the candidate with its data window and feature service; its version."""
+    """The candidate's registered version, with its data window and feature service: registered
+    once per MLflow run (a retried task finds it); no alias moves."""
     client = configure_mlflow()
     tags = {
         "data_window_start": summary["window_start"],
@@ -211,7 +243,8 @@ def promote(
     evaluation: dict[str, Any],
     version: str,
 ) -> dict[str, Any]:
-    """Gate, then infra-validation, then the alias; the decision is logged and tagged."""
+    """Gate, then infra-validation, then the alias, then the decision's tags (in that order: see
+    :func:`~training.registry.record_decision`); safe to run again after a crash."""
     client = configure_mlflow()
     bar_name = evaluation.get("gate_baseline_name", evaluation["baseline_name"])
     decision = decide(

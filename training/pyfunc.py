@@ -9,6 +9,7 @@ model the same way: :func:`training.registry.load_recommender`.
 
 from __future__ import annotations
 
+import pickle
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ def save_artifacts(
     torch.save(
         {
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "encoder": encoder.to_dict(),
-            "config": cfg.to_dict(),
+            "encoder": plain(encoder.to_dict()),
+            "config": plain(cfg.to_dict()),
             "item_ids": [str(i) for i in item_ids],
             "item_embeddings": item_embeddings.detach().cpu().float(),
         },
@@ -53,10 +54,22 @@ def save_artifacts(
     return folder
 
 
+def load_blob(path: Path) -> dict[str, Any]:
+    """``recommender.pt`` with ``weights_only=True``: tensors and plain values only; a file that
+    pickles anything else (code that would run on load) is refused with a FlywheelError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise FlywheelError(
+            f"model file {path} holds more than tensors and plain values; refused: "
+            f"{str(exc).splitlines()[0][:300]}"
+        ) from None
+
+
 def load_retriever(folder: str | Path) -> Retriever:
     """A :class:`training.model.Retriever` from a folder written by :func:`save_artifacts`."""
     folder = Path(folder)
-    blob = torch.load(folder / "recommender.pt", map_location="cpu", weights_only=False)
+    blob = load_blob(folder / "recommender.pt")
     cfg = TrainingConfig.from_dict(blob["config"])
     encoder = FeatureEncoder.from_dict(blob["encoder"])
     model = TwoTower(encoder, cfg.model)
@@ -169,6 +182,20 @@ def log_recommender(
         input_example=example,
         pip_requirements=_requirements(),
     )
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars made Python numbers, so that a ``weights_only`` load
+    accepts it (dicts, lists, tuples, tensors and Python scalars stay what they are)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _requirements() -> list[str]:

@@ -1,17 +1,28 @@
 """MLflow: tracking setup, registration, aliases, the promotion gate and infra-validation.
 
-Registered model ``settings.registered_model`` (``flywheel-recommender``) with aliases
-``champion`` (what serving loads) and ``challenger`` (the latest registered candidate); no stages.
+Registered model ``settings.registered_model`` (``flywheel-recommender``) with two aliases and no
+stages. ``champion`` is what serving loads; only a promotion moves it (:func:`record_decision`).
+``challenger`` is the version serving's A/B test sends ``FLYWHEEL_AB_CHALLENGER_SHARE`` of users
+to; training never moves it (a new version, promoted or rejected, leaves it where it was): it is
+set on purpose by whoever starts an A/B test (MLflow UI, or ``MlflowClient.
+set_registered_model_alias``) and deleted to end the test.
 
 The gate (:func:`decide`): a candidate becomes champion only when its holdout NDCG@10 beats the
 champion's by more than ``promotion.margin``, its Recall@20 drops by at most
 ``promotion.recall_tolerance``, and its NDCG@10 beats the strongest baseline's (popularity,
 recent popularity, implicit ALS/BPR/item-kNN with a popularity fallback -- all evaluated on the same
 holdout requests, :mod:`training.evaluation`) times ``1 - promotion.baseline_tolerance``; with no
-champion (or a champion whose artifact cannot be loaded) only the baseline rule applies. Before any promotion the
-candidate is loaded exactly as serving loads it (:func:`load_recommender`) and answers a sample of
-requests (:func:`infra_validate`); a failure blocks the promotion. Candidate and champion are
-scored on the holdout in :mod:`training.evaluation`.
+champion (or a champion whose artifact is gone or corrupt) only the baseline rule applies. A
+registry or artifact store that does not answer is never read as "no champion": the champion is
+looked up and loaded :data:`ATTEMPTS` times (:func:`load_champion`), then the step fails. Before
+any promotion the candidate is loaded exactly as serving loads it (:func:`load_recommender`) and
+answers a sample of requests (:func:`infra_validate`); a failure blocks the promotion. Candidate
+and champion are scored on the holdout in :mod:`training.evaluation`.
+
+Crash consistency: :func:`register` is idempotent by MLflow run id (a retry finds the version
+registered for the run instead of adding one); :func:`record_decision` moves ``champion`` first
+and writes the ``promotion_decision`` tags after, so a failure between the two never leaves a
+version tagged ``promoted`` that is not champion, and a retry completes it.
 
 MLflow is imported inside the functions: the CLI, the Airflow UI plugin and drift monitoring
 import this module to read the registry and must stay fast.
@@ -22,12 +33,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import FlywheelError
-from core.names import CHALLENGER, CHAMPION
+from core.names import CHAMPION
 from core.settings import Settings, get_settings
 from training.request import one_row_request
 
@@ -51,6 +63,9 @@ LINEAGE_TAGS = (
     "promotion_decision",
     "promotion_reason",
     "strongest_baseline",
+    "holdout_start",
+    "champion_evaluation",
+    "airflow_dag_run",
 )
 #: Run metrics :func:`list_versions` returns (the model, champion and baselines on the holdout).
 METRIC_PREFIXES = (
@@ -61,6 +76,7 @@ METRIC_PREFIXES = (
     "baseline_",
     "strongest_baseline_",
     "vs_strongest_baseline_",
+    "champion_",
 )
 
 
@@ -70,6 +86,65 @@ class InfraValidationError(FlywheelError):
 
 class RegistryError(FlywheelError):
     """The model registry cannot be reached or holds something unexpected."""
+
+
+T = TypeVar("T")
+#: Tries of a registry or artifact read that failed transiently, before the step fails.
+ATTEMPTS = 3
+RETRY_WAIT_S = 1.0  # doubles after each try
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+_TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED")
+_TRANSIENT_NAMES = (
+    "ConnectionError",  # requests, botocore, builtins
+    "Timeout",
+    "MaxRetryError",
+    "NewConnectionError",
+    "EndpointConnectionError",
+    "OperationalError",  # SQLAlchemy: database locked or unreachable
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the registry or artifact store did not answer,
+    rather than that something is missing or broken: worth another try."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionError | TimeoutError):
+            return True
+        if any(n in c.__name__ for c in type(seen).__mro__ for n in _TRANSIENT_NAMES):
+            return True
+        code = str(getattr(seen, "error_code", ""))
+        if code in _TRANSIENT_CODES or (
+            code == "INTERNAL_ERROR" and str(seen).startswith("API request to")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def retrying(what: str, fn: Callable[[], T], attempts: int | None = None) -> T:
+    """``fn()``, tried again on a transient error (:func:`is_transient`) up to ``attempts``
+    times in all; then a :class:`RegistryError` naming ``what``. Other errors pass through."""
+    attempts = attempts or ATTEMPTS
+    wait = RETRY_WAIT_S
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            if attempt == attempts:
+                raise RegistryError(
+                    f"{what}: the registry did not answer after {attempts} tries "
+                    f"({type(exc).__name__}: {msg})"
+                ) from None
+            log.warning(
+                "%s: try %d/%d failed (%s), again in %.0f s", what, attempt, attempts, msg, wait
+            )
+            time.sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
 
 
 # --- setup ----------------------------------------------------------------------------------
@@ -192,13 +267,55 @@ def decide(
 
 
 def current_champion(client: MlflowClient, name: str | None = None):
-    """The champion's ModelVersion, or ``None`` when the alias is not set (or no model yet)."""
+    """The champion's ModelVersion, or ``None`` when the alias is not set (or no model yet).
+
+    A registry that does not answer is not "no champion": transient errors are retried, then
+    raise :class:`RegistryError`.
+    """
     from mlflow.exceptions import MlflowException
 
+    def lookup():
+        try:
+            return client.get_model_version_by_alias(name or model_name(), CHAMPION)
+        except MlflowException as exc:
+            if str(getattr(exc, "error_code", "")) in _NOT_FOUND and not is_transient(exc):
+                return None
+            raise
+
+    return retrying("looking up the champion", lookup)
+
+
+def load_champion(
+    client: MlflowClient, name: str | None = None
+) -> tuple[PyFuncModel | None, str | None, str]:
+    """(model, version, note) of the champion to compare a candidate with.
+
+    ``model`` is None with no champion, or when its artifact is gone or corrupt (the note says
+    so: the candidate is then judged against the baselines, with that reason). A registry or
+    artifact store that does not answer is retried, then raises :class:`RegistryError`: the
+    step fails rather than lowering the bar.
+    """
+    name = name or model_name()
+    mv = current_champion(client, name)
+    if mv is None:
+        return None, None, "no champion yet"
     try:
-        return client.get_model_version_by_alias(name or model_name(), CHAMPION)
-    except MlflowException:
-        return None
+        model = retrying(
+            f"loading champion v{mv.version}",
+            lambda: load_recommender(f"models:/{name}@{CHAMPION}"),
+        )
+    except RegistryError:
+        raise
+    except Exception as exc:  # a missing/corrupt artifact must not block the pipeline
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        log.warning("champion v%s cannot be loaded: %s", mv.version, msg)
+        return (
+            None,
+            str(mv.version),
+            f"champion v{mv.version} cannot be loaded ({type(exc).__name__}: {msg}), "
+            "candidate judged against the baselines",
+        )
+    return model, str(mv.version), f"champion v{mv.version}"
 
 
 # --- infra validation -----------------------------------------------------------------------
@@ -217,7 +334,9 @@ def infra_validate(
 
     t0 = time.perf_counter()
     try:
-        model = load_recommender(model_uri)
+        model = retrying(f"loading candidate {model_uri}", lambda: load_recommender(model_uri))
+    except RegistryError:
+        raise  # the registry did not answer: the step fails, the candidate is not judged
     except Exception as exc:
         raise InfraValidationError(
             f"candidate {model_uri} cannot be loaded as serving loads it: {type(exc).__name__}: {exc}"
@@ -281,36 +400,50 @@ def infra_validate(
 def register(
     client: MlflowClient, model_uri: str, run_id: str, tags: dict[str, str] | None = None
 ) -> str:
-    """Register ``model_uri`` as a new version (alias ``challenger``); returns the version."""
+    """The version of ``model_uri`` registered for MLflow run ``run_id``: found when a previous
+    try registered it (idempotent by run id), else registered now. Moves no alias."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     name = model_name()
+    tags = {k: str(v) for k, v in (tags or {}).items()} | {"run_id": run_id}
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if is_transient(exc):
+            raise
         client.create_registered_model(
             name, description="Flywheel two-tower recommender (training/)"
         )
-    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
-    client.set_model_version_tag(name, mv.version, "run_id", run_id)
-    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    mv = registered_for_run(client, name, run_id)
+    if mv is None:
+        mv = mlflow.register_model(model_uri, name, tags=tags)
+    else:
+        log.info("run %s is already registered as %s v%s (a retry)", run_id, name, mv.version)
+    for key, value in tags.items():  # a retry completes tags a crash left out
+        if (mv.tags or {}).get(key) != value:
+            client.set_model_version_tag(name, mv.version, key, value)
     return str(mv.version)
 
 
+def registered_for_run(client: MlflowClient, name: str, run_id: str):
+    """The oldest version of ``name`` registered from MLflow run ``run_id`` (None if none)."""
+    found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    return min(found, key=lambda m: int(m.version), default=None)
+
+
 def record_decision(client: MlflowClient, version: str, run_id: str, decision: Decision) -> None:
-    """Tags on the run and the version; alias ``champion`` moves only when promoted."""
+    """The alias ``champion`` (only when promoted) first, then the decision's tags on the
+    version and the run: a crash in between leaves no version tagged ``promoted`` that is not
+    champion, and running it again completes the promotion. ``challenger`` is never moved."""
     name = model_name()
     verdict = "promoted" if decision.promote else "rejected"
-    for setter, target in (
-        (client.set_tag, run_id),
-        (lambda k, v: client.set_model_version_tag(name, version, k, v), None),
-    ):
-        args = (target,) if target else ()
-        setter(*args, "promotion_decision", verdict)
-        setter(*args, "promotion_reason", decision.reason[:5000])
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
+    reason = decision.reason[:5000]
+    for key, value in (("promotion_reason", reason), ("promotion_decision", verdict)):
+        client.set_model_version_tag(name, version, key, value)
+        client.set_tag(run_id, key, value)
     log.info("promotion of %s v%s: %s — %s", name, version, verdict, decision.reason)
 
 

@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 import subprocess
@@ -67,7 +68,7 @@ from training.config import TrainConfig, TrainingConfig
 from training.data import TrainingSet, build_training_set, load_training_set
 from training.evaluation import holdout_metrics, validation_metrics
 from training.model import FeatureEncoder, Retriever, TwoTower, history_index
-from training.pyfunc import log_recommender, save_artifacts
+from training.pyfunc import log_recommender, plain, save_artifacts
 from training.registry import configure_mlflow, experiment_id
 
 log = logging.getLogger("training.train")
@@ -459,20 +460,37 @@ class Progress:
 def checkpoint_state(
     job: Job, cfg: TrainingConfig, progress: Progress, run_key: str
 ) -> dict[str, Any]:
-    """The checkpoint: model, optimizer, config, encoder, epoch, best metric and the rest."""
+    """The checkpoint: model, optimizer, config, encoder, epoch, best metric and the rest.
+
+    Only tensors and plain values (dict, list, str, int, float, bool, None), so
+    :func:`load_checkpoint` reads it with ``weights_only=True``.
+    """
     return {
         "model": job.model.state_dict(),
         "optimizer": job.optimizer.state_dict(),
-        "config": cfg.to_dict(),
-        "encoder": job.encoder.to_dict(),
-        "epoch": progress.epoch,
-        "best_metric": progress.best_metric,
+        "config": plain(cfg.to_dict()),
+        "encoder": plain(job.encoder.to_dict()),
+        "epoch": int(progress.epoch),
+        "best_metric": float(progress.best_metric),
         "best_state": progress.best_state,
-        "bad_epochs": progress.bad_epochs,
-        "history": progress.history,
+        "bad_epochs": int(progress.bad_epochs),
+        "history": plain(progress.history),
         "mlflow_run_id": progress.mlflow_run_id,
         "run_key": run_key,
     }
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file, loaded with ``weights_only=True``: tensors and plain values only, so a
+    crafted file (a pickled object that would run code, e.g. from a tampered MLflow artifact)
+    is refused with a :class:`~core.errors.FlywheelError`, never executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise FlywheelError(
+            f"checkpoint {path} holds more than tensors and plain values; refused: "
+            f"{str(exc).splitlines()[0][:300]}"
+        ) from None
 
 
 def resume(
@@ -521,7 +539,7 @@ def find_checkpoint(run_key: str, client: MlflowClient | None = None) -> dict[st
     """The last checkpoint of ``run_key``: local first, else the unfinished MLflow run's artifact."""
     local = checkpoint_dir(run_key) / CHECKPOINT
     if local.exists():
-        return torch.load(local, map_location="cpu", weights_only=False)
+        return load_checkpoint(local)
     if client is None:
         return None
     runs = client.search_runs(
@@ -536,7 +554,7 @@ def find_checkpoint(run_key: str, client: MlflowClient | None = None) -> dict[st
                 path = client.download_artifacts(run.info.run_id, f"checkpoints/{CHECKPOINT}", tmp)
             except Exception:  # no checkpoint logged before the crash
                 return None
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return load_checkpoint(path)
     return None
 
 

@@ -194,12 +194,19 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     )
     assert len(with_features["item_ids"][0]) == 10
 
-    # a tie with the champion under a margin is rejected; the champion stays
+    # registering v1 moved no challenger: only an A/B test started on purpose sets it
+    assert set(client.get_registered_model("flywheel-recommender").aliases) == {"champion"}
+    client.set_registered_model_alias("flywheel-recommender", "challenger", "1")
+
+    # a tie with the champion under a margin is rejected; the champion and challenger stay
     second = pipeline.run_pipeline(end, _cfg("promotion.margin=0.05"), run_key="second")
     d2 = second["decision"]
     assert not d2["promoted"] and "does not exceed the margin 0.0500" in d2["reason"], d2
     aliases = client.get_registered_model("flywheel-recommender").aliases
-    assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "2"}
+    assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "1"}
+    assert client.get_model_version("flywheel-recommender", "2").tags["promotion_decision"] == (
+        "rejected"
+    )
 
     # infra validation: a version that cannot be loaded blocks promotion
     from training.registry import InfraValidationError
@@ -231,7 +238,7 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
 
     rows = list_versions()
     assert [r["version"] for r in rows] == ["2", "1"]
-    assert rows[0]["aliases"] == ["challenger", "champion"]
+    assert rows[0]["aliases"] == ["champion"] and rows[1]["aliases"] == ["challenger"]
     assert (
         rows[0]["tags"]["promotion_decision"] == "promoted"
         and "holdout_ndcg_at_10" in rows[0]["metrics"]
@@ -321,3 +328,154 @@ def test_infra_validation_failure_blocks_promotion(sim_lake, monkeypatch):
     client = configure_mlflow()
     assert "champion" not in client.get_registered_model("flywheel-recommender").aliases
     assert client.get_run(trained["run_id"]).data.tags["promotion_decision"] == "rejected"
+
+
+# --- crash consistency ------------------------------------------------------------------------
+
+
+def fail_once(real):
+    """An MlflowClient method whose first call raises (the registry went away at that moment);
+    later calls go through to the real method."""
+    calls = []
+
+    def method(client, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ConnectionError("registry connection reset")
+        return real(client, *args, **kwargs)
+
+    return method
+
+
+def _state(client, run_id):
+    """(versions registered for the run, aliases, each version's decision tag, run's tag)."""
+    versions = client.search_model_versions("name='flywheel-recommender'")
+    aliases = {
+        k: str(v) for k, v in client.get_registered_model("flywheel-recommender").aliases.items()
+    }
+    tags = {str(mv.version): mv.tags.get("promotion_decision") for mv in versions}
+    return (
+        sorted(str(mv.version) for mv in versions if mv.run_id == run_id),
+        aliases,
+        tags,
+        client.get_run(run_id).data.tags.get("promotion_decision"),
+    )
+
+
+def test_promotion_is_crash_consistent_and_idempotent(sim_lake, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from training import pipeline
+    from training.registry import configure_mlflow
+
+    lake, end = sim_lake
+    cfg = _cfg("train.epochs=2")
+    summary = pipeline.build(end, cfg)
+    trained = pipeline.train(cfg, summary["location"], "crash", {"trigger": "manual"})
+    evaluation = pipeline.evaluate(cfg, summary["location"], trained)
+    evaluation["candidate"]["ndcg_at_10"] = evaluation["baseline"]["ndcg_at_10"] + 0.1
+    client, run_id = configure_mlflow(), trained["run_id"]
+
+    # register: an earlier try created the version and died before it returned (or tagged it)
+    mlflow.register_model(trained["model_uri"], "flywheel-recommender")
+    assert pipeline.register(trained, summary) == "1"  # the retry finds it
+    assert pipeline.register(trained, summary) == "1"  # and again: still one version
+    mv = client.get_model_version("flywheel-recommender", "1")
+    assert mv.tags["run_id"] == run_id and mv.tags["data_window_end"] == summary["window_end"]
+    assert _state(client, run_id)[:2] == (["1"], {})  # no alias moved by registering
+
+    # promote: the alias move fails -> nothing says "promoted"
+    monkeypatch.setattr(
+        MlflowClient,
+        "set_registered_model_alias",
+        fail_once(MlflowClient.set_registered_model_alias),
+    )
+    with pytest.raises(ConnectionError):
+        pipeline.promote(cfg, summary["location"], trained, evaluation, "1")
+    assert _state(client, run_id) == (["1"], {}, {"1": None}, None)
+
+    # promote again: the tag write after the alias fails -> champion, not yet tagged
+    monkeypatch.setattr(
+        MlflowClient, "set_model_version_tag", fail_once(MlflowClient.set_model_version_tag)
+    )
+    with pytest.raises(ConnectionError):
+        pipeline.promote(cfg, summary["location"], trained, evaluation, "1")
+    assert _state(client, run_id) == (["1"], {"champion": "1"}, {"1": None}, None)
+
+    # the retry completes it: one version, the alias, consistent tags
+    version = pipeline.register(trained, summary)
+    decision = pipeline.promote(cfg, summary["location"], trained, evaluation, version)
+    assert decision["promoted"] and version == "1"
+    assert _state(client, run_id) == (["1"], {"champion": "1"}, {"1": "promoted"}, "promoted")
+
+
+def test_champion_that_does_not_answer_fails_the_evaluation(sim_lake, monkeypatch):
+    """A registry or artifact store that does not answer is retried, then fails the step: the
+    candidate is never judged against the baselines only because the champion was unreachable."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    import training.registry
+    from training import pipeline
+    from training.registry import RegistryError
+
+    lake, end = sim_lake
+    monkeypatch.setattr(training.registry, "RETRY_WAIT_S", 0.01)
+    cfg = _cfg("train.epochs=2")
+    first = pipeline.run_pipeline(end, cfg, run_key="champ")
+    assert first["decision"]["promoted"], first["decision"]
+    loc, trained = first["training_set"]["location"], first["trained"]
+    real_load = training.registry.load_recommender
+    fails = {"left": 0}
+
+    def flaky_load(uri):
+        if "@champion" in uri and fails["left"]:
+            fails["left"] -= 1
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return real_load(uri)
+
+    monkeypatch.setattr(training.registry, "load_recommender", flaky_load)
+    fails["left"] = 2  # two transient failures: the third try loads the champion
+    ev = pipeline.evaluate(cfg, loc, trained)
+    assert ev["champion"] is not None and ev["champion_version"] == "1", ev["champion_note"]
+
+    fails["left"] = 99  # down for good: the step fails, naming what it could not reach
+    with pytest.raises(RegistryError, match="loading champion v1: the registry did not answer"):
+        pipeline.evaluate(cfg, loc, trained)
+
+    # the alias lookup itself failing is not "no champion yet" either
+    def unreachable(client, name, alias):
+        raise MlflowException(
+            "API request to http://mlflow/api/2.0/mlflow/registered-models/alias failed with exception ConnectionError"
+        )
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", unreachable)
+    with pytest.raises(RegistryError, match="looking up the champion"):
+        pipeline.evaluate(cfg, loc, trained)
+
+
+def test_candidate_unreachable_at_infra_validation_fails_instead_of_rejecting(monkeypatch):
+    """A registry that does not answer while the candidate is loaded for infra-validation fails
+    the step (retried by Airflow) rather than recording a "rejected" decision."""
+    import training.registry
+    from training.registry import InfraValidationError, RegistryError, infra_validate
+
+    monkeypatch.setattr(training.registry, "RETRY_WAIT_S", 0.01)
+    tries = []
+
+    def unreachable(uri):
+        tries.append(uri)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(training.registry, "load_recommender", unreachable)
+    with pytest.raises(RegistryError, match="did not answer after 3 tries") as err:
+        infra_validate("models:/flywheel-recommender/1", ts=None)
+    assert not isinstance(err.value, InfraValidationError) and len(tries) == 3
+
+    def corrupt(uri):
+        raise OSError("not a model")
+
+    monkeypatch.setattr(training.registry, "load_recommender", corrupt)
+    with pytest.raises(InfraValidationError, match="cannot be loaded as serving loads it"):
+        infra_validate("models:/flywheel-recommender/1", ts=None)

@@ -1,4 +1,5 @@
-"""Process-level training: resume after a killed run, and DDP with world size 2 on CPU (gloo)."""
+"""Process-level training: resume after a killed run, DDP with world size 2 on CPU (gloo), and
+checkpoints and model files that would run code when loaded are refused."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_resume_after_killed_training(train_set, fw_home, tmp_path):
 
     import torch
 
-    first = torch.load(ckpt, weights_only=False)
+    first = torch.load(ckpt, weights_only=True)  # tensors and plain values only
     assert first["epoch"] == 1
     # a retry on another worker has no local checkpoint: it must come from the artifact store
     shutil.rmtree(ckpt.parent)
@@ -144,3 +145,53 @@ def test_ddp_world_size_2_on_cpu(train_set, fw_home, tmp_path):
     result = json.loads(out.read_text())
     assert result["epochs_run"] == 2
     assert result["metrics"]["holdout_ndcg_at_10"] > 0
+
+
+class RunsCode:
+    """Pickles as "call exec(...)": loading it with weights_only=False would create ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def _crafted(path: Path, marker: Path) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 1, "model": {}, "payload": RunsCode(marker)}, path)
+    return path
+
+
+def test_crafted_checkpoint_or_model_file_is_refused_without_running_code(fw_home, tmp_path):
+    """A checkpoint found locally or downloaded from an unfinished MLflow run with a matching
+    run key, and a model's ``recommender.pt``, load with weights_only=True: a pickled object
+    that would run code is refused and never runs."""
+    from core.errors import FlywheelError
+    from tests.fixtures.models import seed_tracking_db
+    from training.pyfunc import load_retriever
+    from training.registry import configure_mlflow, experiment_id
+    from training.train import checkpoint_dir, find_checkpoint
+
+    marker = tmp_path / "code-ran"
+    _crafted(checkpoint_dir("evil-local") / "last.pt", marker)
+    with pytest.raises(FlywheelError, match="holds more than tensors and plain values; refused"):
+        find_checkpoint("evil-local")
+
+    # a tampered artifact of an unfinished run tagged with the run key (another worker's retry)
+    seed_tracking_db(fw_home)
+    client = configure_mlflow()
+    run = client.create_run(experiment_id(client), tags={"run_key": "evil-remote"})
+    upload = _crafted(tmp_path / "upload" / "last.pt", marker)
+    client.log_artifact(run.info.run_id, str(upload), artifact_path="checkpoints")
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    with pytest.raises(FlywheelError, match="refused"):
+        find_checkpoint("evil-remote", client)
+
+    # a model folder whose recommender.pt was swapped (what serving and infra-validation load)
+    _crafted(tmp_path / "model" / "recommender.pt", marker)
+    with pytest.raises(FlywheelError, match="refused"):
+        load_retriever(tmp_path / "model")
+    assert not marker.exists()
