@@ -71,3 +71,7 @@ COUNTED_EVENTS: dict[str, str] = {
     "purchase": "purchases",
     "rating": "ratings",
 }
+
+#: XCom key under which a task says what its run did; the plugin's listener copies it into the
+#: DAG run's note (the Airflow 3 task SDK cannot set a note itself).
+RUN_NOTE = "run_note"

@@ -43,7 +43,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from core.assets import FEATURES, VALIDATED_EVENTS
-from core.names import FEATURES_DAG
+from core.names import FEATURES_DAG, RUN_NOTE
 
 default_args = {
     "owner": "flywheel",
@@ -112,7 +112,7 @@ def build_features():
             f"..{days[-1]} ({len(days)} days)" if len(days) > 1 else ""
         )
         print(note)
-        ctx["ti"].xcom_push("run_note", note)  # the Flywheel plugin makes it the run's note
+        ctx["ti"].xcom_push(RUN_NOTE, note)  # the Flywheel plugin makes it the run's note
         return days
 
     @task(doc_md="Compute the feature partitions of the days from validated data, in one pass.")

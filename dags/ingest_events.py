@@ -86,7 +86,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from core.assets import VALIDATED_EVENTS
-from core.names import INGEST_DAG
+from core.names import INGEST_DAG, RUN_NOTE
 
 default_args = {
     "owner": "flywheel",
@@ -101,7 +101,6 @@ default_args = {
 RAW_WAIT = pendulum.duration(hours=6)
 RAW_POKE = pendulum.duration(minutes=10)
 #: XCom key of a task's one-line outcome; the Flywheel plugin copies it into the run's note.
-RUN_NOTE = "run_note"
 
 #: What the asset event of a published day carries (``build_features`` reads ``date``).
 DAY_EXTRA = ("date", "rows", "distinct_users", "distinct_items", "validation_id")

@@ -36,10 +36,8 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from core.assets import DRIFT, FEATURES
-from core.names import DRIFT_DAG, TRAIN_DAG
+from core.names import DRIFT_DAG, RUN_NOTE, TRAIN_DAG
 
-#: XCom key of a task's one-line outcome; the Flywheel plugin copies it into the run's note.
-RUN_NOTE = "run_note"
 #: What ``check`` hands on (and the asset event carries) of a day's summary.
 SUMMARY_KEYS = (
     "date",

@@ -41,7 +41,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from core.assets import DRIFT, FEATURES
-from core.names import GPU_QUEUE, TRAIN_DAG, TRAINING_POOL
+from core.names import GPU_QUEUE, RUN_NOTE, TRAIN_DAG, TRAINING_POOL
 
 
 def config_param(name: str, description: str, json_type: str | list[str], **schema) -> Param:
@@ -154,7 +154,9 @@ def train_recommender():
         except TrainingDataError as exc:
             # retrying cannot add data; an asset-triggered run before enough history is a skip
             if params.get("end_day") or trigger == "manual":
+                _note(context, f"window ending {end_day} cannot train: {exc}")
                 raise AirflowFailException(str(exc)) from None
+            _note(context, f"not trained yet (window ending {end_day}): {exc}")
             raise AirflowSkipException(f"not trained yet: {exc}") from None
         return {
             **summary,
@@ -203,18 +205,22 @@ def train_recommender():
         return pipeline.register(trained, summary)
 
     @task
-    def promote(summary: dict, trained: dict, evaluation: dict, version: str) -> dict:
+    def promote(summary: dict, trained: dict, evaluation: dict, version: str, **context) -> dict:
         """Champion or not: the gate, the infra-validation smoke test, the alias and the reason."""
         from training import pipeline
         from training.config import TrainingConfig
 
-        return pipeline.promote(
+        result = pipeline.promote(
             TrainingConfig.from_dict(summary["config"]),
             summary["location"],
             trained,
             evaluation,
             version,
         )
+        verdict = "promoted to champion" if result["promoted"] else "not promoted"
+        window = f"{summary['window_start']}..{summary['window_end']}"
+        _note(context, f"v{version} ({window}): {verdict} — {result['reason']}")
+        return result
 
     summary = build_training_set()
     trained = train(summary)
@@ -222,6 +228,11 @@ def train_recommender():
     version = register(summary, trained)
     evaluation >> version
     promote(summary, trained, evaluation, version)
+
+
+def _note(context, text: str) -> None:
+    """Leave what this run did (XCom ``run_note``) for the run's note in the Airflow UI."""
+    context["ti"].xcom_push(RUN_NOTE, text[:1000])
 
 
 train_recommender()

@@ -8,6 +8,7 @@ import pendulum
 import pytest
 
 from tests.conftest import load_dag
+from tests.dags.test_ingest_dag import _note
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,9 @@ def test_manual_run_trains_registers_and_promotes(dag, fw_home, lake, caplog):
         k: str(v) for k, v in expected.flat().items()
     }
     assert "PROMOTED to champion" in caplog.text or "promoted" in caplog.text
+    # the run's note in the Airflow UI says what happened
+    note = _note(run)
+    assert note.startswith(f"v1 (2026-01-01..{end.isoformat()}): promoted to champion — "), note
 
 
 def test_manual_run_without_data_fails_with_the_reason(dag, fw_home, lake):
@@ -166,3 +170,4 @@ def test_manual_run_without_data_fails_with_the_reason(dag, fw_home, lake):
     ti = next(t for t in run.get_task_instances() if t.task_id == "build_training_set")
     assert ti.try_number == 1  # no retry: more tries cannot add data
     assert all(states[t] in ("upstream_failed", None) for t in states if t != "build_training_set")
+    assert _note(run).startswith("window ending 2026-03-01 cannot train: ")
