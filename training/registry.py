@@ -30,6 +30,7 @@ import this module to read the registry and must stay fast.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "flywheel-recommender"
+#: MLflow 3 opens an experiment in the view its kind names (model training, not GenAI traces).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 LINEAGE_TAGS = (
     "data_window_start",
     "data_window_end",
@@ -169,11 +173,31 @@ def experiment_id(client: MlflowClient, settings: Settings | None = None) -> str
     s = settings or get_settings()
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     local = not s.mlflow_tracking_uri.startswith(("http://", "https://"))
     return client.create_experiment(
-        EXPERIMENT, artifact_location=s.mlflow_artifact_root if local else None
+        EXPERIMENT,
+        artifact_location=s.mlflow_artifact_root if local else None,
+        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},  # MLflow 3 opens it in the training view
     )
+
+
+def describe_trigger(trigger: str | None) -> str:
+    """A run's ``trigger`` tag in words: ``manual``, ``drift on 2026-01-16``, ``new features
+    2026-01-20``, ``validated events 2026-01-20`` (the tag is ``asset: <uri> <event JSON>``)."""
+    if not trigger or not trigger.startswith("asset: "):
+        return trigger or "manual"
+    uri, _, extra = trigger.removeprefix("asset: ").partition(" ")
+    name = uri.removeprefix("flywheel://").strip("/")
+    try:
+        meta = json.loads(extra) if extra else {}
+    except ValueError:  # cut at the tag limit
+        meta = {}
+    day = str(meta.get("date") or meta.get("day") or "")[:10] if isinstance(meta, dict) else ""
+    label = {"drift": "drift on", "features": "new features"}.get(name, name.replace("/", " "))
+    return f"{label} {day}".strip()
 
 
 def model_name(settings: Settings | None = None) -> str:
@@ -444,6 +468,8 @@ def record_decision(client: MlflowClient, version: str, run_id: str, decision: D
     for key, value in (("promotion_reason", reason), ("promotion_decision", verdict)):
         client.set_model_version_tag(name, version, key, value)
         client.set_tag(run_id, key, value)
+    # what the registry's version page shows first
+    client.update_model_version(name, version, description=f"{verdict.upper()}: {reason}")
     log.info("promotion of %s v%s: %s — %s", name, version, verdict, decision.reason)
 
 

@@ -69,7 +69,7 @@ from training.data import TrainingSet, build_training_set, load_training_set
 from training.evaluation import holdout_metrics, validation_metrics
 from training.model import FeatureEncoder, Retriever, TwoTower, history_index
 from training.pyfunc import log_recommender, plain, save_artifacts
-from training.registry import configure_mlflow, experiment_id
+from training.registry import configure_mlflow, describe_trigger, experiment_id
 
 log = logging.getLogger("training.train")
 
@@ -642,16 +642,37 @@ def mlflow_run(
     with mlflow.start_run(
         run_id=known,
         experiment_id=None if known else experiment_id(client),
-        run_name=None if known else f"train-{ts.meta['window_end']}",
+        run_name=None if known else run_name(ts, tags),
         tags=tags,
         log_system_metrics=True,
     ) as active:
         if progress.resumed_from == 0:
             mlflow.log_params(cfg.flat() | {"data.location": location})
             mlflow.log_dict(ts.meta, "training_set_meta.json")
+            log_datasets(ts, location)
         else:
             mlflow.set_tag("resumed_from_epoch", str(progress.resumed_from))
         yield active.info.run_id
+
+
+def run_name(ts: TrainingSet, tags: dict[str, str]) -> str:
+    """``2026-01-01..2026-01-14 · drift on 2026-01-14 · 10:42:05Z``: the window, what started
+    the run and when, so that several runs on one window can be told apart in the MLflow UI."""
+    started = dt.datetime.now(dt.UTC).strftime("%H:%M:%SZ")
+    window = f"{ts.meta['window_start']}..{ts.meta['window_end']}"
+    return f"{window} · {describe_trigger(tags.get('trigger'))} · {started}"
+
+
+def log_datasets(ts: TrainingSet, location: str) -> None:
+    """The training rows and the holdout as MLflow datasets (the run's Inputs: name, digest,
+    schema, where they lie). A dataset MLflow cannot describe is logged as a warning only."""
+    end = ts.meta["window_end"]
+    for frame, context in ((ts.train, "training"), (ts.holdout, "evaluation")):
+        try:
+            data = mlflow.data.from_pandas(frame, source=location, name=f"flywheel-{context}-{end}")
+            mlflow.log_input(data, context=context)
+        except Exception as exc:  # lineage metadata must not fail a training
+            log.warning("could not log the %s set as an MLflow dataset: %s", context, exc)
 
 
 def best_epoch(history: list[dict[str, float]]) -> int:

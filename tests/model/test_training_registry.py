@@ -172,6 +172,14 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"training_curve.png", "checkpoints"} <= artifacts
     assert any(k.startswith("system/") for k in metrics), sorted(metrics)  # system metrics sampled
+    # what the MLflow UI shows: the training view, a per-epoch loss curve, the data as inputs
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    losses = client.get_metric_history(run.info.run_id, "train_loss")
+    assert len(losses) == len(history) >= 2
+    inputs = {d.dataset.name: d.tags for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"flywheel-training-2026-01-08", "flywheel-evaluation-2026-01-08"}
+    assert run.info.run_name.startswith("2026-01-01..2026-01-08 · manual · ")
 
     # pyfunc round trip, loaded as serving loads it
     ts = load_training_set(first["training_set"]["location"])
@@ -207,6 +215,13 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     assert client.get_model_version("flywheel-recommender", "2").tags["promotion_decision"] == (
         "rejected"
     )
+    # the registry's version page opens with the decision and its reason
+    v1, v2 = (client.get_model_version("flywheel-recommender", v) for v in ("1", "2"))
+    assert v1.description.startswith("PROMOTED: no champion yet")
+    assert v2.description.startswith("REJECTED: ") and "margin 0.0500" in v2.description
+    # two runs on one window are told apart by name (they started at different times)
+    names = {client.get_run(r["trained"]["run_id"]).info.run_name for r in (first, second)}
+    assert len(names) == 2
 
     # infra validation: a version that cannot be loaded blocks promotion
     from training.registry import InfraValidationError
@@ -479,3 +494,22 @@ def test_candidate_unreachable_at_infra_validation_fails_instead_of_rejecting(mo
     monkeypatch.setattr(training.registry, "load_recommender", corrupt)
     with pytest.raises(InfraValidationError, match="cannot be loaded as serving loads it"):
         infra_validate("models:/flywheel-recommender/1", ts=None)
+
+
+@pytest.mark.parametrize(
+    ("tag", "words"),
+    [
+        (None, "manual"),
+        ("manual", "manual"),
+        (
+            'asset: flywheel://drift {"date": "2026-01-16", "drift_share": 0.5}',
+            "drift on 2026-01-16",
+        ),
+        ('asset: flywheel://features {"date": "2026-01-20T00:00:00"}', "new features 2026-01-20"),
+        ('asset: flywheel://validated/events {"date": "2026-01-2', "validated events"),  # cut tag
+    ],
+)
+def test_trigger_tags_read_as_words(tag, words):
+    from training.registry import describe_trigger
+
+    assert describe_trigger(tag) == words
