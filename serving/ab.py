@@ -8,7 +8,8 @@ variant for the whole test, and the share of users in the challenger is close to
 Report (:func:`ab_report`): from the raw impressions and the serving feedback events
 (``event_id`` ``fb:<request_id>:<n>``) of a window: per variant the impressions, the clicked
 impressions (at least one ``click``), the click-through rate ``clicked / impressions`` with a
-Wilson score 95 % interval, and the add-to-cart and purchase counts. Feedback is read from the
+Wilson score 95 % interval, the add-to-cart and purchase counts, and the model versions that
+served the variant (``model_versions``: version -> impressions). Feedback is read from the
 window plus one day, since a click may come just after midnight.
 """
 
@@ -61,23 +62,34 @@ def _days(lake: Lake, table: str, start: dt.date | None, end: dt.date | None) ->
 
 
 def _new_counts() -> dict[str, Any]:
-    return {"impressions": 0, "clicked": set(), "clicks": 0, "add_to_cart": 0, "purchase": 0}
+    return {
+        "impressions": 0,
+        "clicked": set(),
+        "clicks": 0,
+        "add_to_cart": 0,
+        "purchase": 0,
+        "versions": {},
+    }
 
 
 def _count(imps: pa.Table | None, events: pa.Table | None) -> dict[str, dict[str, Any]]:
-    """Per variant: impressions, clicked request ids, clicks, add-to-carts and purchases."""
+    """Per variant: impressions, clicked request ids, clicks, add-to-carts, purchases and the
+    impressions per model version that served them."""
     variant_of: dict[str, str] = {}
-    if imps is not None:
-        variant_of = dict(
-            zip(
-                imps.column("request_id").to_pylist(),
-                imps.column("variant").to_pylist(),
-                strict=True,
-            )
-        )
     counts = {v: _new_counts() for v in VARIANTS}
-    for variant in variant_of.values():
-        counts.setdefault(variant, _new_counts())["impressions"] += 1
+    if imps is not None:
+        for request_id, variant, version in zip(
+            imps.column("request_id").to_pylist(),
+            imps.column("variant").to_pylist(),
+            imps.column("model_version").to_pylist(),
+            strict=True,
+        ):
+            if request_id in variant_of:
+                continue  # the same response written twice (a replayed spool batch)
+            variant_of[request_id] = variant
+            c = counts.setdefault(variant, _new_counts())
+            c["impressions"] += 1
+            c["versions"][str(version)] = c["versions"].get(str(version), 0) + 1
     if events is None:
         return counts
     for event_id, event_type in zip(
@@ -112,6 +124,7 @@ def _row(variant: str, c: dict[str, Any]) -> dict[str, Any]:
         "ctr": clicked / n if n else 0.0,
         "ctr_ci_low": lo,
         "ctr_ci_high": hi,
+        "model_versions": dict(sorted(c["versions"].items())),
     }
 
 
@@ -125,7 +138,7 @@ def ab_report(
     imps = lake.read(
         IMPRESSIONS.name,
         imp_days,
-        ["request_id", "variant"],
+        ["request_id", "variant", "model_version"],
         zone=RAW,
         name_prefix=IMPRESSIONS_FILE_PREFIX,
     )

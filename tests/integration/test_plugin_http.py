@@ -2,11 +2,12 @@
 
 Without a token → 401, with a forged one → 403, with one from ``POST /auth/token`` → the page
 and the Evidently report; report paths that try to leave the report folders → 404. A day the
-real gate quarantines, with a hostile raw ``validation_report.html`` among its files: the page
-links the pipeline's own report, the hostile file is only a download, and every ``/files/``
-answer is sandboxed and not sniffed. Then the page is rendered in headless Chromium (Debian's
+real gate sets a file aside, a hostile raw ``validation_report.html``: the page links the
+pipeline's own report, the hostile file is only a download, and every ``/files/`` answer is
+sandboxed and not sniffed. Then the page is rendered in headless Chromium (Debian's
 ``chromium``; the test installs nothing) with the ``_token`` cookie the Airflow UI sets, and the
-test reads what a person would see.
+test reads what a person would see in each section (drift, data quality, leaderboard, A/B) and
+uses the "failures only" filter; ``FLYWHEEL_SCREENSHOTS=docs/img`` keeps one PNG per section.
 
 The harness (:class:`AirflowProcesses`, :func:`chromium_render`) is reused by the loop test.
 """
@@ -166,6 +167,19 @@ def chromium_render(url: str, cookies: dict[str, str], screenshot: Path) -> str:
     Chromium's DevTools protocol (over its local websocket) sets the cookie, navigates and
     captures a PNG, so the page is the one a signed-in person gets, not a saved file.
     """
+    return chromium_page(url, cookies, screenshot)[0]
+
+
+def chromium_page(
+    url: str,
+    cookies: dict[str, str],
+    screenshot: Path,
+    probes: dict[str, str] | None = None,
+    sections: dict[str, Path] | None = None,
+) -> tuple[str, dict[str, object]]:
+    """:func:`chromium_render`, and then: each of ``probes`` (JavaScript expressions, run in
+    order in the page, e.g. a click) evaluated to its value; each of ``sections`` (element id →
+    PNG path) captured on its own, clipped to the element."""
     from urllib.parse import urlparse
 
     from websockets.sync.client import connect
@@ -236,7 +250,27 @@ def chromium_render(url: str, cookies: dict[str, str], screenshot: Path) -> str:
             )
             shot = call("Page.captureScreenshot", format="png")
             screenshot.write_bytes(base64.b64decode(shot["data"]))
-            return text["result"]["value"]
+            for element_id, path in (sections or {}).items():
+                box = call(
+                    "Runtime.evaluate",
+                    expression=f"(() => {{ const e = document.getElementById({element_id!r}), "
+                    "r = e.getBoundingClientRect(); return [r.left + window.scrollX, r.top + "
+                    "window.scrollY, Math.max(r.width, e.scrollWidth), r.height]; })()",
+                    returnByValue=True,
+                )["result"]["value"]
+                x, y, w, h = box
+                clip = {"x": x, "y": y, "width": w, "height": h, "scale": 1}
+                part = call(
+                    "Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True
+                )
+                path.write_bytes(base64.b64decode(part["data"]))
+            values = {
+                name: call("Runtime.evaluate", expression=js, returnByValue=True)["result"].get(
+                    "value"
+                )
+                for name, js in (probes or {}).items()
+            }
+            return text["result"]["value"], values
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -247,10 +281,69 @@ def chromium_render(url: str, cookies: dict[str, str], screenshot: Path) -> str:
 # --- the plugin test ---------------------------------------------------------------------------
 
 DAY = dt.date(2026, 1, 9)
+NOTHING_DAY = dt.date(2026, 1, 6)  # a drift check with nothing to compare
+SUPPRESSED_DAY = dt.date(2026, 1, 7)  # drift, held back by the cooldown
+QUARANTINED_CSV = "quarantine/events/dt=2026-01-08/events-0001.csv"
+#: Two rules with the same GX expectation on the same column (and the same message).
+TWO_RULES_ONE_COLUMN = [
+    {
+        "expectation": "expect_column_values_to_be_between",
+        "rule": rule,
+        "column": "event_ts",
+        "message": "2 rows out of range",
+        "examples": examples,
+        "files": ["events-0001.csv"],
+    }
+    for rule, examples in (
+        ("event_ts inside the data interval", ["2026-01-03T10:00:00"]),
+        ("event_ts not in the future", ["2031-05-05T00:00:00"]),
+    )
+]
+AB_DAY = dt.date(2026, 1, 10)
+#: (variant, model version, impressions, clicked impressions) served on ``AB_DAY``.
+AB_TRAFFIC = (("champion", "2", 40, 10), ("challenger", "3", 10, 4))
+SCREENSHOTS = os.environ.get("FLYWHEEL_SCREENSHOTS")  # e.g. docs/img: keep the page's PNGs
+
+
+def _write_result(lake, day: str, table: str, failed: list[dict]) -> None:
+    lake.write_text(
+        f"quality/results/dt={day}/{table}.json",
+        json.dumps(
+            {
+                "date": day,
+                "table": table,
+                "success": not failed,
+                "rows": 1300,
+                "validation_id": f"v-{table}-{day}",
+                "report_uri": None,
+                "failed_expectations": failed,
+            }
+        ),
+    )
+
+
+def _seed_ab(lake, home: Path) -> None:
+    """Impressions of both arms on ``AB_DAY`` (``AB_TRAFFIC``) and clicks on some, written by
+    serving's own feedback log."""
+    from serving.feedback import FeedbackLog, Impression
+
+    log = FeedbackLog(lake, flush_rows=10_000, spool_dir=home / "spool")
+    at = dt.datetime.combine(AB_DAY, dt.time(12), tzinfo=dt.UTC)
+    for variant, version, shown, clicked in AB_TRAFFIC:
+        for n in range(shown):
+            rid = f"{variant}-{n}"
+            log.record_impression(
+                Impression(rid, f"u{n}", ("i1", "i2"), (0.9, 0.5), version, variant, at)
+            )
+            if n < clicked:
+                log.record_feedback(rid, "i1", "click", now=at)
+    log.flush()
 
 
 def _seed_lake(home: Path) -> None:
-    """A drift result with its real Evidently report, two quality results, a champion."""
+    """Drift summaries (one with its real Evidently report and an emitted trigger, one without
+    drift, one day where nothing was compared), quality results (a failure with two rules on
+    one column and its quarantined file, passes before and after it), served impressions."""
     import numpy as np
     import pandas as pd
 
@@ -279,8 +372,33 @@ def _seed_lake(home: Path) -> None:
         quality_drop=None,
         reason="drift: test world",
         columns=columns,
+        trigger={"run_id": "asset_triggered__test", "at": None},  # its drift event went out
+        reference_window=[str(DAY - dt.timedelta(days=14)), str(DAY - dt.timedelta(days=1))],
+        reference_rows=14 * 400,
+        current_rows=400,
     )
     store(lake, DAY, result, snapshot, settings=Settings(home=home))
+    store(  # drift seen, no event emitted: the page must not say "retrain"
+        lake,
+        SUPPRESSED_DAY,
+        DriftResult(
+            date=SUPPRESSED_DAY.isoformat(),
+            drift_detected=False,
+            candidate=True,
+            suppressed_by="cooldown: last trigger on 2026-01-05, 3 days must pass",
+            drift_share=0.5,
+            drifted_columns=["item_category"],
+            quality_drop=None,
+            reason="drift: share 0.50 >= 0.3",
+        ),
+        None,
+    )
+    store(
+        lake,
+        NOTHING_DAY,
+        DriftResult.no_decision(NOTHING_DAY, "too little traffic on 2026-01-06: 3 active rows"),
+        None,
+    )
     store(
         lake,
         DAY - dt.timedelta(days=1),
@@ -297,6 +415,8 @@ def _seed_lake(home: Path) -> None:
     lake.write_text(
         "quality/reports/dt=2026-01-08/events.html", "<html><body>GX failures</body></html>"
     )
+    lake.write_bytes(QUARANTINED_CSV, b"event_id,event_type\ne1,teleport\n")
+    _write_result(lake, "2026-01-10", "events", [])  # a newer day that passed
     for table, ok in (("events", False), ("users", True)):
         lake.write_text(
             f"quality/results/dt=2026-01-08/{table}.json",
@@ -310,21 +430,14 @@ def _seed_lake(home: Path) -> None:
                     "report_uri": lake.url("quality/reports/dt=2026-01-08/events.html")
                     if not ok
                     else None,
-                    "failed_expectations": []
-                    if ok
-                    else [
-                        {
-                            "expectation": "expect_column_values_to_be_in_set",
-                            "column": "event_type",
-                            "message": "3 rows with unknown event_type",
-                            "examples": ["teleport"],
-                        }
-                    ],
+                    "failed_expectations": [] if ok else TWO_RULES_ONE_COLUMN,
+                    "quarantined": [] if ok else [QUARANTINED_CSV],
                 }
             ),
         )
     (home / "secret.txt").write_text("top secret")
     _seed_hostile_quarantine(lake)
+    _seed_ab(lake, home)
 
 
 QDAY = dt.date(2026, 1, 7)  # a day the real gate fails, a hostile raw file among its events
@@ -334,43 +447,103 @@ HOSTILE_KEY = f"quarantine/events/dt={QDAY}/validation_report.html"
 
 def _seed_hostile_quarantine(lake) -> None:
     """``QDAY`` simulated and ingested for real, with an attacker's ``validation_report.html``
-    placed in ``raw/events/dt=QDAY/``: the gate fails the events and quarantines them."""
+    placed in ``raw/events/dt=QDAY/``: the gate fails that file and quarantines it (the day's
+    good events are published without it)."""
     from ingestion.pipeline import ingest_day
     from simulation.simulator import simulate
-    from validation.gate import GateFailure
 
     simulate(lake, days=1, users=40, items=15, seed=7, start=QDAY)
     lake.write_bytes(f"raw/events/dt={QDAY}/validation_report.html", HOSTILE)
-    with pytest.raises(GateFailure):
-        ingest_day(QDAY, lake=lake, now=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+    summary = ingest_day(QDAY, lake=lake, now=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+    assert summary["files_quarantined"] == 1
 
 
-def _register_models(home: Path) -> None:
+#: (trigger tag, end day, NDCG@10, champion's NDCG@10 on the same holdout, decision) of v1..v3,
+#: tagged and logged as ``training.pipeline`` does. v3 scores below v2 on its own holdout, and
+#: below the champion on that holdout: the leaderboard must not rank them across holdouts.
+VERSIONS = (
+    ("manual", "2026-01-07", 0.21, None, "promoted"),
+    (
+        'asset: flywheel://drift {"date": "2026-01-08", "drift_share": 0.5}',
+        "2026-01-08",
+        0.34,
+        0.30,
+        "promoted",
+    ),
+    (
+        'asset: flywheel://features {"date": "2026-01-09", "days": ["2026-01-09"]}',
+        "2026-01-09",
+        0.25,
+        0.27,
+        "rejected",
+    ),
+)
+
+
+def _register_models(home: Path) -> list[str]:
+    """v1..v3 (``VERSIONS``), v2 champion, v3 challenger; returns their MLflow run ids."""
+    from core.names import CHALLENGER
     from core.settings import Settings
-    from training.registry import configure_mlflow, experiment_id, model_name
+    from training.registry import configure_mlflow, decide, experiment_id, model_name
 
     s = Settings(home=home)
     client = configure_mlflow(s)
     name = model_name(s)
     client.create_registered_model(name)
-    for n, ndcg in enumerate((0.21, 0.34), start=1):
+    runs = []
+    for n, (trigger, end, ndcg, champion, decision) in enumerate(VERSIONS, start=1):
+        airflow_run = f"asset_triggered__{end}T06:00:00+00:00"
+        baseline = 0.18 + n / 100
+        verdict = decide(  # the gate's own words for the reason
+            {"ndcg_at_10": ndcg, "recall_at_20": ndcg + 0.1},
+            {"ndcg_at_10": champion, "recall_at_20": champion + 0.1} if champion else None,
+            {"ndcg_at_10": baseline},
+            margin=0.005,
+            recall_tolerance=0.02,
+            baseline_name="recent_popularity",
+        )
+        assert verdict.promote == (decision == "promoted")
         run = client.create_run(
             experiment_id(client, s),
-            tags={"data_window_start": "2026-01-01", "data_window_end": f"2026-01-0{6 + n}"},
+            tags={
+                "data_window_start": "2026-01-01",
+                "data_window_end": end,
+                "holdout_start": end,
+                "trigger": trigger,
+                "run_key": f"train_recommender/{airflow_run}",
+                "airflow_dag_run": airflow_run,
+                "champion_evaluation": f"champion v{n - 1}" if champion else "no champion yet",
+                "strongest_baseline": "recent_popularity",
+                "promotion_decision": decision,
+                "promotion_reason": verdict.reason,
+            },
         )
-        client.log_metric(run.info.run_id, "holdout_ndcg_at_10", ndcg)
-        client.log_metric(run.info.run_id, "holdout_recall_at_20", ndcg + 0.1)
+        metrics = {
+            "holdout_ndcg_at_10": ndcg,
+            "holdout_ndcg_at_10_lo": ndcg - 0.015,
+            "holdout_ndcg_at_10_hi": ndcg + 0.015,
+            "holdout_recall_at_20": ndcg + 0.1,
+            "holdout_users": 180.0 + n,
+            "strongest_baseline_ndcg_at_10": baseline,
+        }
+        if champion is not None:
+            metrics["champion_ndcg_at_10"] = champion
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value)
         client.set_terminated(run.info.run_id)
-        mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
-    client.set_registered_model_alias(name, CHAMPION, mv.version)
+        client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+        runs.append(run.info.run_id)
+    client.set_registered_model_alias(name, CHAMPION, "2")
+    client.set_registered_model_alias(name, CHALLENGER, "3")
+    return runs
 
 
 @pytest.fixture(scope="module")
 def airflow_ui(tmp_path_factory):
     home = tmp_path_factory.mktemp("plugin") / "fw"
-    af = AirflowProcesses(home)
+    af = AirflowProcesses(home, {"FLYWHEEL_AB_CHALLENGER_SHARE": "0.2"})
     _seed_lake(home)
-    _register_models(home)
+    af.runs = _register_models(home)
     af.prepare()
     af.start_api()
     try:
@@ -416,12 +589,41 @@ def test_page_and_report_with_a_token(airflow_ui):
     assert report.status_code == 200 and "text/html" in report.headers["content-type"]
     assert "item_category" in report.text and len(report.text) > 100_000  # Evidently's page
     drift = httpx.get(f"{airflow_ui.url}/flywheel/api/drift", headers=auth, timeout=30).json()
-    assert [d["date"] for d in drift] == [DAY.isoformat(), (DAY - dt.timedelta(days=1)).isoformat()]
+    assert [d["date"] for d in drift] == [
+        DAY.isoformat(),
+        (DAY - dt.timedelta(days=1)).isoformat(),
+        SUPPRESSED_DAY.isoformat(),
+        NOTHING_DAY.isoformat(),
+    ]
     models = httpx.get(f"{airflow_ui.url}/flywheel/api/models", headers=auth, timeout=60).json()
-    assert [(m["version"], m["champion"]) for m in models] == [("2", True), ("1", False)]
+    # newest first, although v2 scored best: scores on different holdouts are not ranked
+    assert [(m["version"], m["champion"]) for m in models] == [
+        ("3", False),
+        ("2", True),
+        ("1", False),
+    ]
+    v3 = models[0]
+    assert (v3["ndcg"], v3["champion_ndcg"], v3["champion_note"]) == (0.25, 0.27, "champion v2")
+    assert v3["trigger"] == "new features 01-09" and models[1]["trigger"] == "drift on 01-08"
+    assert v3["mlflow_url"].endswith(
+        f":{airflow_ui.settings.mlflow_port}/#/runs/{airflow_ui.runs[2]}"
+    )
+    run_link = "/dags/train_recommender/runs/asset_triggered__2026-01-09T06%3A00%3A00%2B00%3A00"
+    assert v3["airflow_url"] == run_link and f'href="{run_link}"' in page.text
     quality = httpx.get(f"{airflow_ui.url}/flywheel/api/quality", headers=auth, timeout=30).json()
-    failed = next(q for q in quality if q["table"] == "events")
+    failed = next(q for q in quality if q["table"] == "events" and q["date"] == "2026-01-08")
     assert failed["report_key"] == "quality/reports/dt=2026-01-08/events.html"
+    assert f'href="/flywheel/files/{QUARANTINED_CSV}" download' in page.text
+    download = httpx.get(f"{airflow_ui.url}/flywheel/files/{QUARANTINED_CSV}", headers=auth)
+    assert download.status_code == 200 and b"teleport" in download.content
+    assert download.headers["content-disposition"].startswith("attachment;")
+    ab = httpx.get(f"{airflow_ui.url}/flywheel/api/ab", headers=auth, timeout=30).json()
+    arms = {v["variant"]: v for v in ab["variants"]}
+    assert (ab["start"], ab["end"], ab["challenger_share"]) == ("2026-01-10", "2026-01-10", 0.2)
+    assert arms["champion"]["model_versions"] == {"2": 40} and arms["champion"]["ctr"] == 0.25
+    assert (
+        arms["challenger"]["alias_version"] == "3" and arms["challenger"]["observed_share"] == 0.2
+    )
 
 
 def test_quarantined_raw_html_is_only_a_download(airflow_ui):
@@ -444,7 +646,9 @@ def test_quarantined_raw_html_is_only_a_download(airflow_ui):
     assert row["report_key"] == f"quality/reports/dt={QDAY}/events.html"
     page = httpx.get(f"{airflow_ui.url}/flywheel/", headers=auth, timeout=60).text
     link = f"/flywheel/files/{row['report_key']}"
-    assert f'href="{link}"' in page and HOSTILE_KEY not in page
+    assert f'href="{link}"' in page  # the day's report is the pipeline's own
+    # the hostile file appears once: as what lies in quarantine, a download
+    assert page.count(HOSTILE_KEY) == 1 and f'href="/flywheel/files/{HOSTILE_KEY}" download' in page
     report = httpx.get(airflow_ui.url + link, headers=auth, timeout=30)
     assert report.status_code == 200 and "text/html" in report.headers["content-type"]
     assert "content-disposition" not in report.headers
@@ -491,23 +695,97 @@ def test_report_paths_cannot_escape_the_report_folders(airflow_ui, path):
     assert "top secret" not in r.text and "[core]" not in r.text
 
 
+def _rows(selector: str) -> str:
+    """JavaScript: the visible text of each row of the table at ``selector``."""
+    return f"[...document.querySelector({selector!r}).tBodies[0].rows].map(r => r.innerText)"
+
+
+PROBES = {
+    "drift": _rows("#drift table"),
+    "quality": "[...document.getElementById('quality-table').tBodies[0].rows]"
+    ".map(r => [r.className, r.innerText])",
+    "models": _rows("#models table"),
+    "ab": _rows("#ab table"),
+    "day_wrap": "getComputedStyle(document.querySelector('#quality-table td.day')).whiteSpace",
+    # the filter, as a person uses it: tick "failures only", see which rows remain
+    "filtered": "(() => { document.getElementById('failures-only').click(); return "
+    "[...document.getElementById('quality-table').tBodies[0].rows]"
+    ".filter(r => r.offsetParent !== null).map(r => r.className); })()",
+}
+SECTIONS = ("drift", "quality", "models", "ab")
+
+
 def test_page_in_headless_chromium(airflow_ui, tmp_path):
-    text = chromium_render(
-        f"{airflow_ui.url}/flywheel/", {"_token": airflow_ui.token()}, tmp_path / "flywheel.png"
+    """What a signed-in person sees: every section's rows as the browser renders them (one
+    PNG per section, kept in ``$FLYWHEEL_SCREENSHOTS`` when set, e.g. docs/img)."""
+    from serving.ab import wilson_interval
+
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    text, seen = chromium_page(
+        f"{airflow_ui.url}/flywheel/",
+        {"_token": airflow_ui.token()},
+        tmp_path / "flywheel.png",
+        probes=PROBES,
+        sections={s: shots / f"flywheel-{s}.png" for s in SECTIONS},
     )
-    assert (tmp_path / "flywheel.png").stat().st_size > 10_000
+    for s in SECTIONS:
+        assert 5_000 < (shots / f"flywheel-{s}.png").stat().st_size < 250_000
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for heading in ("Drift reports", "Data quality", "Model leaderboard"):
+    for heading in ("Drift reports", "Data quality", "Model leaderboard", "A/B test"):
         assert heading in lines
-    drift_line = next(line for line in lines if line.startswith(DAY.isoformat()))
-    assert "Drift — retraining triggered" in drift_line and "Evidently report" in drift_line
-    assert any(line.startswith("2026-01-08") and "No drift" in line for line in lines)
-    at = next(n for n, line in enumerate(lines) if line.startswith("2026-01-08\tevents"))
-    assert "Failed" in lines[at]
-    assert lines[at + 1].startswith("expect_column_values_to_be_in_set on event_type: 3 rows")
-    assert lines[at + 2] == "Quality report"
-    assert any(line.startswith("v2 ★ champion") for line in lines)
-    assert "0.3400" in text  # the champion's NDCG@10
+
+    # drift: the decision from the emitted trigger; a day with nothing compared says so
+    drift = {row.split("\t")[0]: row for row in seen["drift"]}
+    assert drift[DAY.isoformat()].startswith(f"{DAY}\tDrift, retrain triggered")
+    assert "Evidently report" in drift[DAY.isoformat()] and "of a reference day" in drift[str(DAY)]
+    assert "2 of 2: item_category, user_views_1d" in drift[DAY.isoformat()]
+    assert "\tNo drift\t" in drift[(DAY - dt.timedelta(days=1)).isoformat()]
+    held = drift[SUPPRESSED_DAY.isoformat()]
+    assert "\tDrift, suppressed: cooldown: last trigger on 2026-01-05" in held
+    assert "retrain" not in held and "\t50%\t" in held
+    nothing = drift[NOTHING_DAY.isoformat()]
+    assert "Nothing compared" in nothing and "too little traffic" in nothing
+    assert "No drift" not in nothing and "%" not in nothing
+
+    # quality: failures first; two rules on one column are two distinct lines with their
+    # offending values; the quarantined file is a download; the day does not wrap
+    kinds = [kind for kind, _ in seen["quality"]]
+    assert kinds == sorted(kinds) and kinds[0] == "failed" and "passed" in kinds
+    first = seen["quality"][0][1]
+    assert first.startswith("2026-01-08\tevents\tFailed — quarantined")
+    for rule, example in (
+        ("event_ts inside the data interval", "2026-01-03T10:00:00"),
+        ("event_ts not in the future", "2031-05-05T00:00:00"),
+    ):
+        line = (
+            f"{rule} — expect_column_values_to_be_between on column event_ts: 2 rows out of range"
+        )
+        assert line in first and f"offending values: {example}" in first
+    assert "events-0001.csv" in first and "Quality report" in first
+    assert seen["day_wrap"] == "nowrap"
+    assert seen["filtered"] == [k for k in kinds if k == "failed"]
+
+    # leaderboard: newest first; each row its own holdout, the champion on it, the baseline
+    v3, v2, v1 = seen["models"]
+    assert v3.startswith("v3 challenger\t2026-01-01 …\n2026-01-09\tnew features 01-09\t")
+    assert "\t2026-01-09\n183 users\t0.2500\n[0.235, 0.265]\t0.2700 v2 (Δ -0.0200)\t" in v3
+    assert "\trecent_popularity 0.2100\trejected NDCG@10 0.2500 vs champion 0.2700:" in v3
+    assert "MLflow run" in v3 and "Airflow run" in v3 and v3.endswith("metrics (1)")
+    assert v2.startswith("v2 ★ champion\t") and "drift on 01-08" in v2 and "0.3000 v1" in v2
+    assert v1.startswith("v1\t") and "\tmanual\t" in v1 and "no champion yet" in v1
+    assert "holdout_recall_at_20" not in text  # the metric wall is folded away
+
+    # A/B: per arm the version, the traffic split, CTR with its Wilson interval
+    ab = {row.split("\t")[0]: row for row in seen["ab"]}
+    for variant, version, shown, clicked in AB_TRAFFIC:
+        lo, hi = wilson_interval(clicked, shown)
+        share = shown / sum(t[2] for t in AB_TRAFFIC)
+        assert ab[variant].startswith(f"{variant}\tv{version} (alias now v{version})\t{shown}\t")
+        assert f"{100 * share:.1f}% / {100 * share:.1f}%" in ab[variant]
+        assert f"{100 * clicked / shown:.1f}%\t[{100 * lo:.1f}%, {100 * hi:.1f}%]" in ab[variant]
+    assert "Challenger share configured: 20% of users." in text
+
     # without the cookie a person sees Airflow's refusal, not the data
     refused = chromium_render(f"{airflow_ui.url}/flywheel/", {}, tmp_path / "refused.png")
     assert "Not authenticated" in refused and "Drift reports" not in refused
