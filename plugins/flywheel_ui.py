@@ -48,7 +48,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import posixpath
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -63,16 +62,13 @@ from core.lake import QUALITY, QUARANTINE, RAW, REPORTS, LocalLake, get_lake
 from core.names import (
     CHALLENGER,
     CHAMPION,
-    DRIFT_URI,
-    FEATURES_URI,
     RUN_NOTE,
-    VALIDATED_EVENTS_URI,
 )
 from core.settings import get_settings
 from monitoring.decision import decision_label
 from monitoring.monitor import REPORT_NAME, report_prefix, summaries
 from serving.ab import ab_report
-from training.registry import list_versions
+from training.registry import describe_trigger, list_versions
 from validation.quarantine import full_result_key
 from validation.results import iter_results
 
@@ -299,12 +295,6 @@ HEADLINE_METRICS = (
     "champion_ndcg_at_10",
     "strongest_baseline_ndcg_at_10",
 )
-#: Asset URIs (core.names) in words, for the trigger column.
-TRIGGER_WORDS = {
-    DRIFT_URI: "drift on",
-    FEATURES_URI: "new features",
-    VALIDATED_EVENTS_URI: "new data",
-}
 
 
 def model_rows(mlflow_ui: str | None = None, airflow_ui: str = "") -> list[dict[str, Any]]:
@@ -354,17 +344,8 @@ def model_rows(mlflow_ui: str | None = None, airflow_ui: str = "") -> list[dict[
 
 
 def trigger_words(tag: str) -> str:
-    """The ``trigger`` tag in words: "manual", "drift on 01-16", "new features 01-20".
-
-    The tag is ``manual`` or ``asset: <uri> <event metadata as JSON>`` (possibly cut short,
-    so the day is found by pattern, not by parsing the JSON)."""
-    tag = (tag or "").strip()
-    if not tag.startswith("asset:"):
-        return tag or "–"
-    uri = tag[len("asset:") :].split()[0] if tag[len("asset:") :].split() else ""
-    day = re.search(r'"(?:date|day)":\s*"(\d{4})-(\d{2}-\d{2})', tag)
-    words = TRIGGER_WORDS.get(uri, uri.removeprefix("flywheel://") or "asset")
-    return f"{words} {day.group(2)}" if day else words.removesuffix(" on")
+    """The ``trigger`` tag in words: "manual", "drift on 01-16", "new features 01-20"."""
+    return describe_trigger(tag, short=True) if (tag or "").strip() else "–"
 
 
 def _holdout_days(tags: dict[str, str]) -> str:

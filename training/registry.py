@@ -30,9 +30,9 @@ import this module to read the registry and must stay fast.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import FlywheelError
-from core.names import CHAMPION
+from core.names import CHAMPION, DRIFT_URI, FEATURES_URI, VALIDATED_EVENTS_URI
 from core.settings import Settings, get_settings
 from training.request import one_row_request
 
@@ -56,6 +56,12 @@ EXPERIMENT = "flywheel-recommender"
 #: MLflow 3 opens an experiment in the view its kind names (model training, not GenAI traces).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+#: Asset URIs in words, for run names and the leaderboard's trigger column.
+TRIGGER_WORDS = {
+    DRIFT_URI: "drift on",
+    FEATURES_URI: "new features",
+    VALIDATED_EVENTS_URI: "new data",
+}
 LINEAGE_TAGS = (
     "data_window_start",
     "data_window_end",
@@ -184,20 +190,23 @@ def experiment_id(client: MlflowClient, settings: Settings | None = None) -> str
     )
 
 
-def describe_trigger(trigger: str | None) -> str:
+def describe_trigger(trigger: str | None, short: bool = False) -> str:
     """A run's ``trigger`` tag in words: ``manual``, ``drift on 2026-01-16``, ``new features
-    2026-01-20``, ``validated events 2026-01-20`` (the tag is ``asset: <uri> <event JSON>``)."""
-    if not trigger or not trigger.startswith("asset: "):
-        return trigger or "manual"
-    uri, _, extra = trigger.removeprefix("asset: ").partition(" ")
-    name = uri.removeprefix("flywheel://").strip("/")
-    try:
-        meta = json.loads(extra) if extra else {}
-    except ValueError:  # cut at the tag limit
-        meta = {}
-    day = str(meta.get("date") or meta.get("day") or "")[:10] if isinstance(meta, dict) else ""
-    label = {"drift": "drift on", "features": "new features"}.get(name, name.replace("/", " "))
-    return f"{label} {day}".strip()
+    2026-01-20``, ``new data 2026-01-20`` (``short``: the day as ``01-16``).
+
+    The tag is ``manual`` or ``asset: <uri> <event metadata as JSON>``, possibly cut at the tag
+    limit, so the day is found by pattern rather than by parsing the JSON.
+    """
+    tag = (trigger or "").strip()
+    if not tag.startswith("asset:"):
+        return tag or "manual"
+    words = tag.removeprefix("asset:").split()
+    uri = words[0] if words else ""
+    label = TRIGGER_WORDS.get(uri, uri.removeprefix("flywheel://").strip("/") or "asset")
+    day = re.search(r'"(?:date|day)":\s*"(\d{4})-(\d{2}-\d{2})', tag)
+    if not day:
+        return label.removesuffix(" on")
+    return f"{label} {day.group(2) if short else day.group(1) + '-' + day.group(2)}"
 
 
 def model_name(settings: Settings | None = None) -> str:

@@ -506,10 +506,12 @@ def test_candidate_unreachable_at_infra_validation_fails_instead_of_rejecting(mo
             "drift on 2026-01-16",
         ),
         ('asset: flywheel://features {"date": "2026-01-20T00:00:00"}', "new features 2026-01-20"),
-        ('asset: flywheel://validated/events {"date": "2026-01-2', "validated events"),  # cut tag
+        ('asset: flywheel://validated/events {"date": "2026-01-2', "new data"),  # a cut tag
     ],
 )
 def test_trigger_tags_read_as_words(tag, words):
     from training.registry import describe_trigger
 
     assert describe_trigger(tag) == words
+    if words.startswith("drift on"):
+        assert describe_trigger(tag, short=True) == "drift on 01-16"
