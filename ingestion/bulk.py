@@ -10,6 +10,7 @@ and the days' writes run in a thread of their own (:class:`Writes`) while the ne
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from core.contract import TABLES
 from core.lake import RAW, get_lake
-from ingestion.pipeline import day_of, ingest_day
+from ingestion.pipeline import RawExpired, day_of, ingest_day
 from validation.config import GateConfig
 from validation.gate import GateFailure
 from validation.history import MemoryHistory
 
 if TYPE_CHECKING:
     from core.lake import Lake
+
+log = logging.getLogger(__name__)
 
 
 def raw_days(lake: Lake, start: dt.date, end: dt.date) -> list[dt.date]:
@@ -45,10 +48,12 @@ def ingest_range(
     """Ingest every day with raw data in ``[start, end]`` (inclusive), oldest first.
 
     Days without raw files are skipped; a day that fails the gate is recorded and the next day
-    runs (as separate runs would). Returns ``{"days", "published", "quarantined_days" (ISO days
-    with a failed table), "rows_quarantined" (rows split off published tables), "rows" (events
-    published), "last_published" (ISO day or ``None``), "failures" (ISO day -> message),
-    "seconds"}``. ``published`` counts the days whose events were published. ``out`` receives
+    runs (as separate runs would); a published day whose raw events are gone (past the raw
+    retention, :class:`ingestion.pipeline.RawExpired`) is logged and skipped, its publication
+    standing (a daily run of it raises). Returns ``{"days", "published", "quarantined_days"
+    (ISO days with a failed table), "rows_quarantined" (rows split off published tables),
+    "rows" (events published), "last_published" (ISO day or ``None``), "failures" (ISO day ->
+    message), "skipped" (ISO day -> why: raw events expired), "seconds"}``. ``published`` counts the days whose events were published. ``out`` receives
     a progress line now and then.
     """
     start, end = day_of(start), day_of(end)
@@ -67,6 +72,7 @@ def ingest_range(
         "rows": 0,
         "last_published": None,
         "failures": {},
+        "skipped": {},
     }
     with Writes() as writes:
         for i, day in enumerate(days):
@@ -89,13 +95,18 @@ def ingest_range(
 
 
 def _one_day(day, lake, config, now, run_id, history, writes, res) -> dict[str, Any]:
-    """``ingest_day`` of one day of the range; a gate failure is recorded in ``res``."""
+    """``ingest_day`` of one day of the range; a gate failure is recorded in ``res``, a day
+    whose raw events expired is skipped (``res["skipped"]``)."""
     try:
         return ingest_day(day, lake, config, now, run_id, history=history, writer=writes.submit)
     except GateFailure as exc:
         res["quarantined_days"].append(day.isoformat())
         res["failures"][day.isoformat()] = str(exc)
         return exc.summary or {}
+    except RawExpired as exc:
+        log.warning("skipped %s: %s", day, exc)
+        res["skipped"][day.isoformat()] = str(exc)
+        return {}
 
 
 class Writes:

@@ -7,6 +7,7 @@ shape GX is fastest on (:func:`gx_frame`) and the suite parameters from outside 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from validation.gate import Gate
     from validation.history import History
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TableCheck:
@@ -47,6 +50,7 @@ class TableCheck:
     rejected: list[RawFile] = field(default_factory=list)
     rejected_findings: list[Finding] = field(default_factory=list)
     gx_results: list[Any] = field(default_factory=list)  # GX validation results (objects)
+    gx_batches: list[str] = field(default_factory=list)  # what each result ran on (file, table)
     data: pa.Table | None = None
     parameters: dict[str, Any] = field(default_factory=dict)  # the data suite's
     split: RowSplit | None = None
@@ -91,6 +95,29 @@ class TableCheck:
     @property
     def rows_quarantined(self) -> int:
         return self.split.rows_quarantined if self.split is not None else 0
+
+
+def verdict(day: dt.date, check: TableCheck) -> str:
+    """One line: the table's verdict and what it found, e.g. ``gate events 2026-01-08: FAILED
+    — expect_column_values_to_be_in_set(event_type, value_set=[view, …]): 3 of 40 rows``."""
+    if check.failed:
+        state = "FAILED"
+    elif not check.files and not check.rejected:
+        state = "no raw files"
+    else:
+        state = f"passed ({check.rows - check.rows_quarantined} rows published"
+        state += f", {check.rows_quarantined} rows quarantined" if check.rows_quarantined else ""
+        state += f", {len(check.rejected)} file(s) set aside)" if check.rejected else ")"
+    found = "; ".join(f.headline() for f in check.all_findings)
+    return f"gate {check.table} {day}: {state}" + (f" — {found}" if found else "")
+
+
+def log_verdict(day: dt.date, check: TableCheck, config: GateConfig) -> None:
+    """Log :func:`verdict` as soon as the table is judged: a warning when it found anything
+    (the first lines of a failing task's log say why), else info (debug in a bulk range,
+    ``gx_every_batch=False``: thousands of clean days)."""
+    clean = logging.DEBUG if config.gx_every_batch is False else logging.INFO
+    log.log(logging.WARNING if check.all_findings else clean, verdict(day, check))
 
 
 # --- frames for GX -------------------------------------------------------------------------------
@@ -198,6 +225,7 @@ def _file_findings(gate: Gate, check: TableCheck, raw: RawFile) -> list[Finding]
         if raw.notes:
             f.message += " (" + "; ".join(raw.notes) + ")"
     check.gx_results.append(res)
+    check.gx_batches.append(raw.key)
     return found
 
 
@@ -225,6 +253,7 @@ def run_data_suite(gate: Gate, check: TableCheck, data: pa.Table, parameters: di
         redact_finding(f)  # then raw ids are never shown: their pseudonyms are
     check.findings += found
     check.gx_results.append(res)
+    check.gx_batches.append(check.table)
     judge(check, config)
 
 

@@ -32,7 +32,13 @@
    while GX checks the events);
 6. record each delivered table's outcome (the events' always) under ``quality/results/dt=D/<table>.json`` (latest) and
    ``quality/runs/dt=D/<table>/<validation_id>.json`` (every run), with its HTML report at
-   ``quality/reports/dt=D/<table>.html``, for the UI (:mod:`validation.results`).
+   ``quality/reports/dt=D/<table>.html`` and GX's Data Docs of the run under
+   ``quality/data_docs/dt=D/<table>/`` (``data_docs_key``: :mod:`validation.docs`), for the UI
+   (:mod:`validation.results`).
+
+Each table's verdict is logged in one line as soon as it is known
+(:func:`ingestion.gate.log_verdict`); GX's own logging is kept to warnings
+(:func:`validation.gate.quiet_gx`), so a failing task's log opens with the reason.
 
 The steps live in modules of their own: :mod:`ingestion.read` (1-2), :mod:`ingestion.conform`
 (3), :mod:`ingestion.gate` (4), :mod:`ingestion.publish` (5); this module runs them.
@@ -52,7 +58,13 @@ from core.errors import ContractError
 from core.lake import VALIDATED, get_lake, partition_prefix
 from core.privacy import pseudonym_key
 from ingestion.conform import encode_strings, one_chunk
-from ingestion.gate import TableCheck, check_event_values, check_files, check_table_values
+from ingestion.gate import (
+    TableCheck,
+    check_event_values,
+    check_files,
+    check_table_values,
+    log_verdict,
+)
 from ingestion.publish import (
     TABLE_ORDER,
     Pseudonyms,
@@ -65,7 +77,7 @@ from ingestion.publish import (
     withdraw,
 )
 from ingestion.read import read_and_encode, read_files
-from validation import results
+from validation import docs, results
 from validation.config import GateConfig
 from validation.gate import Gate, GateFailure, failure_message
 from validation.history import LakeHistory
@@ -78,6 +90,10 @@ if TYPE_CHECKING:
     from validation.history import History
 
 Partitions = dict[str, dict[str, bytes]]  # table -> file name -> Parquet bytes
+
+
+class RawExpired(ContractError):
+    """A re-run of a published day whose raw events are gone (:func:`_refuse_expired`)."""
 
 
 def day_of(value: dt.date | dt.datetime | str) -> dt.date:
@@ -116,7 +132,8 @@ def ingest_day(
     Each table is judged on its own: it is published when it passed, or when its only breaches
     are row-level ones on at most ``max_bad_row_share`` of its rows (those rows quarantined).
     Raises :class:`validation.gate.GateFailure` when any table failed (that table not
-    published; its ``summary`` says what was). ``config``: the gate's thresholds (default:
+    published; its ``summary`` says what was), :class:`RawExpired` when the day was published
+    and its raw events are gone (nothing is judged or written). ``config``: the gate's thresholds (default:
     :meth:`GateConfig.from_settings`); ``now`` bounds "not in the future" (the wall clock by
     default; tests pin it); ``history``: what earlier days validated (default: read from the
     lake; :mod:`ingestion.bulk` passes one kept in memory across days). ``writer``: runs the
@@ -140,13 +157,14 @@ def ingest_day(
     judged = [t for t, c in failed.items() if c.keys]
     withdrawing = to_withdraw(lake, day, judged)
     aside = aside_after(lake, day, judged, withdrawing)  # where it is once withdrawn
-    outcomes = {t: _outcome(run, c, aside.get(t)) for t, c in checks.items()}
+    pages, entries = _data_docs(run, checks)
+    outcomes = {t: _outcome(run, c, aside.get(t), entries.get(t)) for t, c in checks.items()}
     for table, c in checks.items():
         if c.failed:
             history.withheld(day, table)
         else:
             history.published(day, table, c.published, c.rows)
-    (writer or _now)(lambda: _write(run, checks, files, outcomes, withdrawing))
+    (writer or _now)(lambda: _write(run, checks, files, outcomes, withdrawing, pages))
     summary = _summary(run, checks, aside)
     if failed:
         findings = {t: c.findings for t, c in failed.items()}
@@ -161,12 +179,12 @@ def ingest_day(
 def _refuse_expired(run: DayRun, events: TableCheck) -> None:
     """A re-run of a published day whose raw events are gone (past the raw retention, see
     :mod:`ingestion.retention`, or removed) has nothing to judge: it must neither record a
-    failure nor withdraw the publication. Raises :class:`ContractError`, writing nothing."""
+    failure nor withdraw the publication. Raises :class:`RawExpired`, writing nothing."""
     if events.files or events.rejected:
         return
     published = partition_prefix(VALIDATED, "events", run.day)
     if run.lake.list(published):
-        raise ContractError(
+        raise RawExpired(
             f"no raw events for {run.day}, but {run.lake.url(published)} holds the day's "
             "published events (raw data past its retention, or removed): nothing was "
             "re-validated and the publication stands"
@@ -179,16 +197,20 @@ def _write(
     files: Partitions,
     outcomes: dict[str, dict[str, Any]],
     withdrawing: dict[str, list[str]],
+    pages: dict[str, bytes],
 ) -> None:
     """The day's writes, in the order that keeps a crash between any two of them safe: the
     failed tables' earlier publications withdrawn first (downstream never reads a day whose
     verdict is "fail", even before the verdict is recorded), then quarantine, the validated
-    partitions, and the outcomes last (an outcome never claims what is not in the lake)."""
+    partitions, the Data Docs ``pages``, and the outcomes last (an outcome never claims what
+    is not in the lake)."""
     lake, day = run.lake, run.day
     withdraw(lake, day, withdrawing)
     quarantine_files(lake, day, checks, outcomes)
     quarantine_rows(lake, day, checks, outcomes)
     publish(lake, day, files)
+    for key, page in pages.items():
+        lake.write_bytes(key, page)
     for table, outcome in outcomes.items():
         c = checks[table]
         if c.files or c.rejected or table == "events":  # no items/users delivered: no outcome
@@ -197,6 +219,22 @@ def _write(
 
 def _now(write: Callable[[], None]) -> None:
     write()
+
+
+def _data_docs(run: DayRun, checks: dict[str, TableCheck]) -> tuple[dict[str, bytes], dict]:
+    """GX's Data Docs of the run's results per table (:mod:`validation.docs`): the pages to
+    write (lake key -> HTML) and each table's entry page (table -> lake key); tables GX did
+    not run on (no files, or a bulk range's prescreen found nothing) have none."""
+    site = docs.for_gate(run.gate)
+    pages: dict[str, bytes] = {}
+    entries: dict[str, str] = {}
+    for table, c in checks.items():
+        ran = list(zip(c.gx_batches, c.gx_results, strict=True))
+        entry, files = site.render(run.day, table, run.validation_id, ran)
+        if entry is not None:
+            entries[table] = entry
+            pages.update(files)
+    return pages, entries
 
 
 def _gate_day(run: DayRun, key: bytes) -> tuple[dict[str, TableCheck], Partitions]:
@@ -218,6 +256,7 @@ def _gate_day(run: DayRun, key: bytes) -> tuple[dict[str, TableCheck], Partition
         for table in ("items", "users"):
             checks[table] = check_files(gate, day, table, raw[table])
             check_table_values(gate, day, checks[table])
+            log_verdict(day, checks[table], gate.config)
         users = checks["users"].published
         # hash the users' ids while the worker reads and encodes the events
         pseudonyms = Pseudonyms([users["user_id"]] if users is not None else [], key)
@@ -228,6 +267,7 @@ def _gate_day(run: DayRun, key: bytes) -> tuple[dict[str, TableCheck], Partition
         raw_events, encoded = reading.result()
         checks["events"] = check_files(gate, day, "events", raw_events)
         _gate_events(run, worker, checks, encoded, pseudonyms, files)
+        log_verdict(day, checks["events"], gate.config)
         return checks, {t: f.result() for t, f in files.items() if not checks[t].failed}
 
 
@@ -261,9 +301,12 @@ def _gate_events(
         files["events"] = worker.submit(partition_files, "events", events.published, pseudonyms)
 
 
-def _outcome(run: DayRun, check: TableCheck, withdrawn: list[str] | None) -> dict[str, Any]:
+def _outcome(
+    run: DayRun, check: TableCheck, withdrawn: list[str] | None, data_docs_key: str | None
+) -> dict[str, Any]:
     """The outcome record of one table of the run (see :mod:`validation.results`); with
-    ``withdrawn``: the keys of the table's earlier publication of the day, withdrawn (as URIs)."""
+    ``withdrawn``: the keys of the table's earlier publication of the day, withdrawn (as URIs);
+    ``data_docs_key``: the table's GX Data Docs page of the run."""
     out = results.outcome(
         run.day,
         check.table,
@@ -276,6 +319,7 @@ def _outcome(run: DayRun, check: TableCheck, withdrawn: list[str] | None) -> dic
         run_id=run.run_id,
         rows_quarantined=check.rows_quarantined,
         quarantined_reasons=check.split.reasons if check.split is not None else None,
+        data_docs_key=data_docs_key,
     )
     if withdrawn:
         out["withdrawn"] = [run.lake.url(k) for k in withdrawn]

@@ -12,6 +12,8 @@ the column, the expectation and a few offending values.
 
 from __future__ import annotations
 
+import copy
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +37,13 @@ class GateFailure(ContractError):
 
 @dataclass
 class Finding:
-    """One failed check, as stored in the validation history."""
+    """One failed check, as stored in the validation history.
+
+    ``title``: the expectation with its column(s) and the arguments that tell it apart from
+    another expectation of the same type on the same column (value set, bounds), e.g.
+    ``expect_column_values_to_be_between(event_ts, max_value=2026-06-01T00:00:00+00:00)``
+    (:func:`expectation_title`); the expectation's name when it is not a GX expectation.
+    """
 
     expectation: str
     rule: str
@@ -43,15 +51,64 @@ class Finding:
     message: str
     examples: list = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        self.title = self.title or self.expectation
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def headline(self) -> str:
+        """``title: message; e.g. [examples]`` -- what the finding says, without its files."""
+        ex = f"; e.g. {self.examples}" if self.examples else ""
+        return f"{self.title}: {self.message}{ex}"
 
     def one_line(self) -> str:
         where = ", ".join(self.files) if self.files else "(no file)"
         col = f"column '{self.column}'" if self.column else "table"
         ex = f"; e.g. {self.examples}" if self.examples else ""
-        return f"{where}: {col} failed {self.expectation} ({self.rule}): {self.message}{ex}"
+        return f"{where}: {col} failed {self.title} ({self.rule}): {self.message}{ex}"
+
+
+#: kwargs that name the checked column(s) or steer GX, not the rule's arguments.
+_NOT_ARGUMENTS = frozenset(
+    {"column", "column_A", "column_B", "column_list", "batch_id", "result_format"}
+    | {"catch_exceptions", "include_config", "row_condition", "condition_parser", "meta"}
+)
+_SHOWN_VALUES = 5  # values of a value set shown in a title (sets of seen ids run to millions)
+
+
+def _shown(value: Any, personal: bool) -> str:
+    """One argument of a title: scalars as text, long lists cut after a few values."""
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        return f"${value['$PARAMETER']}"
+    if isinstance(value, list | tuple | set | frozenset):
+        values = list(value)
+        shown = values[:_SHOWN_VALUES]
+        if personal:
+            shown = redact_values(shown)
+        more = f", … {len(values)} values" if len(values) > len(shown) else ""
+        return "[" + ", ".join(_shown(v, False) for v in shown) + more + "]"
+    value = _jsonable(value)
+    return str(redact_values(value) if personal and isinstance(value, str) else value)
+
+
+def expectation_title(expectation: str, kwargs: dict[str, Any]) -> str:
+    """``expectation(column[, column_B], name=value, …)``: the expectation with its column(s)
+    and its arguments (value sets cut to a few values; values of a personal column as their
+    pseudonyms), so that two rules on one column never read the same."""
+    cols = [kwargs[k] for k in ("column", "column_A", "column_B") if kwargs.get(k)]
+    cols += list(kwargs.get("column_list") or [])
+    personal = any(isinstance(c, str) and is_personal(c) for c in cols)
+    args = [
+        f"{name}={_shown(value, personal)}"
+        for name, value in kwargs.items()
+        if name not in _NOT_ARGUMENTS
+        and value is not None
+        and not (name == "mostly" and value == 1)
+    ]
+    return f"{expectation}({', '.join([*map(str, cols), *args])})"
 
 
 def redact_finding(finding: Finding, key: bytes | None = None) -> None:
@@ -69,17 +126,64 @@ def redact_finding(finding: Finding, key: bytes | None = None) -> None:
     finding.examples = hashed
 
 
+def _on_personal(kwargs: dict[str, Any]) -> bool:
+    columns = [kwargs.get(k) for k in ("column", "column_A", "column_B")]
+    columns += list(kwargs.get("column_list") or [])
+    return any(isinstance(c, str) and is_personal(c) for c in columns)
+
+
+def _exception_kind(info: dict[str, Any]) -> str:
+    """The type of the exception an ``exception_info`` reports (``ValueError``), from the last
+    line of its traceback, never its message."""
+    lines = [ln for ln in str(info.get("exception_traceback") or "").splitlines() if ln.strip()]
+    kind = lines[-1].split(":", 1)[0].strip() if lines else ""
+    return kind if kind.replace(".", "").replace("_", "").isalnum() else "an exception"
+
+
+def withheld_exception(info: Any, column: str | None) -> Any:
+    """GX's ``exception_info`` of an expectation on a personal column without the exception's
+    message and traceback (they can quote raw values), its type kept; nested per-metric
+    infos alike."""
+    if not isinstance(info, dict):
+        return info
+    if "exception_message" in info or "exception_traceback" in info:
+        note = f"{_exception_kind(info)} (message withheld: it may quote {column} values)"
+        return {**info, "exception_message": note, "exception_traceback": note}
+    return {k: withheld_exception(v, column) for k, v in info.items()}
+
+
+def evaluation_error(info: dict[str, Any], column: str | None) -> str:
+    """The message of a finding whose expectation could not be evaluated (GX raised): GX's
+    exception message, or only the exception's type on a personal column."""
+    if is_personal(column):
+        info = withheld_exception(info, column)
+    return f"could not be evaluated: {info.get('exception_message') or 'no message'}"
+
+
 def redact_gx_result(result: dict[str, Any], key: bytes | None = None) -> dict[str, Any]:
     """A GX validation result (``to_json_dict()``) with the results of expectations on a
-    personal column pseudonymised (their offending values, counts by value, any example)."""
+    personal column pseudonymised (their offending values, counts by value, any example) and
+    their exception messages withheld (:func:`withheld_exception`)."""
     for r in result.get("results", []):
         kwargs = (r.get("expectation_config") or {}).get("kwargs") or {}
-        columns = [kwargs.get(k) for k in ("column", "column_A", "column_B")]
-        columns += list(kwargs.get("column_list") or [])
-        if any(isinstance(c, str) and is_personal(c) for c in columns):
+        if _on_personal(kwargs):
             key = key if key is not None else pseudonym_key()
             r["result"] = redact_values(r.get("result") or {}, key)
+            r["exception_info"] = withheld_exception(r.get("exception_info"), "user_id")
     return result
+
+
+def redacted_gx_result(result: Any, key: bytes | None = None) -> Any:
+    """A copy of a GX validation result (the ``ExpectationSuiteValidationResult`` object)
+    redacted as :func:`redact_gx_result` does its JSON: what GX renders (Data Docs) from it
+    names users by their pseudonyms only."""
+    out = copy.deepcopy(result)
+    for r in out.results:
+        if _on_personal(r.expectation_config.kwargs):
+            key = key if key is not None else pseudonym_key()
+            r.result = redact_values(r.result or {}, key)
+            r.exception_info = withheld_exception(r.exception_info, "user_id")
+    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -96,12 +200,33 @@ def _jsonable(value: Any) -> Any:
 
 
 _GATES: dict[GateConfig, Gate] = {}
+GX_LOGGER = "great_expectations"
+
+
+def quiet_gx() -> None:
+    """Raise Great Expectations' loggers to WARNING.
+
+    Importing GX logs ~200 INFO lines (``_docs_decorators`` registering its API, the metric
+    registry, datasource loading); a failing ingest task's log would open with them and show
+    the gate's verdict only after. Called before GX is imported (its loggers inherit the level)
+    and after (one of its modules sets its own logger to INFO on import). GX's progress bars
+    ("Calculating Metrics", tqdm on stderr) are off in the gate's context
+    (``ProgressBarsConfig(globally=False)``)."""
+    logging.getLogger(GX_LOGGER).setLevel(logging.WARNING)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (
+            name.startswith(GX_LOGGER + ".")
+            and isinstance(logger, logging.Logger)
+            and logging.NOTSET < logger.level < logging.WARNING
+        ):
+            logger.setLevel(logging.WARNING)
 
 
 class Gate:
     """One ephemeral GX context with a checkpoint per (table, suite kind)."""
 
     def __init__(self, config: GateConfig | None = None):
+        quiet_gx()
         import great_expectations as gx
         from great_expectations.data_context.types.base import (
             DataContextConfig,
@@ -118,6 +243,7 @@ class Gate:
                 analytics_enabled=False,
             ),
         )
+        quiet_gx()
         self._datasource = self.context.data_sources.add_pandas("flywheel_raw")
         self._checkpoints: dict[str, Any] = {}
 
@@ -182,18 +308,28 @@ class Gate:
             batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {}
         )
         (vr,) = result.run_results.values()
-        findings = [f for r in vr.results if not r.success for f in [self._finding(r)]]
+        findings = [self._finding(r) for r in vr.results if not r.success]
         return findings, vr
 
     def _finding(self, r) -> Finding:
+        """The finding of one failed expectation result, titled (:func:`expectation_title`; a
+        schema rule, checked on the schema frame, by the columns it names)."""
+        cfg = r.expectation_config
+        finding = self._finding_of(r)
+        if (cfg.meta or {}).get("on"):
+            finding.title = f"{cfg.type}({finding.column})"
+        else:
+            finding.title = expectation_title(cfg.type, cfg.kwargs)
+        return finding
+
+    def _finding_of(self, r) -> Finding:
         cfg = r.expectation_config
         kwargs, meta, res = cfg.kwargs, cfg.meta or {}, r.result or {}
         rule = meta.get("rule", cfg.type)
         column = kwargs.get("column")
         n = self.config.examples
         if r.exception_info and r.exception_info.get("raised_exception"):
-            msg = r.exception_info.get("exception_message") or "could not be evaluated"
-            return Finding(cfg.type, rule, column, f"could not be evaluated: {msg}")
+            return Finding(cfg.type, rule, column, evaluation_error(r.exception_info, column))
         on = meta.get("on")
         if on == "columns" and cfg.type == "expect_column_values_to_be_in_set":
             extra = _jsonable(res.get("partial_unexpected_list", []))

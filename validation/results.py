@@ -7,13 +7,18 @@ Layout (in the lake)::
     quality/reports/dt=D/<table>.html                   the report of the table's latest run
     quality/quarantined/dt=D/<table>.json               a quarantined table's full result
                                                         (:mod:`validation.quarantine`)
+    quality/data_docs/dt=D/<table>/...                  GX's Data Docs of the table's runs
+                                                        (:mod:`validation.docs`)
 
 The pipeline's own files are all here: ``quarantine/`` holds only files that came from ``raw/``,
 so no raw file can take the name of a report or result.
 
 An outcome is one JSON object: ``date, table, success, published, failed_expectations
 [{expectation, rule, column, message, examples, files}], rows, rows_quarantined,
-quarantined_reasons {rule: rows}, validation_id, validated_at, run_id, files, report_uri`` (and
+quarantined_reasons {rule: rows}, validation_id, validated_at, run_id, files, report_uri,
+data_docs_key`` (the lake key of the run's GX Data Docs page, ``None`` when GX did not run on the
+table: see :mod:`validation.docs`; a finding also has a ``title``, see
+:class:`validation.gate.Finding`) (and
 ``quarantined`` for the raw files moved to quarantine: a failing table's, or a junk file set
 aside from a table published without it; ``quarantined_rows`` for the file of rows split off a
 published table; ``withdrawn`` for a failing table's earlier publication of the day, moved out
@@ -77,9 +82,11 @@ def outcome(
     run_id: str | None = None,
     rows_quarantined: int = 0,
     quarantined_reasons: dict[str, int] | None = None,
+    data_docs_key: str | None = None,
 ) -> dict[str, Any]:
     """The outcome record of one table's validation (``report_uri`` filled in by
-    :func:`record` unless the caller set one).
+    :func:`record` unless the caller set one; ``data_docs_key``: the lake key of the run's
+    GX Data Docs page of the table, :mod:`validation.docs`).
 
     ``success`` is GX's verdict on the whole batch; a table whose only findings are row-level
     breaches on few rows is ``published`` all the same, without those ``rows_quarantined``
@@ -99,6 +106,7 @@ def outcome(
         "run_id": run_id,
         "files": files,
         "report_uri": None,
+        "data_docs_key": data_docs_key,
     }
 
 
