@@ -209,10 +209,17 @@ def quality_rows(lake) -> list[dict[str, Any]]:
                 "quarantined_files": [k for k in moved if k],
                 "rows_file": _payload_key(lake, r.get("quarantined_rows")),
                 "full_result_key": full if lake.exists(full) else None,
+                "data_docs_key": _data_docs_key(lake, r.get("data_docs_key")),
             }
         )
     rows.sort(key=lambda r: str(r["date"]), reverse=True)  # stable: keeps table order
     return sorted(rows, key=lambda r: bool(r.get("success")))  # failures first, still by day
+
+
+def _data_docs_key(lake, key: str | None) -> str | None:
+    """The GX Data Docs page of the result (``validation.docs``), when it may be served."""
+    safe = safe_report_key(key) if key else None
+    return safe if safe and safe.startswith(f"{QUALITY}/") and lake.exists(safe) else None
 
 
 def _verdict(r: dict[str, Any]) -> str:
@@ -245,7 +252,11 @@ def failure_lines(failed: list[Any]) -> list[dict[str, Any]]:
         rule, exp = f.get("rule") or "", f.get("expectation") or ""
         where = f"column {f['column']}" if f.get("column") else "table"
         head = f"{rule} — {exp}" if rule and rule != exp else (rule or exp or "check")
-        line = f"{head} on {where}" + (f": {f['message']}" if f.get("message") else "")
+        if f.get("title"):  # the expectation with its column and distinguishing settings
+            head, where = f"{rule} — {f['title']}" if rule else f["title"], ""
+        line = f"{head}{f' on {where}' if where else ''}" + (
+            f": {f['message']}" if f.get("message") else ""
+        )
         entry = out.setdefault(
             line, {**f, "line": line, "examples": list(f.get("examples") or []), "files": []}
         )

@@ -654,6 +654,14 @@ def test_quarantined_raw_html_is_only_a_download(airflow_ui):
     assert "content-disposition" not in report.headers
     assert "Data quality" in report.text and "FAILED" in report.text
     assert "<script" not in report.text and "validation_report.html" in report.text
+    # GX's own Data Docs page of that validation, linked from the row and served sandboxed
+    docs = row["data_docs_key"]
+    assert docs.startswith(f"quality/data_docs/dt={QDAY}/events/") and docs.endswith(".html")
+    assert f'href="/flywheel/files/{docs}"' in page
+    gx = httpx.get(f"{airflow_ui.url}/flywheel/files/{docs}", headers=auth, timeout=30)
+    assert gx.status_code == 200 and "text/html" in gx.headers["content-type"]
+    assert gx.headers["content-security-policy"].startswith("sandbox")
+    assert "Expectation Validation Result" in gx.text and "events_data" in gx.text  # GX's page
 
 
 @pytest.mark.parametrize(
