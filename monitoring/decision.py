@@ -116,7 +116,8 @@ def decision_label(summary: dict[str, Any]) -> str:
 
     ``drift, retrain triggered`` only when a trigger was emitted for the day; a drift that did
     not trigger says why (``suppressed: …``); ``drift, trigger pending`` between the decision
-    and the emission (or when the emission failed).
+    and the emission (or when the emission failed); ``nothing compared: <why>`` for a day
+    without a comparison (never a plain "no drift").
     """
     if summary.get("trigger"):
         run = summary["trigger"].get("run_id")
@@ -125,8 +126,8 @@ def decision_label(summary: dict[str, Any]) -> str:
         if summary.get("suppressed_by"):
             return f"drift, suppressed: {summary['suppressed_by']}"
         return "drift, trigger pending"
-    if summary.get("drift_share") is None:
-        return "no decision"
+    if summary.get("drift_share") is None:  # no report: the check compared nothing
+        return f"nothing compared: {summary.get('reason') or 'no reason recorded'}"
     return "no drift"
 
 

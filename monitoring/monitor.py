@@ -8,7 +8,10 @@ cooldown (:mod:`monitoring.decision`) → stored results. Per day D it writes
 snapshot to the Evidently workspace. Emitted triggers are logged in a private state file beside
 the reports (:func:`mark_emitted`, by the DAG's emitting task); the cooldown reads that log, so
 a day triggers retraining at most once, and each summary's ``decision`` label says what was
-actually emitted ("drift, retrain triggered" / "drift, suppressed: …" / "no drift").
+actually emitted ("drift, retrain triggered" / "drift, suppressed: …" / "no drift"), or
+"nothing compared: <why>" for a day without a comparison (no champion, too little traffic, no
+reference features, no column with values on both sides) — such a day has no report. When the
+label changes later (:func:`mark_emitted`), the day's report header and workspace run follow.
 
 Run it without Airflow::
 
@@ -37,7 +40,14 @@ from monitoring.decision import (
     too_little_traffic,
 )
 from monitoring.frames import feature_frame, served_frames, stack
-from monitoring.report import add_to_workspace, report_html, run_report
+from monitoring.report import (
+    add_to_workspace,
+    finish_report,
+    relabel_run,
+    report_html,
+    run_report,
+    snapshot_timestamp,
+)
 from training.registry import configure_mlflow, current_champion, model_name
 
 log = logging.getLogger(__name__)
@@ -63,14 +73,20 @@ def check_drift(
     """Compare day D with the reference window; returns ``(result, evidently snapshot)``.
 
     The result's ``drift_detected`` is the drift *decision* before any cooldown (``candidate``);
-    the snapshot is None when the day had too little traffic to judge.
+    the snapshot is None when nothing was compared (``drift_share`` None, ``reason`` says why):
+    too little traffic on D, no features in the reference window, no column with values on both
+    sides. Day D without features raises :class:`DriftError` (the day is not ready).
     """
     config = config or DriftConfig()
     start, end = reference_window
     if end < start:
         raise DriftError(f"reference window is empty: {start} is after {end}")
-    reference = feature_frame(lake, start, end, config, skip_missing=True)
-    current = feature_frame(lake, day, day, config)
+    current = feature_frame(lake, day, day, config)  # no features for D: raises (not checked)
+    try:
+        reference = feature_frame(lake, start, end, config, skip_missing=True)
+        missing = ""
+    except DriftError as exc:  # nothing to compare with: said so, not raised
+        reference, missing = current.iloc[0:0], f"no reference: {exc}"
     # prediction and quality drift: only when the serving API left impressions
     served = served_frames(lake, day, reference_window, config)
     if served is not None:
@@ -82,23 +98,25 @@ def check_drift(
         drift_share=None,
         drifted_columns=[],
         quality_drop=served.quality_drop if served else None,
-        reason="",
+        reason=missing,
         reference_window=[start.isoformat(), end.isoformat()],
         reference_rows=len(reference),
         current_rows=len(current),
         quality=served.quality if served else None,
     )
-    if too_little_traffic(result, config):
+    if too_little_traffic(result, config) or missing:
         return result, None
-    end_of_day = dt.datetime.combine(day + _DAY, dt.time(), tzinfo=dt.UTC)
-    snapshot, per_column, share = run_report(
-        reference.drop(columns=["day"]),
-        current.drop(columns=["day"]),
-        config,
-        timestamp=end_of_day.replace(tzinfo=None),
-        metadata={"date": day.isoformat(), "reference_window": f"{start}..{end}"},
-        name=f"drift {day.isoformat()}",
-    )
+    try:
+        snapshot, per_column, share = run_report(
+            reference.drop(columns=["day"]),
+            current.drop(columns=["day"]),
+            config,
+            timestamp=snapshot_timestamp(day),
+            name=f"drift {day.isoformat()}",
+        )
+    except DriftError as exc:  # e.g. no column with values on both sides
+        result.reason = str(exc)
+        return result, None
     return decide(result, per_column, share, config), snapshot
 
 
@@ -147,9 +165,11 @@ def report_prefix(day: dt.date) -> str:
 def store(
     lake: Lake, day: dt.date, result: DriftResult, snapshot, settings: Settings | None = None
 ) -> DriftResult:
-    """Write ``report.html`` + ``summary.json`` (replacing the day's) and add the workspace run."""
+    """Write ``report.html`` + ``summary.json`` (replacing the day's) and add the workspace run
+    (the snapshot finished by :func:`~monitoring.report.finish_report` with the decision)."""
     files: dict[str, bytes] = {}
-    if snapshot is not None:
+    if snapshot is not None:  # header, order and tags from the decision
+        snapshot = finish_report(snapshot, result.summary())
         files[REPORT_NAME] = report_html(snapshot)
         result.report_uri = lake.url(report_prefix(day) + REPORT_NAME)
         result.snapshot_id = add_to_workspace(snapshot, day, settings)
@@ -207,15 +227,26 @@ def record_trigger(
     return log_[day]
 
 
-def update_summary(lake: Lake, day: str, **fields: Any) -> dict[str, Any] | None:
-    """Change fields of a day's stored summary (its ``decision`` label follows)."""
+def update_summary(
+    lake: Lake, day: str, settings: Settings | None = None, **fields: Any
+) -> dict[str, Any] | None:
+    """Change fields of a day's stored summary; its ``decision`` label follows, and so do the
+    day's Evidently report (header) and workspace run (header, tags, metadata)."""
     summary = read_summary(lake, dt.date.fromisoformat(day))
     if summary is None:
         return None
     summary.update(fields)
     summary["decision"] = decision_label(summary)
-    key = report_prefix(dt.date.fromisoformat(day)) + SUMMARY_NAME
-    lake.write_text(key, json.dumps(summary, indent=2, default=str))
+    prefix = report_prefix(dt.date.fromisoformat(day))
+    lake.write_text(prefix + SUMMARY_NAME, json.dumps(summary, indent=2, default=str))
+    if summary.get("snapshot_id"):
+        try:
+            snapshot = relabel_run(summary["snapshot_id"], summary, settings)
+        except Exception:  # the label is stored; a stale report header must not fail the caller
+            log.warning("could not relabel the drift report of %s", day, exc_info=True)
+            snapshot = None
+        if snapshot is not None:
+            lake.write_bytes(prefix + REPORT_NAME, report_html(snapshot))
     return summary
 
 
@@ -278,7 +309,7 @@ def _reference(
             return (
                 None,
                 champion,
-                f"{day} lies inside the champion's training window: nothing to compare",
+                f"{day} lies inside the champion's training window",
             )
     return window, champion, ""
 

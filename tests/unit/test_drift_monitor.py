@@ -93,6 +93,15 @@ def test_drift_day_writes_report_summary_and_workspace_run(home_lake, fw_home):
     ws = Workspace(str(fw_home / "evidently"))
     (project,) = ws.search_project(PROJECT)
     assert len(ws.list_runs(project.id)) == 1
+    # the workspace run: the data day as its time, tagged with the decision, which followed the
+    # emission (checked: pending; emitted: triggered), and so did the report's header
+    run = ws.get_run(project.id, summary["snapshot_id"])
+    assert run.timestamp == dt.datetime.combine(_day(ONSET), dt.time())
+    assert run.tags == ["drift", "decision:drift-triggered"]
+    assert run.metadata["decision"] == stored["decision"]
+    assert run.metadata["reference_window"] == f"{WINDOW[0]}..{WINDOW[1]}"
+    html = home_lake.read_text(prefix + "report.html")
+    assert "retrain triggered (run run-a)" in html and "trigger pending" not in html
     # re-running the day replaces its report and its workspace run, never duplicates them
     again = monitor_day(_day(ONSET), reference_window=WINDOW)
     assert again["drifted_columns"] == summary["drifted_columns"]
@@ -114,7 +123,34 @@ def test_no_champion_means_no_decision(home_lake):
     summary = monitor_day(_day(ONSET))  # reference from MLflow: nothing registered yet
     assert summary["drift_detected"] is False and summary["drift_share"] is None
     assert "no champion" in summary["reason"]
+    assert summary["decision"] == f"nothing compared: {summary['reason']}"
     assert read_summary(home_lake, _day(ONSET))["reason"] == summary["reason"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"config": DriftConfig(min_rows=10**9)}, "too little traffic on 2026-01-08"),
+        (
+            {"config": DriftConfig(numeric=("no_such_column",), categorical=())},
+            "no column to compare",
+        ),
+        (
+            {"reference_window": (dt.date(2025, 11, 1), dt.date(2025, 11, 14))},
+            "no reference: drift check needs features for 2025-11-01",
+        ),
+    ],
+)
+def test_days_with_nothing_compared_say_so(home_lake, kwargs, why):
+    """A day without a comparison is stored with its reason, never as a green "no drift"."""
+    kwargs = {"reference_window": WINDOW, **kwargs}
+    summary = monitor_day(_day(7), **kwargs)
+    assert summary["decision"].startswith(f"nothing compared: {why}"), summary["decision"]
+    assert summary["drift_share"] is None and summary["drift_detected"] is False
+    assert summary["reason"].startswith(why)
+    prefix = partition_prefix("reports", "drift", _day(7))
+    assert home_lake.list(prefix) == [prefix + "summary.json"]  # no report of nothing
+    assert read_summary(home_lake, _day(7))["decision"] == summary["decision"]
 
 
 def _candidate(day: dt.date) -> DriftResult:
