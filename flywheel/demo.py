@@ -208,7 +208,7 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
             why = d.get("suppressed_by") or "trigger not emitted"
             verdict, reason = "drift, no retrain", reason + f" ({clip(why, 40)})"
         elif d["drift_share"] is None:
-            verdict = "no decision"
+            verdict = "nothing compared"
         else:
             verdict = "ok"
         share = _fmt(d["drift_share"], 2)

@@ -394,7 +394,8 @@ def drift_view(s: dict[str, Any]) -> dict[str, Any]:
     return {
         **s,
         "compared": compared,
-        "label": label if compared else "nothing compared",
+        # e.g. "nothing compared: 3 users active, at least 20 needed" (monitoring.decision)
+        "label": label if compared or label.startswith("nothing compared") else "nothing compared",
         "tone": tone,
         "drifted_of": f"{len(drifted)} of {len(cols)}" if cols else str(len(drifted) or "–"),
         "reference": f"{ref[0][:10]} … {ref[1][:10]}" if len(ref) == 2 else "–",
