@@ -64,6 +64,7 @@ from core.names import (
     CHAMPION,
     RUN_NOTE,
 )
+from core.privacy import is_personal, pseudonymise
 from core.settings import get_settings
 from monitoring.decision import decision_label
 from monitoring.monitor import REPORT_NAME, report_prefix, summaries
@@ -91,6 +92,7 @@ FILE_HEADERS: dict[str, str] = {
     "Content-Security-Policy": "sandbox",
     "X-Content-Type-Options": "nosniff",
 }
+SAMPLE_ROWS = 3  # rows of a bad-rows file shown on the quality page
 COOKIE_NAME = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 
 
@@ -208,12 +210,36 @@ def quality_rows(lake) -> list[dict[str, Any]]:
                 "failures": failure_lines(r.get("failed_expectations") or []),
                 "quarantined_files": [k for k in moved if k],
                 "rows_file": _payload_key(lake, r.get("quarantined_rows")),
+                "sample_rows": sample_rows(lake, _payload_key(lake, r.get("quarantined_rows"))),
                 "full_result_key": full if lake.exists(full) else None,
                 "data_docs_key": _data_docs_key(lake, r.get("data_docs_key")),
             }
         )
     rows.sort(key=lambda r: str(r["date"]), reverse=True)  # stable: keeps table order
     return sorted(rows, key=lambda r: bool(r.get("success")))  # failures first, still by day
+
+
+def sample_rows(lake, key: str | None, n: int = SAMPLE_ROWS) -> list[dict[str, str]]:
+    """The first ``n`` rows set aside from a published table (``quarantine/<table>_rows/``),
+    with their ``reason``; personal columns shown as pseudonyms (as ``validated/`` names the
+    user), or ``(hidden)`` where this process has no pseudonym key."""
+    if not key or not key.endswith(".parquet"):
+        return []
+    try:
+        rows = lake.read_parquet(key).slice(0, n).to_pylist()
+    except Exception as exc:  # a page must render whatever lies in quarantine
+        log.warning("cannot read sample rows of %s: %s", key, exc)
+        return []
+
+    def shown(column: str, value: Any) -> str:
+        if value is None or not is_personal(column):
+            return "" if value is None else str(value)
+        try:
+            return pseudonymise(str(value))
+        except Exception:  # no key here (e.g. production without FLYWHEEL_PSEUDONYM_KEY)
+            return "(hidden)"
+
+    return [{c: shown(c, v) for c, v in row.items()} for row in rows]
 
 
 def _data_docs_key(lake, key: str | None) -> str | None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.lake import parquet_bytes
 from core.names import CHAMPION
 
 pytestmark = pytest.mark.slow
@@ -454,8 +455,28 @@ def _seed_hostile_quarantine(lake) -> None:
 
     simulate(lake, days=1, users=40, items=15, seed=7, start=QDAY)
     lake.write_bytes(f"raw/events/dt={QDAY}/validation_report.html", HOSTILE)
+    _break_one_rating(lake, f"raw/events/dt={QDAY}/part-00000.parquet")
     summary = ingest_day(QDAY, lake=lake, now=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
     assert summary["files_quarantined"] == 1
+
+
+def _break_one_rating(lake, key: str) -> str:
+    """Make the first event of a raw batch a rating of 9 stars (one bad row, set aside by the
+    gate); returns its raw user id."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = lake.read_parquet(key)
+    first = pa.array([True] + [False] * (table.num_rows - 1))
+    for name, value in (("event_type", "rating"), ("value", 9.0)):
+        col = table.column(name)
+        table = table.set_column(
+            table.schema.get_field_index(name),
+            name,
+            pc.if_else(first, pa.scalar(value, col.type), col),
+        )
+    lake.write_bytes(key, parquet_bytes(table))
+    return table.column("user_id")[0].as_py()
 
 
 #: (trigger tag, end day, NDCG@10, champion's NDCG@10 on the same holdout, decision) of v1..v3,
@@ -654,6 +675,11 @@ def test_quarantined_raw_html_is_only_a_download(airflow_ui):
     assert "content-disposition" not in report.headers
     assert "Data quality" in report.text and "FAILED" in report.text
     assert "<script" not in report.text and "validation_report.html" in report.text
+    # the row the gate set aside, shown with its reason and the user as validated/ names them
+    (sample,) = row["sample_rows"]
+    assert sample["value"] == "9.0" and sample["reason"]
+    assert sample["user_id"].startswith("p_")  # a pseudonym, never the raw id the file holds
+    assert "sample rows" in page and sample["user_id"] in page
     # GX's own Data Docs page of that validation, linked from the row and served sandboxed
     docs = row["data_docs_key"]
     assert docs.startswith(f"quality/data_docs/dt={QDAY}/events/") and docs.endswith(".html")
