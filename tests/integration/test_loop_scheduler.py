@@ -165,8 +165,29 @@ def test_drift_triggers_retraining_under_the_scheduler(tmp_path, monkeypatch):
         decision = _mlflow_decision(home, retrain["dag_run_id"])
         assert DRIFT_URI in decision["trigger"]
         assert decision["promotion_decision"]
+        _review_in_the_browser(af, tmp_path)
     finally:
         af.stop()
+
+
+def _review_in_the_browser(af: AirflowProcesses, tmp_path) -> None:
+    """The Flywheel pages after this loop, as a person opens them in Chromium: the shift day's
+    drift that retrained, and the drift-triggered version on the leaderboard beside the first."""
+    from tests.integration.test_plugin_http import PROBES, chromium_page
+
+    _, seen = chromium_page(
+        f"{af.url}/flywheel/",
+        {"_token": af.token()},
+        tmp_path / "loop.png",
+        probes={k: PROBES[k] for k in ("drift", "models")},
+    )
+    shift = _day(SHIFT).isoformat()
+    drift = {row.split("\t")[0]: row for row in seen["drift"]}
+    assert drift[shift].startswith(f"{shift}\tDrift, retrain triggered"), drift
+    assert "Evidently report" in drift[shift]
+    models = seen["models"]
+    assert any(f"drift on {shift[5:]}" in row for row in models), models
+    assert models[-1].startswith("v1") and "\tmanual\t" in models[-1], models
 
 
 def _asset_id(api: Api, uri: str) -> int:
