@@ -201,7 +201,7 @@ def describe_trigger(trigger: str | None, short: bool = False) -> str:
     if not tag.startswith("asset:"):
         return tag or "manual"
     words = tag.removeprefix("asset:").split()
-    uri = words[0] if words else ""
+    uri = words[0].rstrip("/") if words else ""  # Airflow normalises flywheel://drift to …drift/
     label = TRIGGER_WORDS.get(uri, uri.removeprefix("flywheel://").strip("/") or "asset")
     day = re.search(r'"(?:date|day)":\s*"(\d{4})-(\d{2}-\d{2})', tag)
     if not day:

@@ -505,6 +505,7 @@ def test_candidate_unreachable_at_infra_validation_fails_instead_of_rejecting(mo
             'asset: flywheel://drift {"date": "2026-01-16", "drift_share": 0.5}',
             "drift on 2026-01-16",
         ),
+        ('asset: flywheel://drift/ {"date": "2026-01-16"}', "drift on 2026-01-16"),  # Airflow's
         ('asset: flywheel://features {"date": "2026-01-20T00:00:00"}', "new features 2026-01-20"),
         ('asset: flywheel://validated/events {"date": "2026-01-2', "new data"),  # a cut tag
     ],
