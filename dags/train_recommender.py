@@ -12,7 +12,10 @@ Runs when new features land (Asset `flywheel://features`) or drift is decided (A
    never reach the run). Frames go to the lake (`training_sets/dt=<end day>/`); XCom carries
    the path.
    When the window cannot train a model (too little history yet, no positives, empty holdout)
-   an asset-triggered run is **skipped** with the reason; a manual run fails (no retry).
+   an asset-triggered run is **skipped** with the reason; a manual run fails (no retry). An
+   asset-triggered run whose window and data a registered version was already trained on (the
+   same days, the same gate validations) is skipped too, its note naming that version: one
+   version per window, however many events point at it.
 2. **train** — queue `gpu`, pool `training` (create it: `airflow pools set training 1 "one
    training at a time"`; the twin creates it from `deploy/topology.py`), `max_active_runs=1`. Two-tower
    model, checkpoint every epoch; a retry resumes from the last checkpoint of this DAG run.
@@ -158,6 +161,11 @@ def train_recommender():
                 raise AirflowFailException(str(exc)) from None
             _note(context, f"not trained yet (window ending {end_day}): {exc}")
             raise AirflowSkipException(f"not trained yet: {exc}") from None
+        earlier = None if trigger == "manual" else pipeline.trained_before(summary)
+        if earlier is not None:  # a person may retrain a window on purpose; an event may not
+            window = f"{summary['window_start']}..{summary['window_end']}"
+            _note(context, f"not retrained: window {window} is already v{earlier}, same data")
+            raise AirflowSkipException(f"window {window} already trained as v{earlier}")
         return {
             **summary,
             "config": cfg.to_dict(),

@@ -38,6 +38,7 @@ from training.registry import (
     configure_mlflow,
     decide,
     infra_validate,
+    list_versions,
     load_champion,
     load_recommender,
     model_name,
@@ -107,6 +108,31 @@ def latest_data_day(cfg: TrainingConfig) -> dt.date | None:
 def build(end_day: dt.date, cfg: TrainingConfig, location: str | None = None) -> dict[str, Any]:
     """Build and write the training set of the window ending on ``end_day`` (its summary)."""
     return build_training_set(get_lake(), end_day, cfg.data, location)
+
+
+def trained_before(summary: dict[str, Any]) -> str | None:
+    """The registered version already trained on exactly this window and data (the same first
+    and last day and the same gate validations of its days), or None.
+
+    An asset-triggered run whose window an earlier run already trained (the earlier run took
+    the newest featurised day, or a drift event arrived for a day already trained on) would
+    only register a second version of the same data: the DAG skips it instead.
+    """
+    want = (
+        summary["window_start"],
+        summary["window_end"],
+        ",".join(summary.get("validation_ids") or []),
+    )
+    for v in list_versions():
+        t = v.get("tags", {})
+        got = (
+            t.get("data_window_start", "")[:10],
+            t.get("data_window_end", "")[:10],
+            t.get("validation_ids", ""),
+        )
+        if got == want:
+            return v["version"]
+    return None
 
 
 def train(cfg: TrainingConfig, location: str, run_key: str, tags: dict[str, str]) -> dict[str, Any]:

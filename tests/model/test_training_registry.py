@@ -202,6 +202,11 @@ def test_pipeline_registry_pyfunc_and_gate(sim_lake, fw_home, monkeypatch):
     )
     assert len(with_features["item_ids"][0]) == 10
 
+    # the window and its data are now trained: an asset-triggered run on it would be skipped
+    assert pipeline.trained_before(first["training_set"]) == "1"
+    other = dict(first["training_set"], validation_ids=["a-re-run-of-a-day"])
+    assert pipeline.trained_before(other) is None  # the same days, re-validated: new data
+
     # registering v1 moved no challenger: only an A/B test started on purpose sets it
     assert set(client.get_registered_model("flywheel-recommender").aliases) == {"champion"}
     client.set_registered_model_alias("flywheel-recommender", "challenger", "1")
