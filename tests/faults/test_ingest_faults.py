@@ -13,7 +13,6 @@ middle of ``ingest_day`` and started again.
 from __future__ import annotations
 
 import datetime as dt
-import urllib.request
 
 import pyarrow.compute as pc
 import pytest
@@ -22,54 +21,11 @@ from core.errors import LakeError
 from core.lake import get_lake
 from ingestion.pipeline import ingest_day
 from tests.data.conftest import DAY0, ITEMS, NOW, events_table, put, write_day
-from tests.s3_server import free_port
+from tests.faults.conftest import Moto
 from validation.gate import GateFailure
 from validation.results import read_result
 
 D1 = DAY0 + dt.timedelta(days=1)
-
-
-class Moto:
-    """The moto S3 server on a fixed port, stopped and started like a real outage (moto keeps
-    its state per process: objects written before the outage are there after it)."""
-
-    def __init__(self, port: int):
-        self.port, self.server = port, None
-        self.endpoint = f"http://127.0.0.1:{port}"
-
-    def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-
-@pytest.fixture
-def moto(fw_home, monkeypatch):
-    import boto3
-
-    server = Moto(free_port())
-    server.start()
-    reset = urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": server.endpoint,
-        "FLYWHEEL_LAKE_URI": "s3://flywheel-test/lake",
-    }.items():
-        monkeypatch.setenv(name, value)
-    boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="flywheel-test")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _fail_after(lake, moto: Moto, method: str, prefix: str) -> list[str]:
