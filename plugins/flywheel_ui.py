@@ -290,9 +290,8 @@ def failure_lines(failed: list[Any]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def _payload_key(lake, ref: str | None) -> str | None:
-    """The lake key of a quarantined file (a key or a lake URI), when it lies in
-    ``quarantine/`` and may be served as a download; else None (no link)."""
+def _lake_key(lake, ref: str | None) -> str | None:
+    """The safe lake key of ``ref`` (a key, or a URI inside this lake), else None."""
     if not ref:
         return None
     base = lake.url("").rstrip("/") + "/"
@@ -303,23 +302,19 @@ def _payload_key(lake, ref: str | None) -> str | None:
         key = ref
     else:
         return None
-    safe = safe_report_key(key)
+    return safe_report_key(key)
+
+
+def _payload_key(lake, ref: str | None) -> str | None:
+    """The lake key of a quarantined file (a key or a lake URI), when it lies in
+    ``quarantine/`` and may be served as a download; else None (no link)."""
+    safe = _lake_key(lake, ref)
     return safe if safe is not None and safe.startswith(PAYLOAD_ROOT) else None
 
 
 def _report_key(lake, uri: str | None) -> str | None:
     """The lake key of a report URI, when it lies in the lake's report folders (else no link)."""
-    if not uri:
-        return None
-    base = lake.url("").rstrip("/") + "/"
-    if uri.startswith(base):
-        key = uri[len(base) :]
-        key = unquote(key) if base.startswith("file:") else key
-    elif "://" not in uri:
-        key = uri
-    else:
-        return None
-    safe = safe_report_key(key)
+    safe = _lake_key(lake, uri)
     return None if safe is None or safe.startswith(PAYLOAD_ROOT) else safe  # never a payload
 
 

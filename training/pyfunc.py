@@ -54,14 +54,15 @@ def save_artifacts(
     return folder
 
 
-def load_blob(path: Path) -> dict[str, Any]:
-    """``recommender.pt`` with ``weights_only=True``: tensors and plain values only; a file that
-    pickles anything else (code that would run on load) is refused with a FlywheelError."""
+def load_blob(path: str | Path, what: str = "model file") -> dict[str, Any]:
+    """A ``torch.save`` file (``recommender.pt``, a checkpoint) with ``weights_only=True``:
+    tensors and plain values only; a file that pickles anything else (code that would run on
+    load, e.g. a tampered MLflow artifact) is refused with a FlywheelError, never executed."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise FlywheelError(
-            f"model file {path} holds more than tensors and plain values; refused: "
+            f"{what} {path} holds more than tensors and plain values; refused: "
             f"{str(exc).splitlines()[0][:300]}"
         ) from None
 

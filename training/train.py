@@ -41,7 +41,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import random
 import shutil
 import subprocess
@@ -68,7 +67,7 @@ from training.config import TrainConfig, TrainingConfig
 from training.data import TrainingSet, build_training_set, load_training_set
 from training.evaluation import holdout_metrics, validation_metrics
 from training.model import FeatureEncoder, Retriever, TwoTower, history_index
-from training.pyfunc import log_recommender, plain, save_artifacts
+from training.pyfunc import load_blob, log_recommender, plain, save_artifacts
 from training.registry import configure_mlflow, describe_trigger, experiment_id
 
 log = logging.getLogger("training.train")
@@ -481,16 +480,8 @@ def checkpoint_state(
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint file, loaded with ``weights_only=True``: tensors and plain values only, so a
-    crafted file (a pickled object that would run code, e.g. from a tampered MLflow artifact)
-    is refused with a :class:`~core.errors.FlywheelError`, never executed."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise FlywheelError(
-            f"checkpoint {path} holds more than tensors and plain values; refused: "
-            f"{str(exc).splitlines()[0][:300]}"
-        ) from None
+    """A checkpoint file, loaded weights-only (:func:`training.pyfunc.load_blob`)."""
+    return load_blob(path, "checkpoint")
 
 
 def resume(
