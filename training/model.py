@@ -15,6 +15,8 @@
   of the recency-weighted training positives and trained with the rest. A user with nothing
   known (no id, no history, no features) is ranked by ``b_item`` alone (``model.cold_prior``):
   a non-personal ranking learned on rows trained with the user hidden (``model.cold_rate``).
+  A user with a history adds ``model.fresh_weight × -log(item age)`` (days since the item's
+  first training positive, floored): returning users rate new releases, new users the classics.
 * :class:`TwoTower` holds both towers and the loss: a softmax over the whole catalog
   (``model.loss="full"``, small catalogs) or over in-batch negatives with the logQ popularity
   correction (Yi et al., 2019; ``"in_batch"``), so popular items are not over-punished.
@@ -364,6 +366,11 @@ class TwoTower(nn.Module):
         self.cold_rate = cfg.cold_rate
         self.cold_prior = cfg.cold_prior and cfg.item_bias
         self.history_len = cfg.history_len
+        # -log(age in days) of each item at the training cutoff (set by init_item_freshness; not
+        # saved: the catalog's retrieval vectors carry it) and its weight for users with a history
+        self.fresh_weight = cfg.fresh_weight
+        self.fresh_floor_days = cfg.fresh_floor_days
+        self.register_buffer("item_fresh", torch.zeros(n_items + 1), persistent=False)
         # each known user's last items at the cutoff: set by training, used by Retriever
         self.known_histories: dict[str, list[str]] = {}
 
@@ -406,6 +413,25 @@ class TwoTower(nn.Module):
             share = (counts.float() + 0.5) / (counts.float().sum() + 0.5 * len(counts))
             self.item_bias.weight.copy_(torch.log(share)[:, None].to(self.item_bias.weight))
 
+    def init_item_freshness(self, item_index: torch.Tensor, stamps_ns: np.ndarray) -> None:
+        """Each item's freshness at the cutoff (the newest training row): ``-log(age in days)``,
+        the age since the item's first training positive, floored at ``fresh_floor_days``; items
+        without a row count as the oldest."""
+        idx = item_index.cpu().numpy().astype(np.int64)
+        if len(idx) == 0:
+            return
+        days = np.asarray(stamps_ns, dtype="float64") / 86_400e9
+        first = np.full(len(self.item_fresh), days.min())
+        seen = np.full(len(self.item_fresh), np.inf)
+        np.minimum.at(seen, idx, days)
+        first = np.where(np.isfinite(seen), seen, first)
+        age = np.maximum(days.max() - first, self.fresh_floor_days)
+        with torch.no_grad():
+            self.item_fresh.copy_(torch.from_numpy(-np.log(age)).to(self.item_fresh))
+
+    def _fresh_tilt(self) -> bool:
+        return self.fresh_weight > 0
+
     def _bias(self, item_id: torch.Tensor) -> torch.Tensor:
         if self.item_bias is None:
             return torch.zeros(item_id.shape, device=item_id.device)
@@ -413,15 +439,30 @@ class TwoTower(nn.Module):
 
     def item_vectors(self, item: dict[str, torch.Tensor]) -> torch.Tensor:
         """Retrieval vectors of items: ``[v, T·bias]``, so that ``user · item`` ranks as the
-        training logits do (``u·v/T + bias``, times the constant T)."""
+        training logits do (``u·v/T + bias``, times the constant T); with ``model.fresh_weight``
+        also ``T·freshness`` (a scoring-time tilt for users with a history, not trained)."""
         v = self.item_tower(item["id"], item["cat"], item["num"])
-        return torch.cat([v, self.temperature * self._bias(item["id"])[:, None]], dim=1)
+        parts = [v, self.temperature * self._bias(item["id"])[:, None]]
+        if self._fresh_tilt():  # [v, T·bias, T·freshness]
+            parts.append(self.temperature * self.item_fresh[item["id"]][:, None].to(v))
+        return torch.cat(parts, dim=1)
 
     def user_vectors(self, user: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Retrieval vectors of users: ``[u, 1]`` (see :meth:`item_vectors`)."""
+        """Retrieval vectors of users: ``[u, 1]``, ``[u, 1, w·has_history]`` with the freshness
+        tilt (see :meth:`item_vectors`)."""
         u = self.user_tower(user["id"], user["cat"], user["num"], user.get("hist"))
         u = u * self._known(user)[:, None]
-        return torch.cat([u, torch.ones(len(u), 1, device=u.device)], dim=1)
+        parts = [u, torch.ones(len(u), 1, device=u.device)]
+        if self._fresh_tilt():  # [u, 1, w · has a history]
+            parts.append(self.fresh_weight * self._has_history(user)[:, None])
+        return torch.cat(parts, dim=1)
+
+    def _has_history(self, user: dict[str, torch.Tensor]) -> torch.Tensor:
+        """1 per user with at least one history item (the users the freshness tilt applies to)."""
+        hist = user.get("hist")
+        if hist is None or not hist.shape[1]:
+            return torch.zeros(user["id"].shape, device=user["id"].device)
+        return (hist > 0).any(dim=1).float()
 
     def _drop_users(self, user: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """In training, ``model.cold_rate`` of the rows lose their id and history: the path of
@@ -570,7 +611,9 @@ class Retriever:
                 else None
             )
             rec = recent[start : start + batch_size] if recent is not None else None
-            scores = self.user_embeddings(chunk, feats, rec) @ self.item_embeddings.T
+            u = self.user_embeddings(chunk, feats, rec)
+            # a catalog saved without the freshness column scores without it
+            scores = u[:, : self.item_embeddings.shape[1]] @ self.item_embeddings.T
             if exclude is not None:
                 for r, ex in enumerate(exclude[start : start + batch_size]):
                     if ex is not None and len(ex):

@@ -277,6 +277,7 @@ def build_job(
         items["id"], weights=weight, minlength=len(encoder.item.ids) + 1
     ).float()
     model.init_item_bias(counts.cpu())
+    model.init_item_freshness(items["id"], _stamps_ns(rows))
     catalog = None
     if cfg.model.loss == "full":
         catalog = {k: v.to(device) for k, v in catalog_inputs(encoder, rows, ts.items).items()}
@@ -291,6 +292,12 @@ def build_job(
         catalog=catalog,
         weight=None if weight is None else weight.to(device),
     )
+
+
+def _stamps_ns(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's event time in ns since the epoch (UTC)."""
+    stamps = pd.to_datetime(rows["event_timestamp"], utc=True)
+    return stamps.dt.as_unit("ns").astype("int64").to_numpy()  # the lake stores microseconds
 
 
 def recency_weights(stamps: pd.Series, half_life_days: float) -> torch.Tensor | None:

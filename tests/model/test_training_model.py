@@ -281,3 +281,49 @@ def test_training_set_through_feast_is_point_in_time(lake, fw_home):
     assert row["user_clicks_28d"] == expected
     result = run_training(cfg, ts, run_key="feast", log_mlflow=False)
     assert result.metrics["holdout_ndcg_at_10"] > 0
+
+
+def test_users_with_a_history_tilt_toward_fresh_items_new_users_do_not():
+    """``model.fresh_weight``: a returning user's scores add ``w · -log(item age)`` (new releases
+    first among equally popular items); a user with nothing known keeps the plain prior."""
+    import numpy as np
+    import torch
+
+    from training.model import FeatureColumns, FeatureEncoder, Retriever, TwoTower
+
+    day = 86_400 * 10**9
+    train = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "a", "b"],
+            "item_id": ["old", "old", "new", "new"],
+            "event_timestamp": pd.to_datetime([0, 1, 999, 1000], unit="D", utc=True),
+        }
+    )
+    items = pd.DataFrame({"item_id": ["old", "new"]})
+    enc = FeatureEncoder.fit(train, pd.DataFrame(), items, FeatureColumns())
+    stamps = np.array([0, 1, 999, 1000], dtype=np.int64) * day
+
+    def top(weight: float) -> tuple[str, str, torch.Tensor]:
+        cfg = TrainingConfig.load(None, [f"model.fresh_weight={weight}"]).model
+        torch.manual_seed(0)
+        model = TwoTower(enc, cfg)
+        model.init_item_bias(torch.tensor([0.0, 10.0, 10.0]))  # equally popular
+        model.init_item_freshness(torch.from_numpy(enc.item.id_index(train["item_id"])), stamps)
+        with torch.no_grad():  # no personal part: the priors alone rank
+            model.item_tower.id_embedding.weight.zero_()
+            model.user_tower.history.weight.zero_()
+        r = Retriever(model, enc, items, histories={"a": ["old"]})
+        known, known_scores = r.recommend(["a"], 2)
+        _, cold = r.recommend(["new-user"], 2)
+        return known[0][0], cold[0], model.item_fresh, known_scores[0]
+
+    first, cold_scores, fresh, _ = top(1.0)
+    assert first == "new"
+    assert fresh[enc.item.id_index(["new"])[0]] > fresh[enc.item.id_index(["old"])[0]]
+    assert cold_scores[0] == pytest.approx(cold_scores[1])  # the new user: the prior alone
+    # the age is floored (model.fresh_floor_days): an item first seen today is not infinitely fresh
+    assert float(fresh.max()) == pytest.approx(-math.log(30.0))
+    off = top(0.0)[3]  # disabled: no freshness column, the returning user sees the prior too
+    assert off[0] == pytest.approx(off[1])
+    with pytest.raises(TrainingConfigError, match="fresh_weight"):
+        TrainingConfig.load(None, ["model.fresh_weight=-1"])
