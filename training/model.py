@@ -504,6 +504,10 @@ def _to(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.T
     return {k: v.to(device) for k, v in tensors.items()}
 
 
+#: The most user × item scores :meth:`Retriever.recommend` holds at once (64M float32 = 256 MB).
+SCORE_BUDGET = 64 * 2**20
+
+
 class Retriever:
     """Serving wrapper: catalog embeddings computed once, users scored with one matmul."""
 
@@ -596,13 +600,19 @@ class Retriever:
         features: pd.DataFrame | None = None,
         batch_size: int = 4096,
         recent: list[list[str] | None] | None = None,
+        max_scores: int = SCORE_BUDGET,
     ) -> tuple[list[list[str]], list[list[float]]]:
         """Top-``k`` item ids and scores per user, ``exclude``\\ d items masked; ``recent``: per
-        user, item ids seen since the cutoff (added to the stored history)."""
+        user, item ids seen since the cutoff (added to the stored history).
+
+        Users are scored in batches of at most ``max_scores`` user × item scores (256 MB of
+        float32 by default), so memory is bounded by the batch whatever the catalog's size.
+        """
         ks = [k] * len(user_ids) if isinstance(k, int) else list(k)
         out_ids: list[list[str]] = []
         out_scores: list[list[float]] = []
         n_items = len(self.item_ids)
+        batch_size = max(1, min(batch_size, max_scores // max(n_items, 1)))
         for start in range(0, len(user_ids), batch_size):
             chunk = user_ids[start : start + batch_size]
             feats = (

@@ -237,6 +237,14 @@ def test_retriever_cold_start_exclusions_and_features(sim_set):
     assert len(ids[0]) == 5 and len(ids[1]) == 3
     assert ts.items["item_id"].iloc[0] not in ids[0]
     assert scores[0] == sorted(scores[0], reverse=True)
+    # a score budget of one user's row at a time gives the same answers (memory bounded by it)
+    users = list(train["user_id"].unique()[:50])
+    whole = retriever.recommend(users, 10)
+    one_by_one = retriever.recommend(users, 10, max_scores=len(ts.items))
+    assert one_by_one[0] == whole[0]
+    assert all(
+        a == pytest.approx(b, abs=1e-6) for a, b in zip(one_by_one[1], whole[1], strict=True)
+    )
     # features given for a cold user change its embedding (the feature-only path is used)
     feats = pd.DataFrame({"user_country": ["DE", "FR"], "user_age_bucket": ["18-24", "65+"]})
     emb = retriever.user_embeddings(["cold-a", "cold-b"], feats)
