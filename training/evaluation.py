@@ -11,10 +11,10 @@ ratings). Every metric is reported for all, warm and cold users, NDCG and Recall
 bootstrap interval over users (``eval.bootstrap`` resamples, seeded): real holdouts hold
 70-150 users, and a difference inside the interval is noise.
 
-The trained model (:func:`holdout_metrics`), a loaded pyfunc -- the candidate or the champion --
-(:func:`evaluate_model`, :func:`evaluate_champion`), the baselines of :mod:`training.baselines`
-(:func:`baseline_metrics`) and, on simulated data, the simulator's ground truth ranking
-(:func:`oracle_metrics`) all answer them. The metrics are in :mod:`training.metrics`.
+The trained model (:func:`holdout_metrics`), a loaded pyfunc -- the candidate, or the champion
+through :func:`training.pipeline.champion_metrics` -- (:func:`evaluate_model`), the baselines of
+:mod:`training.baselines` (:func:`baseline_metrics`) and, on simulated data, the simulator's
+ground truth ranking (:func:`oracle_metrics`) all answer them. The metrics are in :mod:`training.metrics`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import torch
 
 from core.contract import EVENTS
 from core.lake import SIM, get_lake
-from core.names import CHAMPION
 from core.privacy import pseudonymise_many
 from simulation.simulator import load_truth
 from training.baselines import Implicit, Popularity, fit_baselines, recent_popularity
@@ -46,11 +45,9 @@ from training.metrics import (
     popularity_counts,
 )
 from training.model import FeatureEncoder, Retriever, TwoTower
-from training.registry import current_champion, load_recommender, model_name
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
-    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -365,24 +362,3 @@ def evaluate_model(
     """Holdout metrics of a loaded pyfunc (candidate or champion), same users and exclusions."""
     reqs = reqs or requests_for(ts, cfg)
     return score_lists(predict_lists(model, reqs), reqs, ts, cfg)
-
-
-def evaluate_champion(
-    client: MlflowClient, ts: TrainingSet, cfg: TrainingConfig, reqs: Requests | None = None
-) -> tuple[dict[str, float] | None, str | None, str]:
-    """(metrics, version, note): ``metrics`` is None when there is no usable champion."""
-    name = model_name()
-    mv = current_champion(client, name)
-    if mv is None:
-        return None, None, "no champion yet"
-    try:
-        model = load_recommender(f"models:/{name}@{CHAMPION}")
-        return evaluate_model(model, ts, cfg, reqs), mv.version, f"champion v{mv.version}"
-    except Exception as exc:  # a missing/corrupt artifact must not block the pipeline
-        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        log.warning("champion v%s cannot be loaded: %s", mv.version, msg)
-        return (
-            None,
-            mv.version,
-            f"champion v{mv.version} cannot be loaded ({type(exc).__name__}: {msg}), candidate judged against the baselines",
-        )
