@@ -110,6 +110,8 @@ def _ingest_range(start: dt.date, end: dt.date, config: GateConfig) -> None:
     res = ingest_range(start, end, config=config, out=typer.echo)
     for day, why in res["failures"].items():
         typer.echo(f"  {day} quarantined: {why}")
+    for day, why in (res.get("skipped") or {}).items():
+        typer.echo(f"  {day} skipped: {why}")
     if res["failures"]:
         raise typer.Exit(1)
 
