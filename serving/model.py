@@ -28,6 +28,7 @@ from typing import Any
 from core.names import CHAMPION
 from serving.cache import ModelCache
 from serving.redact import redact
+from training.registry import model_absent
 from training.request import one_row_request
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ def resolve_alias(client: Any, name: str, alias: str) -> str | None:
     except MlflowException as exc:
         code = getattr(exc, "error_code", "")
         if code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            return None
+        if model_absent(client, name, exc):  # MLflow auth: 403 for a model not registered yet
             return None
         raise
 

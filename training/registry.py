@@ -299,6 +299,16 @@ def decide(
     )
 
 
+def model_absent(client: MlflowClient, name: str, exc: BaseException) -> bool:
+    """Whether ``exc`` (from a lookup of ``name``) only means the registered model does not
+    exist yet. Behind MLflow's basic-auth app a non-admin user gets 403 PERMISSION_DENIED, not
+    404, for a model nobody has registered (existence is not revealed); the search, which lists
+    only what the user may read, tells the two apart."""
+    if str(getattr(exc, "error_code", "")) != "PERMISSION_DENIED":
+        return False
+    return not client.search_registered_models(filter_string=f"name = '{name}'")
+
+
 def current_champion(client: MlflowClient, name: str | None = None):
     """The champion's ModelVersion, or ``None`` when the alias is not set (or no model yet).
 
@@ -312,6 +322,8 @@ def current_champion(client: MlflowClient, name: str | None = None):
             return client.get_model_version_by_alias(name or model_name(), CHAMPION)
         except MlflowException as exc:
             if str(getattr(exc, "error_code", "")) in _NOT_FOUND and not is_transient(exc):
+                return None
+            if model_absent(client, name or model_name(), exc):
                 return None
             raise
 
