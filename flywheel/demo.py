@@ -125,7 +125,8 @@ def clip(text: str, n: int) -> str:
 
 def training_outcomes(client: Any) -> dict[str, int]:
     """What the ``train_recommender`` runs did, from their task states: registered a version,
-    skipped (the window could not train a model yet), failed, or still going."""
+    skipped (too little history yet, or a window a version was already trained on), failed, or
+    still going."""
     runs: dict[str, dict[str, str | None]] = {}
     for ti in client.all_task_instances(TRAIN_DAG):
         runs.setdefault(ti["dag_run_id"], {})[ti["task_id"]] = ti["state"]
@@ -176,8 +177,8 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
     if summary.get("trainings"):
         t = summary["trainings"]
         lines.append(
-            f"Trainings: {t['registered']} registered a version, {t['skipped']} skipped (the "
-            f"window could not train a model yet), {t['failed']} failed"
+            f"Trainings: {t['registered']} registered a version, {t['skipped']} skipped (too "
+            f"little history yet, or a window already trained), {t['failed']} failed"
             + (f", {t['other']} other" if t.get("other") else "")
             + f"; the registry holds {len(summary['models'])} version(s)"
         )

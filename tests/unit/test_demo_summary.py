@@ -52,6 +52,7 @@ def test_successful_training_runs_are_explained_against_the_registry():
     assert trainings == {"registered": 1, "skipped": 1, "failed": 1, "other": 0}
     text = format_summary(_summary(trainings=trainings), {}, [])
     assert (
-        "Trainings: 1 registered a version, 1 skipped (the window could not train a model yet), "
+        "Trainings: 1 registered a version, 1 skipped (too little history yet, or a window "
+        "already trained), "
         "1 failed; the registry holds 1 version(s)"
     ) in text
