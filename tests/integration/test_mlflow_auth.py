@@ -66,7 +66,7 @@ def auth_server(tmp_path: Path):
 def _as(user: tuple[str, str], url: str, monkeypatch) -> MlflowClient:
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", user[1])
-    return MlflowClient(tracking_uri=url)
+    return MlflowClient(tracking_uri=url, registry_uri=url)  # not a registry set by another test
 
 
 def test_no_model_yet_behind_auth_is_no_champion_not_an_error(auth_server, monkeypatch):
