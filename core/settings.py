@@ -66,6 +66,23 @@ class Settings(BaseSettings):
         "(ingestion.retention.expire_raw); 0 or unset keeps them",
     )
 
+    # --- offline engine (core.engine) ---------------------------------------------------------
+    engine: Literal["duckdb", "ray"] = Field(
+        default="duckdb",
+        description="Where offline stages run: out of core on this machine (duckdb) or as "
+        "tasks on a Ray cluster (ray)",
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to submit to (ray://host:10001); local when unset"
+    )
+    engine_memory_limit: str = Field(
+        default="2GB", description="DuckDB memory cap per process; the rest spills to disk"
+    )
+    engine_threads: int | None = Field(default=None, ge=1, description="DuckDB threads (all)")
+    engine_temp_dir: Path | None = Field(
+        default=None, description="Spill folder (default: $FLYWHEEL_HOME/engine-tmp)"
+    )
+
     # --- Airflow ----------------------------------------------------------------------------
     airflow_host: str = "127.0.0.1"
     airflow_port: int = 8080
