@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.errors import FlywheelError
 from core.lake import SIM as SIM_ZONE
@@ -65,6 +65,73 @@ class SimConfig:
     # --- faults -------------------------------------------------------------------------------
     fault_every: int = 3  # one broken batch per this many eligible days (1 = every day)
     fault_kinds: tuple[str, ...] = ()  # () = every kind, in a seeded order
+
+
+# --------------------------------------------------------------------------------------------
+# presets: named sizes of world
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preset:
+    """A named world size: initial users and items, the behaviour numbers, the volume they give."""
+
+    users: int
+    items: int
+    config: SimConfig
+    events_per_day: int  # measured mean at these sizes: what ``events_per_day`` scales from
+
+
+#: A company's catalog: more categories, a longer popularity tail (the top 1 % of items get
+#: about a fifth of the views), fewer visits per user so that 1M users make ~1.5M events a day.
+LARGE_CONFIG = SimConfig(
+    n_categories=24,  # 100k items in 12 clusters would be 8k near-twins each
+    popularity_sigma=2.0,  # gamma·sigma = 1.6: a real shop's head (the default's 0.8 is mild)
+    active_rate=0.11,  # a visit every ~9 days on average: 1M users → ~115k visitors a day
+    daily_signups=0.002,  # 2k signups a day: growth, not a population replaced in a month
+    daily_new_items=0.002,  # 200 new items a day
+)
+PRESETS: dict[str, Preset] = {
+    # the demo and the tests: every number as SimConfig's defaults
+    "default": Preset(2_000, 500, SimConfig(), events_per_day=9_500),
+    # the candidate sampler's scale, in seconds a day
+    "medium": Preset(100_000, 20_000, LARGE_CONFIG, events_per_day=150_000),
+    # issue 17: about 1M users, 100k items, ~1.5M events a day (14 days ≈ 20M events)
+    "large": Preset(1_000_000, 100_000, LARGE_CONFIG, events_per_day=1_500_000),
+}
+_MAX_ACTIVE_RATE = 0.5  # above it the clip at 0.95 bends volume: more users, not more visits
+
+
+def resolve_preset(
+    name: str,
+    users: int | None = None,
+    items: int | None = None,
+    config: SimConfig | None = None,
+    events_per_day: int | None = None,
+) -> tuple[int, int, SimConfig]:
+    """``(users, items, config)`` of preset ``name``, each overridden where given.
+
+    ``events_per_day`` rescales the visit rate (``active_rate``) from the preset's measured
+    volume, for the users of this run: the volume is about proportional to users × visit rate.
+    """
+    if name not in PRESETS:
+        raise SimulatorError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
+    p = PRESETS[name]
+    n_users = p.users if users is None else users
+    n_items = p.items if items is None else items
+    cfg = config or p.config
+    if events_per_day is None:
+        return n_users, n_items, cfg
+    if not isinstance(events_per_day, numbers.Integral) or events_per_day < 1:
+        raise SimulatorError(f"--events-per-day must be a whole number ≥ 1, got {events_per_day!r}")
+    if not isinstance(n_users, numbers.Integral) or n_users < 1:
+        raise SimulatorError(f"--users must be a whole number ≥ 1, got {n_users!r}")
+    rate = cfg.active_rate * events_per_day / (p.events_per_day * n_users / p.users)
+    if rate > _MAX_ACTIVE_RATE:
+        most = int(p.events_per_day * n_users / p.users * _MAX_ACTIVE_RATE / cfg.active_rate)
+        raise SimulatorError(
+            f"--events-per-day {events_per_day:,} needs more users than {n_users:,} "
+            f"(at most ~{most:,} events a day from them): raise --users"
+        )
+    return n_users, n_items, replace(cfg, active_rate=rate)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,12 @@ The behaviour model (one place, shared with the simulated traffic against the se
   each more likely with higher utility (purchases less likely for expensive items);
 * daily activity follows a weekly cycle (busier weekends) and a diurnal profile.
 
+Presets (:data:`PRESETS`, ``flywheel simulate --preset NAME``): ``default`` (2,000 users, 500
+items: the demo and the tests), ``medium`` and ``large`` (about 1M users, 100k items, ~1.5M events
+a day, a long popularity tail). Catalogs above :data:`simulation.days.EXACT_MAX_ITEMS` items draw
+views by candidate sampling (:mod:`simulation.days`); smaller ones exactly, as they always have.
+``simulate(lake, days=1, preset="large", events_per_day=1_000_000)`` is one million events.
+
 Scenarios: ``stable``; ``taste_shift``, ``catalog_shift``, ``population_shift`` (from
 ``start + shift_day``); ``faults`` (some days' batches break the contract); a shift combined with
 faults as ``taste_shift+faults`` (fault days avoid the shift day and the day after it).
@@ -40,13 +46,16 @@ from core.lake import Lake
 from simulation.behaviour import Response, click_probability, respond
 from simulation.config import (
     DEFAULT_START,
+    PRESETS,
     SCENARIOS,
     SHIFTS,
     SIM,
+    Preset,
     SimConfig,
     SimulatorError,
     check_run,
     parse_scenario,
+    resolve_preset,
 )
 from simulation.days import entities, simulate_day, write_batch
 from simulation.faults import FAULT_KINDS, FAULT_TABLE, fault_plan, inject_fault, repair_fault
@@ -57,8 +66,10 @@ __all__ = [
     "DEFAULT_START",
     "FAULT_KINDS",
     "FAULT_TABLE",
+    "PRESETS",
     "SCENARIOS",
     "SHIFTS",
+    "Preset",
     "Response",
     "SimConfig",
     "SimSummary",
@@ -70,6 +81,7 @@ __all__ = [
     "load_truth",
     "parse_scenario",
     "repair_fault",
+    "resolve_preset",
     "respond",
     "simulate",
 ]
@@ -103,8 +115,8 @@ class SimSummary:
 def simulate(
     lake: Lake,
     days: int = 14,
-    users: int = 2000,
-    items: int = 500,
+    users: int | None = None,
+    items: int | None = None,
     scenario: str = "stable",
     seed: int = 0,
     start: dt.date = DEFAULT_START,
@@ -112,14 +124,20 @@ def simulate(
     progress: bool = False,
     fmt: str = "parquet",
     config: SimConfig | None = None,
+    preset: str = "default",
+    events_per_day: int | None = None,
 ) -> SimSummary:
     """Write ``days`` days of raw events/items/users from ``start`` and the ground truth under ``sim/``.
 
     ``scenario`` is one of :data:`SCENARIOS` or ``"<shift>+faults"``; ``shift_day`` (0-based,
-    default ``days // 2``) is when a shift starts. Re-running with the same arguments rewrites
-    the same bytes.
+    default ``days // 2``) is when a shift starts. ``preset`` (:data:`PRESETS`) gives the
+    initial ``users`` and ``items`` and the ``config`` where they are not given;
+    ``events_per_day`` rescales the visit rate to about that many events a day (e.g.
+    ``preset="large", days=1, events_per_day=1_000_000``). Memory is bounded by a day's events
+    and the world (linear in users and items); days are written one at a time. Re-running with
+    the same arguments rewrites the same bytes.
     """
-    cfg = config or SimConfig()
+    users, items, cfg = resolve_preset(preset, users, items, config, events_per_day)
     run = check_run(cfg, days, users, items, scenario, start, shift_day, fmt)
     plan = fault_plan(days, seed, run.shift_day, cfg) if run.faults else []
     # a gate rejects a fault day whole: no new items or users that day, so none that later
@@ -150,6 +168,8 @@ def simulate(
         "categories": w.categories,
         "config": asdict(cfg),
     }
+    if preset != "default":  # the default run's meta (and every byte it writes) as before
+        meta["preset"] = preset
     write_truth(lake, w, meta)
     for d, kind, table in plan:
         summary.faults.append(inject_fault(lake, day_of(run.start, d), kind, table, seed=seed))

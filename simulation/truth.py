@@ -31,6 +31,11 @@ USERS_TRUTH = SIM + "users.parquet"
 ITEMS_TRUTH = SIM + "items.parquet"
 
 
+def _dates(start: dt.date, days: np.ndarray) -> np.ndarray:
+    """``start`` + ``days`` (day indices) as dates: Arrow's date32, a million at a time."""
+    return np.datetime64(start, "D") + days.astype("timedelta64[D]")
+
+
 def write_truth(lake: Lake, w: World, meta: dict) -> None:
     """Write the world's ground truth and ``meta`` (its ``start_date``, a date, is not written)."""
     import pyarrow as pa
@@ -38,7 +43,7 @@ def write_truth(lake: Lake, w: World, meta: dict) -> None:
     dim = w.cfg.dim
     users = {
         "user_id": w.user_id,
-        "signup_date": [meta["start_date"] + dt.timedelta(days=int(d)) for d in w.user_day],
+        "signup_date": _dates(meta["start_date"], w.user_day),
         "country": w.country,
         "age_bucket": w.age_bucket,
         "activity": w.activity,
@@ -55,7 +60,7 @@ def write_truth(lake: Lake, w: World, meta: dict) -> None:
         "base_popularity": pop / pop.sum(),
         "log_popularity": w.log_pop,
         "boost": w.boost,
-        "created_date": [meta["start_date"] + dt.timedelta(days=int(d)) for d in w.item_day],
+        "created_date": _dates(meta["start_date"], w.item_day),
     }
     items |= {f"f{j}": w.factor[:, j] for j in range(dim)}
     lake.write_parquet(USERS_TRUTH, pa.table(users))

@@ -5,19 +5,29 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from dataclasses import replace
 
 import typer
 
 from core.lake import RAW, get_lake
-from simulation.config import parse_start
-from simulation.simulator import SimConfig, SimSummary, simulate
+from simulation.config import PRESETS, parse_start, resolve_preset
+from simulation.simulator import SimSummary, simulate
 from simulation.traffic import TrafficSummary, play
 
 
 def simulate_cmd(
     days: int = typer.Option(14, "--days", help="Number of days to simulate"),
-    users: int = typer.Option(2000, "--users", help="Initial user population"),
-    items: int = typer.Option(500, "--items", help="Initial catalog size"),
+    preset: str = typer.Option(
+        "default",
+        "--preset",
+        help=f"World size: {' | '.join(PRESETS)} (large: ~1M users, 100k items, "
+        "~1.5M events a day)",
+    ),
+    users: int | None = typer.Option(None, "--users", help="Initial users (default: preset's)"),
+    items: int | None = typer.Option(None, "--items", help="Initial items (default: preset's)"),
+    events_per_day: int | None = typer.Option(
+        None, "--events-per-day", help="About this many events a day (scales the visit rate)"
+    ),
     scenario: str = typer.Option(
         "stable",
         "--scenario",
@@ -50,6 +60,8 @@ def simulate_cmd(
 ) -> None:
     """Write simulated raw events, items and users (and the ground truth under sim/).
 
+    --preset large: about 1M users, 100k items and 1.5M events a day, one day at a time.
+
     With --serve-url, play the simulated users against the serving API instead: they ask for
     recommendations and click, buy and rate by their true tastes (needs a simulation first).
     """
@@ -66,20 +78,21 @@ def simulate_cmd(
         )
         _echo_traffic(traffic, as_json)
         return
-    start_date = parse_start(start)
+    n_users, n_items, cfg = resolve_preset(preset, users, items, None, events_per_day)
     lake = get_lake()
     summary = simulate(
         lake,
         days=days,
-        users=users,
-        items=items,
+        users=n_users,
+        items=n_items,
         scenario=scenario,
         seed=seed,
-        start=start_date,
+        start=parse_start(start),
         shift_day=shift_day,
         progress=show,
         fmt=fmt,
-        config=SimConfig(fault_every=fault_every),
+        config=replace(cfg, fault_every=fault_every),
+        preset=preset,
     )
     _echo_simulation(summary, lake.url(f"{RAW}/"), as_json)
 
