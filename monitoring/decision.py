@@ -36,6 +36,7 @@ class DriftResult:
     reference_window: list[str] | None = None
     reference_rows: int = 0
     current_rows: int = 0
+    sampled_rows: dict[str, int] | None = None  # rows compared per side, when sampled
     champion_version: str | None = None
     prediction_drift: dict[str, float] | None = None
     quality: dict[str, float] | None = None

@@ -39,7 +39,7 @@ from monitoring.decision import (
     decision_label,
     too_little_traffic,
 )
-from monitoring.frames import feature_frame, served_frames, stack
+from monitoring.frames import Scan, assemble, feature_parts, served_frames
 from monitoring.report import (
     add_to_workspace,
     finish_report,
@@ -76,40 +76,51 @@ def check_drift(
     the snapshot is None when nothing was compared (``drift_share`` None, ``reason`` says why):
     too little traffic on D, no features in the reference window, no column with values on both
     sides. Day D without features raises :class:`DriftError` (the day is not ready).
+
+    The frames are read through the engine (:mod:`monitoring.frames`): ``reference_rows`` and
+    ``current_rows`` count every row of each side; a side over ``config.max_rows`` is compared
+    on a deterministic sample, and ``result.sampled_rows`` (``{"reference": n, "current": n}``,
+    None when nothing was sampled) says how many rows each side compared.
     """
     config = config or DriftConfig()
     start, end = reference_window
     if end < start:
         raise DriftError(f"reference window is empty: {start} is after {end}")
-    current = feature_frame(lake, day, day, config)  # no features for D: raises (not checked)
-    try:
-        reference = feature_frame(lake, start, end, config, skip_missing=True)
-        missing = ""
-    except DriftError as exc:  # nothing to compare with: said so, not raised
-        reference, missing = current.iloc[0:0], f"no reference: {exc}"
-    # prediction and quality drift: only when the serving API left impressions
-    served = served_frames(lake, day, reference_window, config)
-    if served is not None:
-        reference = stack(reference, served.reference)
-        current = stack(current, served.current)
-    result = DriftResult(
-        date=day.isoformat(),
-        drift_detected=False,
-        drift_share=None,
-        drifted_columns=[],
-        quality_drop=served.quality_drop if served else None,
-        reason=missing,
-        reference_window=[start.isoformat(), end.isoformat()],
-        reference_rows=len(reference),
-        current_rows=len(current),
-        quality=served.quality if served else None,
-    )
-    if too_little_traffic(result, config) or missing:
-        return result, None
+    with Scan(lake) as scan:
+        current = feature_parts(scan, day, day, config)  # no features for D: raises (not checked)
+        try:
+            reference = feature_parts(scan, start, end, config, skip_missing=True)
+            missing = ""
+        except DriftError as exc:  # nothing to compare with: said so, not raised
+            reference, missing = [], f"no reference: {exc}"
+        # prediction and quality drift: only when the serving API left impressions
+        served = served_frames(scan, day, reference_window, config)
+        if served is not None:
+            reference.append(served.reference)
+            current.append(served.current)
+        result = DriftResult(
+            date=day.isoformat(),
+            drift_detected=False,
+            drift_share=None,
+            drifted_columns=[],
+            quality_drop=served.quality_drop if served else None,
+            reason=missing,
+            reference_window=[start.isoformat(), end.isoformat()],
+            reference_rows=sum(p.rows for p in reference),
+            current_rows=sum(p.rows for p in current),
+            quality=served.quality if served else None,
+        )
+        result.sampled_rows = None
+        if too_little_traffic(result, config) or missing:
+            return result, None
+        ref = assemble(reference, config.max_rows, "reference")
+        cur = assemble(current, config.max_rows, "current")
+    if ref.sampled or cur.sampled:
+        result.sampled_rows = {"reference": len(ref.data), "current": len(cur.data)}
     try:
         snapshot, per_column, share = run_report(
-            reference.drop(columns=["day"]),
-            current.drop(columns=["day"]),
+            ref.data.drop(columns=["day"]),
+            cur.data.drop(columns=["day"]),
             config,
             timestamp=snapshot_timestamp(day),
             name=f"drift {day.isoformat()}",
