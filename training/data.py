@@ -30,6 +30,18 @@ For a window ending on day E (``data.window_days`` days, E included):
 
 The set is written as Parquet under one location (a lake prefix or a local folder) with a
 ``meta.json``; Airflow tasks pass that location through XCom, never the frames.
+
+**At scale** the window is never one frame: :func:`build_training_set` runs one piece per day
+through the engine (:mod:`core.engine`: in this process with DuckDB, as Ray tasks with Ray).
+:func:`train_piece` reads that day's validated events (the columns it needs), keeps the
+positives, joins the features point-in-time (:func:`features.pit.join_day`: the same values as
+Feast's ``get_historical_features``, reading only the feature partitions of that day) and writes
+the shard ``train/part-<day>.parquet``, returning a small summary (rows, values filled, sums
+for the means). The defaults that need the whole split (the means) are computed from the
+summaries and filled into the shards that lack them (:func:`fill_piece`). Holdout, snapshots and
+``interacted`` are written beside them; ``meta.json`` lists ``train_shards`` and is written last.
+:func:`load_training_set` concatenates the shards (the frames are those of the in-memory path);
+a streaming trainer reads :func:`train_shards` itself.
 """
 
 from __future__ import annotations
@@ -40,13 +52,15 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.contract import EVENTS, ITEMS, TABLES, USERS
+from core.engine import Engine, get_engine
 from core.errors import FlywheelError
 from core.lake import QUALITY, TRAINING_SETS, VALIDATED, Lake, get_lake, parquet_bytes
 from core.names import FEATURE_SERVICE, FEATURE_TTL_DAYS, ITEM_VIEW, USER_VIEW
@@ -58,10 +72,14 @@ from features.columns import (
     is_count,
 )
 from features.compute import read_features, serving_day
+from features.pit import join_day
 from features.store import build_training_frame
 from training.config import DataConfig
 from training.model import MISSING_FLAGS, FeatureColumns
 from validation.results import RESULTS, read_result
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 
@@ -314,29 +332,106 @@ def snapshots(
 
 
 def build_training_set(
-    lake: Lake, end_day: dt.date, cfg: DataConfig, location: str | Path | None = None
+    lake: Lake,
+    end_day: dt.date,
+    cfg: DataConfig,
+    location: str | Path | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Build the set for the window ending on ``end_day`` and write it to ``location``.
 
     ``location`` is a lake prefix (default ``training_sets/dt=<end_day>/``) or a local folder
-    (a :class:`~pathlib.Path`). Returns a small summary (location, rows, users, window, ids),
-    fit for XCom. Raises :class:`TrainingDataError` when no model can be trained from it.
+    (a :class:`~pathlib.Path`). The train rows are built day by day through the engine
+    (:func:`train_piece`, one Parquet shard per day under ``train/``), never as one frame.
+    Returns a small summary (location, rows, users, window, ids), fit for XCom. Raises
+    :class:`TrainingDataError` when no model can be trained from it (nothing is left written).
     """
     w = window(end_day, cfg, min(lake.partitions(VALIDATED, EVENTS.name), default=None))
     days, missing = window_days(lake, w, cfg.feature_source)
     w["val_start"] = validation_start(days, w, cfg)
-    events = read_validated(lake, EVENTS.name, days)
-    before, holdout = temporal_split(positives(events, cfg), w, cfg)
-    source = cfg.feature_source
-    train, filled = join_features(lake, before, source, w["end"])
+    engine = engine or get_engine(lake)
+    where = location or f"{TRAINING_SETS}/dt={end_day.isoformat()}/"
+    spec = PieceSpec.of(lake, engine, where, w, cfg)
+    holdout = pa.concat_tables(
+        [day_positives(engine, d, spec) for d in days if d >= w["holdout_start"]]
+        or [_positives_schema().empty_table()]
+    )
+    pieces = engine.map(train_piece, [d for d in days if d < w["holdout_start"]], spec=spec)
+    con = engine.connect()  # the window-wide steps: counts over the shards, interacted pairs
+    try:
+        meta, frames = _finish(con, engine, spec, w, (days, missing), cfg, pieces, holdout)
+    except Exception:  # a set that cannot train leaves nothing behind, as before
+        _remove_shards(lake, where, pieces)
+        raise
+    finally:
+        con.close()
+    filled = meta["filled"]
+    where = _put_files(
+        lake,
+        where,
+        {f"{n}.parquet": parquet_bytes(t) for n, t in frames.items()},
+        meta,
+        keep=meta["train_shards"],
+    )
+    log.info(
+        "training set %s (%s engine, %d shards): %s; rows with missing features (filled) %s; "
+        "values filled %s",
+        where,
+        engine.name,
+        len(meta["train_shards"]),
+        meta["rows"],
+        meta["rows_with_missing_features"],
+        {c: n for c, n in filled.items() if n},
+    )
+    return {"location": where, **{k: meta[k] for k in SUMMARY_KEYS}}
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection,
+    engine: Engine,
+    spec: PieceSpec,
+    w: dict[str, dt.date],
+    days_missing: tuple[list[dt.date], dict[str, list[str]]],
+    cfg: DataConfig,
+    pieces: list[dict[str, Any]],
+    holdout: pa.Table,
+) -> tuple[dict[str, Any], dict[str, pa.Table]]:
+    """After the pieces: the split's checks, the mean fill, snapshots, interacted, the meta."""
+    lake, source = engine.lake, cfg.feature_source
+    days, missing = days_missing
+    n_users = _check_split(con, engine, spec, pieces, holdout.num_rows, w, cfg)
+    defaults = fill_defaults(pieces, source)
+    todo = [p["shard"] for p in pieces if p["shard"] and p["unfilled"]]
+    engine.map(fill_piece, todo, spec=spec, defaults=defaults)
     users, items = snapshots(lake, source, w["holdout_start"], w["end"])
-    # interacted items missing from the snapshot (e.g. contract tables trimmed) still get scored
-    extra = sorted(set(before["item_id"]) - set(items["item_id"]))
-    if extra:
+    extra = _extra_items(con, engine, spec, pieces, items)
+    if extra:  # interacted items missing from the snapshot (contract tables trimmed) get scored
         items = pd.concat([items, pd.DataFrame({"item_id": extra})], ignore_index=True)
         items = fill_missing(items, FeatureColumns([], [], *_item_columns(source)))[0]
-    interacted = interactions_before(events, w)
-    meta = {
+    meta = _meta(lake, w, days, missing, cfg, pieces, holdout.num_rows)
+    meta.update(users=n_users, items=len(items), engine=engine.name)
+    before = [d for d in days if d < w["holdout_start"]]
+    frames = {
+        "holdout": holdout,
+        "users": pa.Table.from_pandas(users, preserve_index=False),
+        "items": pa.Table.from_pandas(items, preserve_index=False),
+        "interacted": interactions_table(con, engine, before, w),
+    }
+    return meta, frames
+
+
+def _meta(
+    lake: Lake,
+    w: dict[str, dt.date],
+    days: list[dt.date],
+    missing: dict[str, list[str]],
+    cfg: DataConfig,
+    pieces: list[dict[str, Any]],
+    holdout_rows: int,
+) -> dict[str, Any]:
+    """``meta.json`` of a set built from ``pieces`` (``users``/``items``/``engine`` added after)."""
+    source = cfg.feature_source
+    return {
         "window_start": w["start"].isoformat(),
         "val_start": w["val_start"].isoformat(),
         "holdout_start": w["holdout_start"].isoformat(),
@@ -348,36 +443,13 @@ def build_training_set(
         "feature_service": _feature_service(source),
         "feature_columns": feature_columns(source).to_dict(),
         "validation_ids": validation_ids(lake, days),
-        "rows": {
-            "train": int((train["split"] == "train").sum()),
-            "val": int((train["split"] == "val").sum()),
-            "holdout": len(holdout),
-        },
-        "filled": filled,
-        "rows_with_missing_features": {
-            side: int(train[flag].sum()) for side, flag in MISSING_FLAGS.items() if flag in train
-        },
-        "users": int(before["user_id"].nunique()),
-        "items": len(items),
+        "rows": {**_sum_counts(pieces, "rows"), "holdout": holdout_rows},
+        "filled": _sum_counts(pieces, "filled"),
+        "rows_with_missing_features": _sum_counts(pieces, "flagged"),
+        "users": 0,
+        "items": 0,
+        "train_shards": [p["shard"] for p in pieces if p["shard"]],
     }
-    frames = {
-        "train": train,
-        "holdout": holdout,
-        "users": users,
-        "items": items,
-        "interacted": interacted,
-    }
-    where = write_training_set(
-        lake, frames, meta, location or f"{TRAINING_SETS}/dt={end_day.isoformat()}/"
-    )
-    log.info(
-        "training set %s: %s; rows with missing features (filled) %s; values filled %s",
-        where,
-        meta["rows"],
-        meta["rows_with_missing_features"],
-        {c: n for c, n in filled.items() if n},
-    )
-    return {"location": where, **{k: meta[k] for k in SUMMARY_KEYS}}
 
 
 def _item_columns(source: str) -> tuple[list[str], list[str]]:
@@ -521,23 +593,460 @@ def write_training_set(
     return prefix
 
 
-def load_training_set(location: str | Path, lake: Lake | None = None) -> TrainingSet:
-    """Read a set written by :func:`build_training_set` (local folder or lake prefix)."""
+# --- the build, day by day through the engine -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class PieceSpec:
+    """What a piece of the build needs (picklable: pieces may run as Ray tasks elsewhere)."""
+
+    lake_uri: str
+    endpoint_url: str | None
+    engine: str  # the engine that runs the pieces (for the record)
+    location: str  # a lake prefix ending in "/", or a local folder
+    local: bool  # ``location`` is a local folder (a Path was given)
+    positive_events: tuple[str, ...]
+    min_rating: float
+    val_start: dt.date
+    holdout_start: dt.date
+    end_day: dt.date
+    source: str
+
+    @classmethod
+    def of(
+        cls,
+        lake: Lake,
+        engine: Engine,
+        location: str | Path,
+        w: dict[str, dt.date],
+        cfg: DataConfig,
+    ) -> PieceSpec:
+        local = isinstance(location, Path)
+        where = str(location) if local else _as_prefix(str(location))
+        return cls(
+            lake_uri=lake.uri,
+            endpoint_url=getattr(lake, "endpoint_url", None),
+            engine=engine.name,
+            location=where,
+            local=local,
+            positive_events=tuple(cfg.positive_events),
+            min_rating=float(cfg.min_rating),
+            val_start=w["val_start"],
+            holdout_start=w["holdout_start"],
+            end_day=w["end"],
+            source=cfg.feature_source,
+        )
+
+    def open_engine(self) -> Engine:
+        """The engine a piece reads through where it runs: DuckDB on that node (a piece maps
+        nothing itself; with Ray it is a task on some worker)."""
+        return get_engine(Lake.from_uri(self.lake_uri, self.endpoint_url), "duckdb")
+
+    def shard_path(self, name: str) -> str:
+        """Where shard ``name`` lives: a local path, or a lake key."""
+        if self.local:
+            return str(Path(self.location) / SHARDS / name)
+        return f"{self.location}{SHARDS}/{name}"
+
+
+SHARDS = "train"  # the folder of the train shards inside a set
+
+
+def _as_prefix(location: str) -> str:
+    return location if location.endswith("/") else location + "/"
+
+
+def _positives_schema() -> pa.Schema:
+    ts = EVENTS.arrow_schema().field("event_ts").type
+    return pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("event_timestamp", ts)])
+
+
+def day_positives(engine: Engine, day: dt.date, spec: PieceSpec) -> pa.Table:
+    """Positive events of validated ``day`` (user_id, item_id, event_timestamp), in time order:
+    :func:`positives` of one day, reading only the columns it needs."""
+    import pyarrow.dataset as pads
+
+    data = engine.dataset(VALIDATED, EVENTS.name, [day], schema=EVENTS.arrow_schema())
+    etype = pads.field("event_type")
+    cond = etype.isin([e for e in spec.positive_events if e != "rating"])
+    if "rating" in spec.positive_events:
+        cond = cond | ((etype == "rating") & (pads.field("value") >= spec.min_rating))
+    table = data.to_table(columns=["user_id", "item_id", "event_ts"], filter=cond)
+    table = table.take(pc.sort_indices(table, [("event_ts", "ascending")]))  # stable
+    return table.rename_columns(_positives_schema().names).cast(_positives_schema())
+
+
+def train_piece(day: dt.date, spec: PieceSpec) -> dict[str, Any]:
+    """One day of the train split: positives + features (filled where it needs no other day)
+    written as the shard ``train/part-<day>.parquet``; returns a small summary.
+
+    Counts are filled with 0, strings with :data:`UNKNOWN` and the ``*_features_missing`` flags
+    set here; other numbers stay null until :func:`fill_piece` (their default is the mean over
+    the whole split: the summary carries the sums and counts of known values).
+    """
+    engine = spec.open_engine()
+    rows = day_positives(engine, day, spec)
+    cut = pa.scalar(_midnight(spec.holdout_start), rows["event_timestamp"].type)
+    rows = rows.filter(pc.less(rows["event_timestamp"], cut))
+    empty = {"day": day.isoformat(), "shard": None, "rows": {"train": 0, "val": 0}}
+    if rows.num_rows == 0:
+        return {**empty, "filled": {}, "flagged": {}, "sums": {}, "known": {}, "unfilled": False}
+    val_cut = pa.scalar(_midnight(spec.val_start), rows["event_timestamp"].type)
+    val = pc.greater_equal(rows["event_timestamp"], val_cut)
+    n_val = int(pc.sum(val).as_py() or 0)
+    rows = rows.append_column("split", pc.if_else(val, "val", "train"))
+    if spec.source == "feast":
+        # what build_training_frame returns: nanosecond timestamps
+        rows = rows.set_column(
+            2, "event_timestamp", rows["event_timestamp"].cast(pa.timestamp("ns", tz="UTC"))
+        )
+        feats = join_day(engine, rows, day)
+        for name in feats.column_names:
+            rows = rows.append_column(name, feats[name])
+    else:
+        rows = _contract_join(engine.lake, rows, spec.end_day)
+    table, stats = fill_known(rows, feature_columns(spec.source))
+    name = f"part-{day.isoformat()}.parquet"
+    _write_shard(engine.lake, spec, name, table)
+    return {
+        **empty,
+        "shard": name,
+        "rows": {"train": table.num_rows - n_val, "val": n_val},
+        **stats,
+    }
+
+
+def _contract_join(lake: Lake, rows: pa.Table, end_day: dt.date) -> pa.Table:
+    """The contract attributes of one day's rows (as :func:`join_features` attaches them)."""
+    users, items = _contract_attributes(lake, end_day)
+    out = rows.to_pandas().merge(users.drop(columns="signup_ts"), on="user_id", how="left")
+    out = out.merge(items.drop(columns="created_ts"), on="item_id", how="left")
+    return pa.Table.from_pandas(out, preserve_index=False)
+
+
+def _mean_filled(columns: FeatureColumns) -> list[str]:
+    """The numeric feature columns whose default is the mean of the known values."""
+    flags = set(MISSING_FLAGS.values())
+    return [
+        c for c in columns.user_numeric + columns.item_numeric if c not in flags and not is_count(c)
+    ]
+
+
+def fill_known(table: pa.Table, columns: FeatureColumns) -> tuple[pa.Table, dict[str, Any]]:
+    """:func:`fill_missing` of one piece, less the means: (table, summary of what was missing).
+
+    Counts become 0 and strings :data:`UNKNOWN`; the flags are appended (user, then item);
+    mean-filled numbers stay null. The summary: ``filled`` (nulls per column), ``flagged`` (rows
+    flagged per side), ``sums``/``known`` (of the mean-filled columns), ``unfilled``.
+    """
+    filled: dict[str, int] = {}
+    flagged: dict[str, int] = {}
+    sides = (
+        ("user", columns.user_numeric, columns.user_categorical),
+        ("item", columns.item_numeric, columns.item_categorical),
+    )
+    means = _mean_filled(columns)
+    for side, numeric, categorical in sides:
+        flag = MISSING_FLAGS[side]
+        cols = [c for c in numeric + categorical if c != flag]
+        for c in cols:
+            if c not in table.column_names:
+                kind = pa.string() if c in categorical else pa.float64()
+                table = table.append_column(c, pa.nulls(table.num_rows, kind))
+        missing = pa.array([False] * table.num_rows)
+        for c in cols:
+            missing = pc.or_(missing, pc.is_null(table[c]))
+        if flag in numeric:
+            values = pc.cast(missing, pa.float64())
+            table = _put_column(table, flag, values)
+            flagged[side] = int(pc.sum(missing).as_py() or 0)
+        for c in cols:
+            filled[c] = table[c].null_count
+            if filled[c] and c in categorical:
+                table = _put_column(table, c, pc.fill_null(table[c].cast(pa.string()), UNKNOWN))
+            elif filled[c] and c not in means:
+                table = _put_column(table, c, pc.fill_null(table[c], 0))
+    sums = {c: float(pc.sum(table[c].cast(pa.float64())).as_py() or 0.0) for c in means}
+    known = {c: table.num_rows - table[c].null_count for c in means}
+    unfilled = any(table[c].null_count for c in means)
+    return table, {
+        "filled": filled,
+        "flagged": flagged,
+        "sums": sums,
+        "known": known,
+        "unfilled": unfilled,
+    }
+
+
+def _put_column(table: pa.Table, name: str, values: Any) -> pa.Table:
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)
+
+
+def _write_shard(lake: Lake, spec: PieceSpec, name: str, table: pa.Table) -> None:
+    """Write a shard atomically; Snappy, not zstd: a shard is written once and read every
+    epoch, and Snappy writes (and decodes) it about 3× faster for ~20 % more bytes."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy")
+    data = sink.getvalue()
+    path = spec.shard_path(name)
+    if spec.local:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    else:
+        lake.write_bytes(path, data.to_pybytes())
+
+
+def _read_shard(lake: Lake, spec: PieceSpec, name: str) -> pa.Table:
+    path = spec.shard_path(name)
+    data = Path(path).read_bytes() if spec.local else lake.read_bytes(path)
+    return pq.read_table(io.BytesIO(data))
+
+
+def fill_defaults(pieces: list[dict[str, Any]], source: str) -> dict[str, float]:
+    """Default of each mean-filled column: the mean of its known values over the whole split
+    (train + val), from the pieces' sums and counts; 0 when nothing is known."""
+    out = {}
+    for c in _mean_filled(feature_columns(source)):
+        n = sum(p["known"].get(c, 0) for p in pieces)
+        out[c] = sum(p["sums"].get(c, 0.0) for p in pieces) / n if n else 0.0
+    return out
+
+
+def fill_piece(name: str, spec: PieceSpec, defaults: dict[str, float]) -> int:
+    """Fill the mean-filled columns of shard ``name`` with ``defaults``; returns values filled."""
+    engine = spec.open_engine()
+    table = _read_shard(engine.lake, spec, name)
+    n = 0
+    for c, value in defaults.items():
+        if c in table.column_names and table[c].null_count:
+            n += table[c].null_count
+            table = _put_column(table, c, pc.fill_null(table[c].cast(pa.float64()), value))
+    _write_shard(engine.lake, spec, name, table)
+    return n
+
+
+def _sum_counts(pieces: list[dict[str, Any]], key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in pieces:
+        for k, v in p[key].items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
+def _shards_dataset(engine: Engine, spec: PieceSpec, names: list[str]) -> Any:
+    """The shards ``names`` as one Arrow dataset (for DuckDB)."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    if spec.local:
+        return pads.dataset(
+            [spec.shard_path(n) for n in names], format="parquet", filesystem=pafs.LocalFileSystem()
+        )
+    paths = [f"{engine.root}/{spec.shard_path(n)}" for n in names]
+    return pads.dataset(paths, format="parquet", filesystem=engine.fs)
+
+
+def _check_split(
+    con: duckdb.DuckDBPyConnection,
+    engine: Engine,
+    spec: PieceSpec,
+    pieces: list[dict[str, Any]],
+    holdout_rows: int,
+    w: dict[str, dt.date],
+    cfg: DataConfig,
+) -> int:
+    """The checks of :func:`temporal_split` on the pieces' counts; returns the train users."""
+    rows = _sum_counts(pieces, "rows")
+    span = f"{w['start']}..{w['end']}"
+    if rows.get("train", 0) + rows.get("val", 0) + holdout_rows == 0:
+        raise TrainingDataError(
+            f"no positive interactions ({', '.join(cfg.positive_events)}; ratings ≥ {cfg.min_rating:g}) "
+            f"in validated events {span}: nothing to learn from"
+        )
+    names = [p["shard"] for p in pieces if p["shard"]]
+    n_users = 0
+    if names:
+        con.register("_shards", _shards_dataset(engine, spec, names))
+        n_users = int(con.sql("SELECT count(DISTINCT user_id) FROM _shards").fetchall()[0][0])
+        con.unregister("_shards")
+    if n_users < 2:
+        raise TrainingDataError(
+            f"the training window {w['start']}..{w['val_start'] - dt.timedelta(days=1)} has positives from "
+            f"{n_users} user(s); at least 2 users are needed (in-batch negatives, evaluation)"
+        )
+    if holdout_rows == 0:
+        raise TrainingDataError(
+            f"no positive interactions in the holdout days {w['holdout_start']}..{w['end']}: cannot evaluate"
+        )
+    if not rows.get("train"):
+        raise TrainingDataError(
+            f"no positive interactions before {w['val_start']} (train split of {span} is empty)"
+        )
+    if cfg.val_days and not rows.get("val"):
+        raise TrainingDataError(
+            f"no positive interactions in the validation days {w['val_start']}.."
+            f"{w['holdout_start'] - dt.timedelta(days=1)}: early stopping would run on nothing"
+        )
+    return n_users
+
+
+def _remove_shards(lake: Lake, location: str | Path, pieces: list[dict[str, Any]]) -> None:
+    for p in pieces:
+        if not p["shard"]:
+            continue
+        if isinstance(location, Path):
+            (location / SHARDS / p["shard"]).unlink(missing_ok=True)
+        else:
+            lake.delete(f"{_as_prefix(str(location))}{SHARDS}/{p['shard']}")
+
+
+def _extra_items(
+    con: duckdb.DuckDBPyConnection,
+    engine: Engine,
+    spec: PieceSpec,
+    pieces: list[dict[str, Any]],
+    items: pd.DataFrame,
+) -> list[str]:
+    """Items of the train rows that the items snapshot lacks, sorted."""
+    names = [p["shard"] for p in pieces if p["shard"]]
+    if not names:
+        return []
+    con.register("_shards", _shards_dataset(engine, spec, names))
+    con.register(
+        "_known", pa.table({"item_id": pa.array(items["item_id"].astype(str), pa.string())})
+    )
+    found = con.sql(
+        "SELECT DISTINCT item_id FROM _shards WHERE item_id NOT IN (SELECT item_id FROM _known)"
+    ).fetchall()
+    con.unregister("_shards")
+    con.unregister("_known")
+    return sorted(r[0] for r in found)
+
+
+def interactions_table(
+    con: duckdb.DuckDBPyConnection, engine: Engine, days: list[dt.date], w: dict[str, dt.date]
+) -> pa.Table:
+    """:func:`interactions_before` through DuckDB: distinct (user, item) pairs with any event
+    before the cutoff, in order of first occurrence, reading only those two columns."""
+    import pyarrow.dataset as pads
+
+    schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string())])
+    if not days:
+        return schema.empty_table()
+    data = engine.dataset(VALIDATED, EVENTS.name, days, schema=EVENTS.arrow_schema())
+    cut = pa.scalar(_midnight(w["holdout_start"]), EVENTS.arrow_schema().field("event_ts").type)
+    scanner = data.scanner(columns=["user_id", "item_id"], filter=pads.field("event_ts") < cut)
+
+    def numbered():
+        start = 0
+        for batch in scanner.to_batches():
+            n = batch.num_rows
+            yield pa.record_batch(
+                [batch["user_id"], batch["item_id"], pa.array(range(start, start + n), pa.int64())],
+                names=["user_id", "item_id", "_rn"],
+            )
+            start += n
+
+    reader = pa.RecordBatchReader.from_batches(
+        pa.schema([*schema, ("_rn", pa.int64())]), numbered()
+    )
+    con.register("_events", reader)
+    out = con.sql(
+        "SELECT user_id, item_id FROM _events GROUP BY user_id, item_id ORDER BY min(_rn)"
+    ).to_arrow_table()
+    con.unregister("_events")
+    return out.cast(schema)
+
+
+def _put_files(
+    lake: Lake, location: str | Path, files: dict[str, bytes], meta: dict, keep: list[str]
+) -> str:
+    """Write ``files`` and then ``meta.json`` under ``location``; remove what an earlier set left
+    there (a ``train.parquet``, shards not in ``keep``)."""
+    files = {**files, "meta.json": json.dumps(meta, indent=2).encode()}
+    wanted = set(files) | {f"{SHARDS}/{n}" for n in keep}
+    if isinstance(location, Path):
+        location.mkdir(parents=True, exist_ok=True)
+        for name in [*files][:-1]:
+            (location / name).write_bytes(files[name])
+        stale = [p for p in (location / SHARDS).glob("*.parquet")] + [location / "train.parquet"]
+        for p in stale:
+            if p.relative_to(location).as_posix() not in wanted:
+                p.unlink(missing_ok=True)
+        (location / "meta.json").write_bytes(files["meta.json"])
+        return str(location)
+    prefix = _as_prefix(location)
+    for name, data in files.items():
+        if name != "meta.json":
+            lake.write_bytes(prefix + name, data)
+    for key in lake.list(prefix):
+        if key[len(prefix) :] not in wanted:
+            lake.delete(key)
+    lake.write_bytes(prefix + "meta.json", files["meta.json"])
+    return prefix
+
+
+def _reader(location: str | Path, lake: Lake | None) -> tuple[Any, str | Path, Lake | None]:
+    """(read(name) -> bytes, the folder or prefix, the lake) of a set's location."""
     path = Path(location)
     if path.is_dir():
+        return (lambda name: (path / name).read_bytes()), path, None
+    lake = lake or get_lake()
+    prefix = _as_prefix(str(location))
+    return (lambda name: lake.read_bytes(prefix + name)), prefix, lake
 
-        def read(name: str) -> bytes:
-            return (path / name).read_bytes()
-    else:
-        lake = lake or get_lake()
-        prefix = str(location) if str(location).endswith("/") else f"{location}/"
 
-        def read(name: str) -> bytes:
-            return lake.read_bytes(prefix + name)
+def train_shards(location: str | Path, lake: Lake | None = None) -> list[str]:
+    """The train shards of a set, in day order: local paths for a folder, lake keys for a
+    lake prefix (empty for a set written as one ``train.parquet``).
 
+    Shards are complete: every missing value filled, the flags set (see :func:`train_piece`);
+    count columns are int64 (the loaded frame has them as float64 where any value was filled).
+    """
+    read, where, _ = _reader(location, lake)
     try:
         meta = json.loads(read("meta.json"))
-        frames = {n: pq.read_table(io.BytesIO(read(f"{n}.parquet"))).to_pandas() for n in FRAMES}
+    except (FileNotFoundError, OSError, FlywheelError) as exc:
+        raise TrainingDataError(
+            f"training set at {location} is incomplete or missing: {exc}"
+        ) from None
+    names = meta.get("train_shards", [])
+    if isinstance(where, Path):
+        return [str(where / SHARDS / n) for n in names]
+    return [f"{where}{SHARDS}/{n}" for n in names]
+
+
+def _read_train(read: Any, meta: dict[str, Any]) -> pd.DataFrame:
+    """The train frame: ``train.parquet``, or the shards concatenated (dtypes as before)."""
+    if "train_shards" not in meta:
+        return pq.read_table(io.BytesIO(read("train.parquet"))).to_pandas()
+    tables = [pq.read_table(io.BytesIO(read(f"{SHARDS}/{n}"))) for n in meta["train_shards"]]
+    if not tables:
+        return pd.DataFrame(columns=["user_id", "item_id", "event_timestamp", "split"])
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    for c, n in meta.get("filled", {}).items():
+        if n and is_count(c) and c in frame:
+            frame[c] = frame[c].astype("float64")  # a filled count was a float column before
+    return frame
+
+
+def load_training_set(location: str | Path, lake: Lake | None = None) -> TrainingSet:
+    """Read a set written by :func:`build_training_set` (local folder or lake prefix); the
+    train frame is the shards concatenated (a set of one ``train.parquet`` still loads)."""
+    read, _, _ = _reader(location, lake)
+    try:
+        meta = json.loads(read("meta.json"))
+        frames = {
+            n: pq.read_table(io.BytesIO(read(f"{n}.parquet"))).to_pandas()
+            for n in FRAMES
+            if n != "train"
+        }
+        frames["train"] = _read_train(read, meta)
     except (FileNotFoundError, OSError, FlywheelError) as exc:
         raise TrainingDataError(
             f"training set at {location} is incomplete or missing: {exc}"

@@ -140,7 +140,12 @@ def test_manual_run_trains_registers_and_promotes(dag, fw_home, lake, caplog):
     assert tags["data_window_end"] == end.isoformat() and tags["run_key"].startswith(
         "train_recommender/"
     )
-    assert lake.exists(f"training_sets/dt={end.isoformat()}/train.parquet")
+    from training.data import train_shards
+
+    prefix = f"training_sets/dt={end.isoformat()}/"
+    shards = train_shards(prefix, lake)  # the train split, one Parquet shard per day
+    assert lake.exists(prefix + "meta.json") and shards
+    assert all(lake.exists(k) for k in shards)
     # the Params left empty (learning_rate, embedding_dim, promotion_margin) kept the config's
     # values: the run trained with TrainingConfig's defaults plus the conf
     expected = (
