@@ -21,6 +21,11 @@ The flow, :func:`run_training`: config → :func:`setup` (seed, threads, device,
 then :func:`end_epoch` (validate under ``torch.no_grad()``, keep the best weights, log, save a
 checkpoint) → :func:`evaluate_and_log` (holdout metrics, the pyfunc model ``model`` in MLflow).
 
+A train split of ``train.stream_min_rows`` rows or more (default 2M) is not held as tensors: it
+is written as Parquet shards, encoded once into a local cache and streamed by a
+:class:`training.stream.ShardStream` (:func:`build_stream_job`, :func:`stream_epoch`); smaller ones
+are encoded into in-memory tensors (:func:`build_job`, :func:`train_epoch`).
+
 Every epoch is checkpointed (model, optimizer, config, encoder, epoch, best metric, history, the
 MLflow run id) locally under ``$FLYWHEEL_HOME/checkpoints/<run key>/`` and to the run's artifacts
 (``checkpoints/last.pt``). Started again with the same ``--run-key`` (an Airflow retry uses the
@@ -64,15 +69,22 @@ from core.errors import FlywheelError
 from core.lake import get_lake
 from core.settings import get_settings
 from training.config import TrainConfig, TrainingConfig
-from training.data import TrainingSet, build_training_set, load_training_set
+from training.data import TrainingSet, build_training_set, load_training_set, train_shards
 from training.evaluation import holdout_metrics, validation_metrics
 from training.model import FeatureEncoder, Retriever, TwoTower, history_index
 from training.pyfunc import load_blob, log_recommender, plain, save_artifacts
 from training.registry import configure_mlflow, describe_trigger, experiment_id
+from training.stream import ShardStream, encode_shards, fitted_encoder, loader, write_shards
 
 log = logging.getLogger("training.train")
 
 CHECKPOINT = "last.pt"
+#: train splits of at least this many rows stream from encoded shards (:mod:`training.stream`);
+#: smaller ones (the demo, the tests) are encoded into in-memory tensors. ``train.stream_min_rows``
+#: overrides it, else ``FLYWHEEL_TRAIN_STREAM_MIN_ROWS``.
+STREAM_MIN_ROWS = 2_000_000
+SPARSE_MIN_ROWS = 1024  # embedding tables from this many rows are sparse (train.sparse_embeddings)
+SHARD_ROWS = 262_144  # rows per shard written from an in-memory frame (~60 MB encoded)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -103,7 +115,8 @@ def run_training(
     device, d = setup(cfg.train)
     ts = data if isinstance(data, TrainingSet) else load_training_set(data)
     run_key = run_key or f"manual-{ts.meta['window_end']}-{config_digest(cfg)}"
-    job = build_job(cfg, ts, device)
+    shards = None if isinstance(data, TrainingSet) else local_shards(data)
+    job = build_job(cfg, ts, device, shards=shards)
     client = configure_mlflow() if log_mlflow and d.main else None
     progress = resume(job, cfg, run_key, client, d)
     net = distributed(job.model, device, d)
@@ -133,7 +146,7 @@ def run_training(
         final = job
         epochs = refit_epochs(cfg, ts, progress, device, d)
         if epochs:
-            final = refit(cfg, ts, device, d, epochs)
+            final = refit(cfg, ts, device, d, epochs, shards)
         if d.main:
             evaluate_and_log(
                 final,
@@ -247,25 +260,34 @@ class Job:
     device: torch.device
     catalog: dict[str, torch.Tensor] | None = None  # every vocabulary item (full softmax)
     weight: torch.Tensor | None = None  # each train row's loss weight (recency)
+    stream: ShardStream | None = None  # the streaming path: batches from encoded shards
+    loader_workers: int = 0  # DataLoader processes reading the stream ahead
 
     @property
     def rows(self) -> int:
-        return len(self.users["id"])
+        return self.stream.manifest.rows if self.stream is not None else len(self.users["id"])
 
 
 def build_job(
-    cfg: TrainingConfig, ts: TrainingSet, device: torch.device, with_val: bool = False
+    cfg: TrainingConfig,
+    ts: TrainingSet,
+    device: torch.device,
+    with_val: bool = False,
+    shards: list[Path] | None = None,
 ) -> Job:
     """Fit the encoder on the train split (``with_val``: train + validation); the model, its
-    optimizer and the encoded rows, each with the user's history before it."""
+    optimizer and the encoded rows, each with the user's history before it.
+
+    A train split of :func:`stream_min_rows` rows or more streams from encoded shards instead
+    (:func:`build_stream_job`: the set's own Parquet ``shards`` when given)."""
     rows = ts.train if with_val else ts.split("train")
+    if len(rows) >= stream_min_rows(cfg):
+        return build_stream_job(cfg, ts, device, with_val, shards)
     encoder = FeatureEncoder.fit(rows, ts.users, ts.items, ts.columns)
     model = TwoTower(encoder, cfg.model).to(device)
     n = cfg.model.history_len
     model.known_histories = ts.histories(n, before="holdout" if with_val else "val")
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-    )
+    optimizer = make_optimizer(model, cfg.train)
     users = encoder.user.encode(rows["user_id"].tolist(), rows)
     items = encoder.item.encode(rows["item_id"].tolist(), rows)
     if n > 0:
@@ -292,6 +314,158 @@ def build_job(
         catalog=catalog,
         weight=None if weight is None else weight.to(device),
     )
+
+
+def make_optimizer(model: TwoTower, train: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over every parameter; with ``train.sparse_embeddings`` (else
+    ``FLYWHEEL_TRAIN_SPARSE_EMBEDDINGS=1``) the large embedding tables take sparse gradients and
+    a lazy :class:`torch.optim.SparseAdam` (only the rows of a batch are updated: a step no
+    longer costs the whole catalog), the rest Adam. CPU and gloo only (NCCL has no sparse
+    all-reduce)."""
+    if not _setting(train, "sparse_embeddings", 0):
+        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    big = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag)
+        and m.weight.shape[0] >= SPARSE_MIN_ROWS
+        and m.weight.requires_grad
+    ]
+    if not big:
+        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    for module in big:
+        module.sparse = True  # read at every forward: the table's gradient holds its batch rows
+    return SparseDenseAdam(model, [m.weight for m in big], train)
+
+
+class SparseDenseAdam(torch.optim.Optimizer):
+    """:class:`torch.optim.SparseAdam` for the sparse tables, Adam (with weight decay) for the
+    rest: one optimizer for the loop and the checkpoint. The tables get no weight decay (SparseAdam
+    has none; the default is 1e-6) and their moments move only on the rows of a batch."""
+
+    def __init__(self, model: torch.nn.Module, tables: list[torch.Tensor], train: TrainConfig):
+        ids = {id(t) for t in tables}
+        self.dense = torch.optim.Adam(
+            [p for p in model.parameters() if id(p) not in ids],
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+        )
+        self.sparse = torch.optim.SparseAdam(tables, lr=train.lr)
+        super().__init__([{"params": list(model.parameters())}], {"lr": train.lr})
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.dense.zero_grad(set_to_none=set_to_none)
+        self.sparse.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):  # noqa: ARG002 (the signature of Optimizer.step)
+        self.dense.step()
+        self.sparse.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dense.load_state_dict(state["dense"])
+        self.sparse.load_state_dict(state["sparse"])
+
+
+def stream_min_rows(cfg: TrainingConfig) -> int:
+    """Rows from which the train split streams: ``train.stream_min_rows`` when the config has it,
+    else ``FLYWHEEL_TRAIN_STREAM_MIN_ROWS``, else :data:`STREAM_MIN_ROWS`."""
+    return _setting(cfg.train, "stream_min_rows", STREAM_MIN_ROWS)
+
+
+def _setting(train: TrainConfig, name: str, default: int) -> int:
+    """``train.<name>`` when the config has the field, else ``FLYWHEEL_TRAIN_<NAME>``, else
+    ``default`` (the streaming settings until training/config.py has them)."""
+    value = getattr(train, name, None)
+    if value is None:
+        value = os.environ.get(f"FLYWHEEL_TRAIN_{name.upper()}", default)
+    return int(value)
+
+
+def build_stream_job(
+    cfg: TrainingConfig,
+    ts: TrainingSet,
+    device: torch.device,
+    with_val: bool = False,
+    shards: list[Path] | None = None,
+) -> Job:
+    """:func:`build_job` on the streaming path: the train rows as Parquet shards (``shards``, else
+    written once from ``ts.train``), the encoder fit shard by shard, every shard encoded once
+    into a cache under ``$FLYWHEEL_HOME/cache/train-stream/`` (rank 0 first under DDP), and
+    batches read from it by a :class:`training.stream.ShardStream` (rank set per epoch)."""
+    splits = ("train", "val") if with_val else ("train",)
+    cache = get_settings().home / "cache" / "train-stream"
+    n = cfg.model.history_len
+
+    def prepare():
+        paths = shards if shards is not None else frame_shards(ts, cache / "shards")
+        encoder = fitted_encoder(paths, ts.users, ts.items, ts.columns, cache / "encoders", splits)
+        hl = cfg.train.recency_half_life_days
+        return encoder, encode_shards(paths, encoder, cache / "encoded", n, hl, ts.items, splits)
+
+    encoder, manifest = _rank_zero_first(prepare)
+    model = TwoTower(encoder, cfg.model).to(device)
+    model.known_histories = ts.histories(n, before="holdout" if with_val else "val")
+    optimizer = make_optimizer(model, cfg.train)
+    stats = manifest.stats()
+    model.init_item_bias(torch.from_numpy(stats["weighted_counts"]).float())
+    seen = np.flatnonzero(stats["first_ns"] < np.iinfo(np.int64).max)
+    if len(seen):  # each item's first row, and the newest row (the cutoff)
+        idx = np.r_[seen, seen[:1]]
+        model.init_item_freshness(
+            torch.from_numpy(idx), np.r_[stats["first_ns"][seen], stats["span_ns"][1:]]
+        )
+    catalog = None
+    if cfg.model.loss == "full":
+        catalog = {k: v.to(device) for k, v in manifest.catalog().items()}
+    return Job(
+        encoder=encoder,
+        model=model,
+        optimizer=optimizer,
+        users={},
+        items={},
+        log_q=log_q_of_counts(stats["counts"]).to(device),
+        device=device,
+        catalog=catalog,
+        stream=ShardStream(manifest, cfg.train.batch_size, cfg.train.seed),
+        loader_workers=_setting(cfg.train, "loader_workers", 0),
+    )
+
+
+def local_shards(location: str | Path) -> list[Path] | None:
+    """The set's train shards (:func:`training.data.train_shards`, with the validation rows)
+    when they are local files; None for a set without shards or in an object store (then
+    :func:`frame_shards` writes them from the loaded frame)."""
+    try:
+        paths = [Path(p) for p in train_shards(location)]
+    except FlywheelError:
+        return None
+    return paths if paths and all(p.is_file() for p in paths) else None
+
+
+def frame_shards(ts: TrainingSet, root: Path) -> list[Path]:
+    """``ts.train`` as Parquet shards under ``root/<digest of the set>/`` (written once)."""
+    key = hashlib.sha256(json.dumps(ts.meta, sort_keys=True, default=str).encode())
+    cols = ts.train[["user_id", "item_id", "event_timestamp", "split"]]
+    key.update(f"{len(cols)}:{pd.util.hash_pandas_object(cols, index=False).sum()}".encode())
+    folder = root / key.hexdigest()[:16]
+    done = folder / "complete"
+    if done.exists():
+        return sorted(folder.glob("part-*.parquet"))
+    paths = write_shards(ts.train, folder, SHARD_ROWS)
+    done.write_text(str(len(ts.train)))
+    return paths
+
+
+def _rank_zero_first(fn):
+    """``fn()`` on rank 0, then on the other ranks (which find rank 0's files) under DDP."""
+    if not torch_dist.is_initialized():
+        return fn()
+    out = fn() if torch_dist.get_rank() == 0 else None
+    torch_dist.barrier()
+    return out if out is not None else fn()
 
 
 def _stamps_ns(rows: pd.DataFrame) -> np.ndarray:
@@ -339,11 +513,18 @@ def refit_epochs(
     return epochs
 
 
-def refit(cfg: TrainingConfig, ts: TrainingSet, device: torch.device, d: Dist, epochs: int) -> Job:
+def refit(
+    cfg: TrainingConfig,
+    ts: TrainingSet,
+    device: torch.device,
+    d: Dist,
+    epochs: int,
+    shards: list[Path] | None = None,
+) -> Job:
     """A fresh model trained on train + validation for ``epochs`` (the epoch early stopping
     picked): the validation days are the freshest data, too valuable to leave out."""
     seed_everything(cfg.train.seed)
-    job = build_job(cfg, ts, device, with_val=True)
+    job = build_job(cfg, ts, device, with_val=True, shards=shards)
     net = distributed(job.model, device, d)
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -358,6 +539,12 @@ def refit(cfg: TrainingConfig, ts: TrainingSet, device: torch.device, d: Dist, e
 def item_log_q(item_index: torch.Tensor, n_items: int) -> torch.Tensor:
     """log P(item) among the train positives, per item index (0 = unknown; unseen count as 1)."""
     counts = np.bincount(item_index.cpu().numpy(), minlength=n_items + 1).astype("float64")
+    return log_q_of_counts(counts)
+
+
+def log_q_of_counts(counts: np.ndarray) -> torch.Tensor:
+    """log P(item) from positives per item index (unseen count as 1)."""
+    counts = np.asarray(counts, dtype="float64")
     return torch.from_numpy(np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))).float()
 
 
@@ -388,6 +575,8 @@ def train_epoch(
     net: torch.nn.Module, job: Job, train: TrainConfig, epoch: int, d: Dist
 ) -> tuple[float, int, float]:
     """One pass over this rank's rows: (mean loss, rows trained on all ranks, seconds)."""
+    if job.stream is not None:
+        return stream_epoch(net, job, epoch, d)
     net.train()
     t0 = time.perf_counter()
     losses, rows = [], 0
@@ -395,16 +584,56 @@ def train_epoch(
         idx = torch.from_numpy(idx_np).to(job.device)
         u = {k: v[idx] for k, v in job.users.items()}
         i = {k: v[idx] for k, v in job.items.items()}
-        with autocast(job.device):
-            w = job.weight[idx] if job.weight is not None else None
-            loss = net(u, i, job.log_q[i["id"]], job.catalog, w)
-        job.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        job.optimizer.step()
-        losses.append(float(loss.detach()))
+        w = job.weight[idx] if job.weight is not None else None
+        losses.append(train_step(net, job, u, i, w))
         rows += len(idx_np) * d.world_size
-    mean = float(np.mean(losses)) if losses else float("nan")
-    return mean, rows, time.perf_counter() - t0
+    return _mean_loss(losses), rows, time.perf_counter() - t0
+
+
+def stream_epoch(
+    net: torch.nn.Module, job: Job, epoch: int, d: Dist, max_steps: int | None = None
+) -> tuple[float, int, float]:
+    """:func:`train_epoch` on the streaming path (at most ``max_steps`` steps: benchmarks)."""
+    net.train()
+    t0 = time.perf_counter()
+    stream = job.stream
+    stream.rank, stream.world_size = d.rank, d.world_size
+    stream.set_epoch(epoch)
+    cuda = job.device.type == "cuda"
+    losses, rows = [], 0
+    for step, batch in enumerate(loader(stream, job.loader_workers, pin_memory=cuda)):
+        if max_steps is not None and step >= max_steps:
+            break
+        u = {k: v.to(job.device, non_blocking=cuda) for k, v in batch["user"].items()}
+        i = {k: v.to(job.device, non_blocking=cuda) for k, v in batch["item"].items()}
+        w = batch.get("weight")
+        w = None if w is None else w.to(job.device, non_blocking=cuda)
+        losses.append(train_step(net, job, u, i, w))
+        rows += len(u["id"]) * d.world_size
+    return _mean_loss(losses), rows, time.perf_counter() - t0
+
+
+def train_step(
+    net: torch.nn.Module,
+    job: Job,
+    u: dict[str, torch.Tensor],
+    i: dict[str, torch.Tensor],
+    w: torch.Tensor | None,
+) -> torch.Tensor:
+    """One optimizer step on a batch; the detached loss (read once per epoch: no sync per step)."""
+    with autocast(job.device):
+        loss = net(u, i, job.log_q[i["id"]], job.catalog, w)
+    job.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    job.optimizer.step()
+    return loss.detach()
+
+
+def _mean_loss(losses: list[torch.Tensor]) -> float:
+    """The epoch's mean batch loss (one device sync for the whole epoch)."""
+    if not losses:
+        return float("nan")
+    return float(np.mean(torch.stack(losses).float().cpu().tolist()))
 
 
 def end_epoch(
