@@ -8,8 +8,8 @@ machine that alone takes ~10 minutes, so the full run uses a quarter; rates are 
 * materialization rows/s of one day into SQLite (embedded profile) and into Redis (production
   profile: SQL registry in a throw-away Postgres database, lake on local disk): Feast's stock
   ``materialize`` (the baseline: scans every partition of the source folder) and
-  :func:`features.store.materialize_day_fast` (reads only the day's partition, writes
-  through ``write_to_online_store``); peak RSS of each.
+  :func:`features.store.materialize_day_fast` (streams only the day's partition through
+  :func:`features.online.write_day`); peak RSS of each.
 * online latency of ``recommender_v1`` through the SDK against Redis: one user per call and 100
   users per call, p50 / p99 (target p99 ≤ 10 ms for one user).
 * training-set retrieval (``build_training_frame``, Feast ``get_historical_features`` on the

@@ -20,21 +20,22 @@ counts, and ``user_top_category_share`` is the share of the events (with a known
 carry it. Every entity known by D gets a row every day, so one day's partition is a full snapshot
 and materializing it refreshes every entity online.
 
-A history is computed in one pass (:func:`compute_range`): the validated partitions the range
-needs are read once, each day's inputs are cut from them, and each day's partitions are exactly
-what :func:`compute_features` writes for it (the same functions compute both).
+Each day is computed by DuckDB SQL over that window's partitions (only the columns used), the
+users and the catalog, as one piece of :meth:`core.engine.Engine.map` (:func:`compute_piece`):
+out of core in this process, or a Ray task; no window-sized frame is ever held. A history
+(:func:`compute_range`) is the same pieces, one per day, so each day's partitions are exactly
+what :func:`compute_features` writes for it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from core.contract import EVENTS, ITEMS, USERS, Table
+from core.engine import Engine, get_engine
 from core.errors import FlywheelError
 from core.lake import FEATURES, VALIDATED, Lake, part_key, partition_prefix
 from core.names import (
@@ -54,15 +55,12 @@ from features.columns import (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
 MAX_WINDOW = max(FEATURE_WINDOWS)
-WRITE_THREADS = 4  # a range's partitions are read and written this many at a time
-ID_RANK = "_id_rank"  # History's items: the rank of item_id among all its ids (sorts as the id)
 UNKNOWN = "unknown"  # categorical value when there is nothing to say (no events, no profile)
 _DAY = dt.timedelta(days=1)
 
@@ -98,242 +96,228 @@ def arrow_schema(view: str) -> pa.Schema:
     return pa.schema(fields)
 
 
-# --- reading validated data -----------------------------------------------------------------
-
-
-def _read_validated(lake: Lake, table: Table, days: list[dt.date]) -> pd.DataFrame:
-    """The validated partitions of ``days``, cast to the contract's schema (empty if none)."""
-    return lake.read(table.name, days, zone=VALIDATED, schema=table.arrow_schema()).to_pandas()
+# --- one day's window ------------------------------------------------------------------------
 
 
 @dataclass
-class Inputs:
-    """Validated data feeding day D's features."""
+class Window:
+    """The validated events partitions day D's 28-day window reads, and the ones it lacks."""
 
     day: dt.date
-    events: pd.DataFrame  # the 28-day window
-    items: pd.DataFrame  # the catalog up to D
-    users: pd.DataFrame  # users signed up up to D
     event_days: list[dt.date] = field(default_factory=list)
     missing_days: list[dt.date] = field(default_factory=list)
 
 
-def load_inputs(lake: Lake, day: dt.date) -> Inputs:
-    """Read what day D needs; a missing events partition for D is a :class:`FeatureError`."""
-    available = set(lake.partitions(VALIDATED, EVENTS.name))
-    if day not in available:
+def window_of(lake: Lake, day: dt.date, available: list[dt.date] | None = None) -> Window:
+    """Day D's :class:`Window`; a missing events partition for D is a :class:`FeatureError`.
+
+    ``available``: every validated events partition (listed from the lake when ``None``).
+    """
+    have = set(lake.partitions(VALIDATED, EVENTS.name) if available is None else available)
+    if day not in have:
         expected = lake.url(partition_prefix(VALIDATED, EVENTS.name, day))
         raise FeatureError(
             f"no validated events for {day} (expected {expected}); "
             "run the ingest for that day first"
         )
     window = [day - dt.timedelta(days=k) for k in range(MAX_WINDOW - 1, -1, -1)]
-    first = min(available)
-    event_days = [d for d in window if d in available]
-    missing = [d for d in window if d >= first and d not in available]
-    if missing:
+    first = min(have)
+    event_days = [d for d in window if d in have]
+    missing = [d for d in window if d >= first and d not in have]
+    if missing and available is None:  # a range logs its gaps once (compute_range)
         log.warning("features for %s: validated events missing for %s", day, missing)
-    item_days = [d for d in lake.partitions(VALIDATED, ITEMS.name) if d <= day]
-    user_days = [d for d in lake.partitions(VALIDATED, USERS.name) if d <= day]
-    return Inputs(
-        day=day,
-        events=_read_validated(lake, EVENTS, event_days),
-        items=_read_validated(lake, ITEMS, item_days),
-        users=_read_validated(lake, USERS, user_days),
-        event_days=event_days,
-        missing_days=missing,
-    )
+    return Window(day=day, event_days=event_days, missing_days=missing)
 
 
-# --- the features ---------------------------------------------------------------------------
-
+# --- the features, as SQL over the window's partitions ---------------------------------------
 
 GENRE_SEP = "|"  # a category may hold several genres, "Action|Comedy" (MovieLens imports)
+ROW = "_row"  # users/items: position in partition order (the last row of an id is its profile)
 _US_PER_DAY = 86_400_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
-_US_PER_S = 1e6
+# µs → days exactly as float64 arithmetic does it: µs / 1e6 / 86400 (two divisions, in order)
+_TO_DAYS = "/ CAST(1000000 AS DOUBLE) / CAST(86400 AS DOUBLE)"
 
 
-def _as_us(col: pd.Series) -> np.ndarray:
-    """UTC timestamps as int64 microseconds since the epoch."""
-    return col.dt.tz_convert(None).to_numpy().astype("datetime64[us]").astype("int64")
+def _end_us(day: dt.date) -> int:
+    return (known_at(day) - _EPOCH) // _MICROSECOND
 
 
-@dataclass
-class _Events:
-    """The window's events before the end of D, as arrays (one entry per event)."""
-
-    user: np.ndarray
-    item: np.ndarray
-    etype: np.ndarray
-    value: np.ndarray
-    ts: np.ndarray  # int64 µs
-
-    @classmethod
-    def before(cls, events: pd.DataFrame, end_us: int) -> _Events:
-        ts = _as_us(events["event_ts"])
-        keep = ts < end_us
-        return cls(
-            user=events["user_id"].to_numpy(dtype=object)[keep],
-            item=events["item_id"].to_numpy(dtype=object)[keep],
-            etype=events["event_type"].to_numpy(dtype=object)[keep],
-            value=events["value"].to_numpy(dtype="float64")[keep],
-            ts=ts[keep],
-        )
-
-    def subset(self, mask: np.ndarray) -> _Events:
-        return _Events(*(a[mask] for a in (self.user, self.item, self.etype, self.value, self.ts)))
-
-
-def _window_counts(codes: np.ndarray, ev: _Events, n: int, end_us: int, prefix: str) -> dict:
-    """``<prefix>_<word>_<w>d`` for every counted event type and window, per entity code."""
-    import numpy as np
-
-    cols = {}
-    for w in FEATURE_WINDOWS:
-        in_w = ev.ts >= end_us - w * _US_PER_DAY
-        for etype, word in COUNTED_EVENTS.items():
-            hits = codes[in_w & (ev.etype == etype)]
-            cols[f"{prefix}_{word}_{w}d"] = np.bincount(hits, minlength=n).astype("int64")
-    return cols
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
-
-
-def _mean_rating(codes: np.ndarray, ev: _Events, n: int) -> np.ndarray:
-    """Mean ``value`` of the ``rating`` events per entity code; 0 when nothing was rated."""
-    import numpy as np
-
-    rated = ev.etype == "rating"
-    total = np.bincount(codes[rated], weights=ev.value[rated], minlength=n)
-    return _ratio(total, np.bincount(codes[rated], minlength=n))
-
-
-def _days(delta_us: np.ndarray) -> np.ndarray:
-    return delta_us / _US_PER_S / 86400.0
-
-
-def _codes(ids: pd.Index, values: np.ndarray) -> np.ndarray:
-    """Position of each value in ``ids`` (-1 when absent)."""
-    return ids.get_indexer(values)
-
-
-def _top_genre(ucodes: np.ndarray, categories: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per user code: the genre most of their events carry (ties: alphabetical) and that share.
-
-    A category of several genres (``Action|Comedy``) counts for each; the share is of the
-    user's events (with a known category) that carry the genre. ``UNKNOWN``/0 without events.
-    """
-    import numpy as np
-    import pandas as pd
-
-    top = np.full(n, UNKNOWN, dtype=object)
-    share = np.zeros(n)
-    if len(ucodes) == 0:
-        return top, share
-    cat_code, cats = pd.factorize(categories)
-    split = [str(c).split(GENRE_SEP) for c in cats]
-    genres = np.array(sorted({g for parts in split for g in parts}), dtype=object)
-    where = {g: k for k, g in enumerate(genres)}
-    member = np.zeros((len(cats), len(genres)), dtype="int64")  # category x genre incidence
-    for k, parts in enumerate(split):
-        member[k, [where[g] for g in parts]] = 1
-    users, row = np.unique(ucodes, return_inverse=True)
-    by_cat = np.zeros((len(users), len(cats)), dtype="int64")
-    np.add.at(by_cat, (row, cat_code), 1)
-    by_genre = by_cat @ member
-    best = by_genre.argmax(axis=1)  # first maximum: genres are sorted, so ties go alphabetical
-    top[users] = genres[best]
-    share[users] = by_genre[np.arange(len(users)), best] / by_cat.sum(axis=1)
-    return top, share
-
-
-def user_features(inp: Inputs) -> pa.Table:
-    """The ``user_stats`` rows of day D (one per user known by D), in ``arrow_schema``."""
-    import numpy as np
-    import pandas as pd
-
-    end = known_at(inp.day)
-    end_us = (end - _EPOCH) // _MICROSECOND
-    ev = _Events.before(inp.events, end_us)
-    known = inp.users["user_id"].to_numpy(dtype=object)
-    ids = pd.Index(np.concatenate([known, ev.user])).unique().sort_values()
-    n, codes = len(ids), _codes(ids, ev.user)
-    out = _window_counts(codes, ev, n, end_us, "user")
-    out["user_ctr_28d"] = _ratio(out["user_clicks_28d"], out["user_views_28d"])
-    out["user_purchase_rate_28d"] = _ratio(out["user_purchases_28d"], out["user_views_28d"])
-    out["user_mean_rating_28d"] = _mean_rating(codes, ev, n)
-    last = np.full(n, np.iinfo("int64").min)
-    np.maximum.at(last, codes, ev.ts)
-    since = np.where(last > np.iinfo("int64").min, _days(end_us - last), float(MAX_WINDOW))
-    out["user_days_since_last_event"] = np.minimum(since, float(MAX_WINDOW))
-    day_no = ev.ts // _US_PER_DAY
-    span = int(day_no.max() - day_no.min() + 1) if len(day_no) else 1
-    pairs = np.unique(
-        codes.astype("int64") * span + (day_no - (day_no.min() if len(day_no) else 0))
+def _events_cte(end_us: int) -> str:
+    """The window's events before the end of D (only the columns the features use)."""
+    return (
+        "ev AS NOT MATERIALIZED (SELECT user_id, item_id, event_type, value, "
+        f"epoch_us(event_ts) AS ts FROM events WHERE epoch_us(event_ts) < {end_us})"
     )
-    out["user_active_days_28d"] = np.bincount(pairs // span, minlength=n).astype("float64")
-    profile = inp.users.drop_duplicates("user_id", keep="last")
-    at = _codes(ids, profile["user_id"].to_numpy(dtype=object))
-    tenure = np.zeros(n)
-    tenure[at] = _days(end_us - _as_us(profile["signup_ts"]))
-    out["user_tenure_days"] = np.maximum(tenure, 0.0)
-    items = inp.items[inp.items["item_id"].isin(ev.item)]  # only the items the events touch
-    catalog = items.drop_duplicates("item_id", keep="last")
-    item_at = _codes(pd.Index(catalog["item_id"]), ev.item)
-    with_cat = item_at >= 0
-    cats = catalog["category"].to_numpy(dtype=object)[item_at[with_cat]]
-    top, share = _top_genre(codes[with_cat], cats, n)
-    out["user_top_category_share"] = share
-    out["user_top_category"] = top
-    for col, src in (("user_country", "country"), ("user_age_bucket", "age_bucket")):
-        values = np.full(n, UNKNOWN, dtype=object)
-        values[at] = profile[src].to_numpy(dtype=object)
-        out[col] = values
-    return _finish(ids, out, USER_VIEW, end_us)
 
 
-def item_features(inp: Inputs) -> pa.Table:
-    """The ``item_stats`` rows of day D (one per catalog item created by the end of D)."""
-    import numpy as np
-    import pandas as pd
-
-    end = known_at(inp.day)
-    end_us = (end - _EPOCH) // _MICROSECOND
-    ev = _Events.before(inp.events, end_us)
-    items = inp.items
-    catalog = items[_as_us(items["created_ts"]) < end_us].drop_duplicates("item_id", keep="last")
-    # by id; a range pass brings each id's rank in the sorted history (same order, int sort)
-    key = catalog[ID_RANK] if ID_RANK in catalog else catalog["item_id"].to_numpy(dtype=object)
-    catalog = catalog.iloc[np.argsort(key, kind="stable")]
-    ids = pd.Index(catalog["item_id"])
-    n, codes = len(ids), _codes(ids, ev.item)
-    ev = ev.subset(codes >= 0)  # events on items not (yet) in the catalog count for none
-    codes = codes[codes >= 0]
-    out = _window_counts(codes, ev, n, end_us, "item")
-    out["item_ctr_28d"] = _ratio(out["item_clicks_28d"], out["item_views_28d"])
-    out["item_conversion_28d"] = _ratio(out["item_purchases_28d"], out["item_views_28d"])
-    out["item_mean_rating_28d"] = _mean_rating(codes, ev, n)
-    out["item_age_days"] = _days(end_us - _as_us(catalog["created_ts"]))
-    out["item_price"] = catalog["price"].to_numpy(dtype="float64")
-    out["item_category"] = catalog["category"].to_numpy(dtype=object)
-    return _finish(ids, out, ITEM_VIEW, end_us)
+def _counts(end_us: int, prefix: str) -> str:
+    """``<prefix>_<word>_<w>d`` for every counted event type and window, as aggregates."""
+    return ", ".join(
+        f"count(*) FILTER (WHERE event_type = '{etype}' AND ts >= {end_us - w * _US_PER_DAY})"
+        f" AS {prefix}_{word}_{w}d"
+        for etype, word in COUNTED_EVENTS.items()
+        for w in FEATURE_WINDOWS
+    )
 
 
-def _finish(ids: pd.Index, out: dict, view: str, end_us: int) -> pa.Table:
-    import numpy as np
+def _day_counts() -> str:
+    """Per (user, day): the events of each counted type (``n_<type>``)."""
+    return ", ".join(
+        f"count(*) FILTER (WHERE event_type = '{etype}') AS n_{etype}" for etype in COUNTED_EVENTS
+    )
+
+
+def _counts_of_days(end_us: int, prefix: str) -> str:
+    """The window counts summed from :func:`_day_counts` (windows end at a day's end)."""
+    end_day = end_us // _US_PER_DAY
+    return ", ".join(
+        f"CAST(coalesce(sum(n_{etype}) FILTER (WHERE day_no >= {end_day - w}), 0) AS BIGINT)"
+        f" AS {prefix}_{word}_{w}d"
+        for etype, word in COUNTED_EVENTS.items()
+        for w in FEATURE_WINDOWS
+    )
+
+
+def _ratio(num: str, den: str) -> str:
+    """``num / den`` as a float; 0 when the denominator is 0 or there is none."""
+    return f"CASE WHEN {den} > 0 THEN CAST({num} AS DOUBLE) / {den} ELSE 0.0 END"
+
+
+def _count_columns(prefix: str) -> str:
+    return ", ".join(
+        f"coalesce(a.{prefix}_{word}_{w}d, 0) AS {prefix}_{word}_{w}d"
+        for word in COUNTED_EVENTS.values()
+        for w in FEATURE_WINDOWS
+    )
+
+
+_RATED = "sum(value) FILTER (WHERE event_type = 'rating') AS r_sum, "
+_RATED += "count(*) FILTER (WHERE event_type = 'rating') AS r_n"
+
+
+def _top_genre_ctes() -> str:
+    """Per user: the genre most of their events carry (ties: alphabetical) and its count.
+
+    A category of several genres (``Action|Comedy``) counts for each genre once; ``tot`` is the
+    number of the user's events with a known category (the share's denominator).
+    """
+    return f"""
+    catalog AS (SELECT item_id, arg_max_null(category, {ROW}) AS category
+                FROM items GROUP BY item_id),
+    uc AS (SELECT ev.user_id, c.category, count(*) AS n
+           FROM ev JOIN catalog c USING (item_id) GROUP BY ALL),
+    cg AS (SELECT DISTINCT category, genre FROM (
+             SELECT category, unnest(string_split(category, '{GENRE_SEP}')) AS genre
+             FROM (SELECT DISTINCT category FROM uc))),
+    ug AS (SELECT user_id, genre, sum(n) AS n FROM uc JOIN cg USING (category) GROUP BY ALL),
+    top AS (SELECT user_id, first(genre ORDER BY n DESC, genre) AS genre, max(n) AS n
+            FROM ug GROUP BY user_id),
+    tot AS (SELECT user_id, sum(n) AS tot FROM uc GROUP BY user_id)"""
+
+
+def user_sql(day: dt.date) -> str:
+    """SQL of day D's ``user_stats`` over ``events`` (the window), ``items`` and ``users``."""
+    end = _end_us(day)
+    since = f"CAST({end} - a.last_ts AS DOUBLE) {_TO_DAYS}"
+    tenure = f"CAST({end} - p.signup AS DOUBLE) {_TO_DAYS}"
+    return f"""
+    WITH {_events_cte(end)},
+    by_day AS (SELECT user_id, ts // {_US_PER_DAY} AS day_no, {_day_counts()}, {_RATED},
+                      max(ts) AS last_ts
+               FROM ev GROUP BY ALL),
+    agg AS (SELECT user_id, {_counts_of_days(end, "user")}, sum(r_sum) AS r_sum,
+                   sum(r_n) AS r_n, max(last_ts) AS last_ts, count(*) AS active
+            FROM by_day GROUP BY user_id),
+    profile AS (SELECT user_id, arg_max_null(epoch_us(signup_ts), {ROW}) AS signup,
+                       arg_max_null(country, {ROW}) AS country,
+                       arg_max_null(age_bucket, {ROW}) AS age_bucket
+                FROM users GROUP BY user_id),
+    {_top_genre_ctes()}
+    SELECT user_id, {_count_columns("user")},
+      {_ratio("a.user_clicks_28d", "a.user_views_28d")} AS user_ctr_28d,
+      {_ratio("a.user_purchases_28d", "a.user_views_28d")} AS user_purchase_rate_28d,
+      {_ratio("a.r_sum", "a.r_n")} AS user_mean_rating_28d,
+      least(CASE WHEN a.last_ts IS NULL THEN {float(MAX_WINDOW)} ELSE {since} END,
+            {float(MAX_WINDOW)}) AS user_days_since_last_event,
+      CAST(coalesce(a.active, 0) AS DOUBLE) AS user_active_days_28d,
+      greatest(CASE WHEN p.user_id IS NULL THEN 0.0 ELSE {tenure} END, 0.0) AS user_tenure_days,
+      {_ratio("t.n", "s.tot")} AS user_top_category_share,
+      coalesce(t.genre, '{UNKNOWN}') AS user_top_category,
+      CASE WHEN p.user_id IS NULL THEN '{UNKNOWN}' ELSE p.country END AS user_country,
+      CASE WHEN p.user_id IS NULL THEN '{UNKNOWN}' ELSE p.age_bucket END AS user_age_bucket
+    FROM profile p FULL OUTER JOIN agg a USING (user_id)
+      LEFT JOIN top t USING (user_id) LEFT JOIN tot s USING (user_id)
+    ORDER BY user_id"""
+
+
+def item_sql(day: dt.date) -> str:
+    """SQL of day D's ``item_stats``: one row per item created by the end of D."""
+    end = _end_us(day)
+    return f"""
+    WITH {_events_cte(end)},
+    catalog AS (SELECT item_id, arg_max_null(category, {ROW}) AS category,
+                       arg_max_null(price, {ROW}) AS price,
+                       arg_max_null(created, {ROW}) AS created
+                FROM (SELECT *, epoch_us(created_ts) AS created FROM items)
+                WHERE created < {end} GROUP BY item_id),
+    agg AS (SELECT item_id, {_counts(end, "item")}, {_RATED} FROM ev GROUP BY item_id)
+    SELECT item_id, {_count_columns("item")},
+      {_ratio("a.item_clicks_28d", "a.item_views_28d")} AS item_ctr_28d,
+      {_ratio("a.item_purchases_28d", "a.item_views_28d")} AS item_conversion_28d,
+      {_ratio("a.r_sum", "a.r_n")} AS item_mean_rating_28d,
+      CAST({end} - c.created AS DOUBLE) {_TO_DAYS} AS item_age_days,
+      c.price AS item_price, c.category AS item_category
+    FROM catalog c LEFT JOIN agg a USING (item_id)
+    ORDER BY item_id"""
+
+
+def _profiles(engine: Engine, table: Table, day: dt.date) -> pa.Table:
+    """Every validated row of ``table`` up to D, in partition order, with its position ``_row``.
+
+    Entity-sized (users, items), not window-sized: the last row of an id is its profile.
+    """
+    import pyarrow as pa
+
+    days = [d for d in engine.lake.partitions(VALIDATED, table.name) if d <= day]
+    schema = table.arrow_schema()
+    rows = engine.dataset(VALIDATED, table.name, days, schema=schema).to_table(columns=schema.names)
+    return rows.append_column(ROW, pa.array(range(rows.num_rows), type=pa.int64()))
+
+
+def _to_schema(result: pa.Table, view: str, day: dt.date) -> pa.Table:
+    """A query's result as a feature partition: ``arrow_schema(view)``, timestamps = D+1."""
     import pyarrow as pa
 
     schema = arrow_schema(view)
-    stamp = np.full(len(ids), end_us, dtype="int64")
-    columns = {schema.names[0]: ids.to_numpy(dtype=object), **out}
-    columns["event_timestamp"] = columns["created"] = stamp
-    return pa.table([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+    stamp = pa.array([_end_us(day)] * result.num_rows, type=pa.int64()).cast(
+        schema.field("event_timestamp").type
+    )
+    columns = [
+        stamp if f.name in ("event_timestamp", "created") else result.column(f.name).cast(f.type)
+        for f in schema
+    ]
+    return pa.table(columns, schema=schema).combine_chunks()
+
+
+def day_tables(engine: Engine, window: Window) -> dict[str, pa.Table]:
+    """Day D's table of every view, computed by DuckDB over the window's partitions."""
+    day = window.day
+    con = engine.connect()
+    try:
+        con.register(
+            "events",
+            engine.dataset(VALIDATED, EVENTS.name, window.event_days, EVENTS.arrow_schema()),
+        )
+        con.register("items", _profiles(engine, ITEMS, day))
+        con.register("users", _profiles(engine, USERS, day))
+        return {
+            USER_VIEW: _to_schema(con.sql(user_sql(day)).to_arrow_table(), USER_VIEW, day),
+            ITEM_VIEW: _to_schema(con.sql(item_sql(day)).to_arrow_table(), ITEM_VIEW, day),
+        }
+    finally:
+        con.close()
 
 
 # --- writing and reading feature partitions --------------------------------------------------
@@ -359,138 +343,73 @@ class DaySummary:
         }
 
 
-def compute_features(lake: Lake, day: dt.date) -> DaySummary:
-    """Compute and write day D's partitions of every view (overwrites: idempotent per day)."""
-    inp = load_inputs(lake, day)
-    return _write_day(lake, inp, {USER_VIEW: user_features(inp), ITEM_VIEW: item_features(inp)})
+def compute_piece(
+    day: dt.date, *, lake_uri: str, endpoint_url: str | None, available: list[dt.date]
+) -> DaySummary:
+    """One piece of :meth:`core.engine.Engine.map`: compute and write day D's partitions.
 
-
-def _write_day(lake: Lake, inp: Inputs, tables: dict[str, pa.Table]) -> DaySummary:
+    Runs wherever the engine puts it (this process, a Ray task): it opens the lake itself and
+    returns only the small summary. ``available``: every validated events partition.
+    """
+    lake = Lake.from_uri(lake_uri, endpoint_url=endpoint_url)
+    window = window_of(lake, day, available)
+    tables = day_tables(get_engine(lake), window)
     rows, keys = {}, {}
     for view, table in tables.items():
         # the partition holds exactly this one file (a re-run replaces, never duplicates)
-        key = lake.write(table, view, inp.day, zone=FEATURES, replace=True)
+        key = lake.write(table, view, day, zone=FEATURES, replace=True)
         rows[view], keys[view] = table.num_rows, key
     return DaySummary(
-        day=inp.day.isoformat(),
+        day=day.isoformat(),
         rows=rows,
         keys=keys,
-        event_days=len(inp.event_days),
-        missing_event_days=[d.isoformat() for d in inp.missing_days],
+        event_days=len(window.event_days),
+        missing_event_days=[d.isoformat() for d in window.missing_days],
     )
 
 
-# --- a range of days in one pass -----------------------------------------------------------
-
-
-@dataclass
-class History:
-    """Validated data read once for a range of days; each row tagged with its partition's day.
-
-    ``*_day`` are the partition days as ordinals (``date.toordinal()``), ascending, aligned with
-    the frames' rows: slicing them gives exactly what :func:`load_inputs` reads for one day.
-    """
-
-    events: pd.DataFrame
-    event_day: np.ndarray
-    items: pd.DataFrame
-    item_day: np.ndarray
-    users: pd.DataFrame
-    user_day: np.ndarray
-    available: list[dt.date]  # every validated events partition (not only the range's)
-
-
-def _read_tagged(lake: Lake, table: Table, days: list[dt.date]) -> tuple[pd.DataFrame, np.ndarray]:
-    """The validated partitions of ``days`` (ascending) and the day ordinal of every row."""
-    import numpy as np
-    import pyarrow as pa
-
-    schema = table.arrow_schema()
-    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:  # Parquet decodes without the GIL
-        parts = list(
-            pool.map(lambda d: lake.read(table.name, [d], zone=VALIDATED, schema=schema), days)
-        )
-    tags = [
-        np.full(t.num_rows, d.toordinal(), dtype="int64") for d, t in zip(days, parts, strict=True)
-    ]
-    frame = pa.concat_tables([schema.empty_table(), *parts]).to_pandas()
-    return frame, np.concatenate([np.empty(0, dtype="int64"), *tags])
-
-
-def load_history(lake: Lake, start: dt.date, end: dt.date) -> History:
-    """Everything the days in [start, end] need, read once (only the partitions they use)."""
-    import pandas as pd
-
-    available = sorted(lake.partitions(VALIDATED, EVENTS.name))
-    first_window = start - dt.timedelta(days=MAX_WINDOW - 1)
-    event_days = [d for d in available if first_window <= d <= end]
-    items, item_day = _read_tagged(
-        lake, ITEMS, sorted(d for d in lake.partitions(VALIDATED, ITEMS.name) if d <= end)
+def _map_days(lake: Lake, days: list[dt.date], available: list[dt.date]) -> list[DaySummary]:
+    engine = get_engine(lake)
+    return engine.map(
+        compute_piece,
+        days,
+        lake_uri=lake.uri,
+        endpoint_url=getattr(lake, "endpoint_url", None),
+        available=available,
     )
-    items[ID_RANK] = pd.Index(items["item_id"].unique()).sort_values().get_indexer(items["item_id"])
-    users, user_day = _read_tagged(
-        lake, USERS, sorted(d for d in lake.partitions(VALIDATED, USERS.name) if d <= end)
-    )
-    events, event_day = _read_tagged(lake, EVENTS, event_days)
-    return History(events, event_day, items, item_day, users, user_day, available)
 
 
-def inputs_of(history: History, day: dt.date) -> Inputs:
-    """Day D's :class:`Inputs` cut from a :class:`History` (what :func:`load_inputs` reads)."""
-    import numpy as np
+def compute_features(lake: Lake, day: dt.date) -> DaySummary:
+    """Compute and write day D's partitions of every view (overwrites: idempotent per day)."""
+    window_of(lake, day)  # names a missing partition, logs the window's gaps
+    return _map_days(lake, [day], sorted(lake.partitions(VALIDATED, EVENTS.name)))[0]
 
-    if day not in history.available:
-        raise FeatureError(f"no validated events for {day}; run the ingest for that day first")
-    window = [day - dt.timedelta(days=k) for k in range(MAX_WINDOW - 1, -1, -1)]
-    have = set(history.available)
-    event_days = [d for d in window if d in have]
-    missing = [d for d in window if d >= history.available[0] and d not in have]
-    ordinal = day.toordinal()
-    lo = np.searchsorted(history.event_day, window[0].toordinal(), side="left")
-    hi = np.searchsorted(history.event_day, ordinal, side="right")
-    n_items = np.searchsorted(history.item_day, ordinal, side="right")
-    n_users = np.searchsorted(history.user_day, ordinal, side="right")
-    return Inputs(
-        day=day,
-        events=history.events.iloc[lo:hi].reset_index(drop=True),
-        items=history.items.iloc[:n_items],
-        users=history.users.iloc[:n_users],
-        event_days=event_days,
-        missing_days=missing,
-    )
+
+# --- a range of days ------------------------------------------------------------------------
 
 
 def compute_range(
     lake: Lake, start: dt.date, end: dt.date, days: list[dt.date] | None = None
 ) -> list[DaySummary]:
-    """Every day in [start, end] with validated events (or only ``days``), in one pass.
+    """Every day in [start, end] with validated events (or only ``days``), one piece per day.
 
-    Reads the validated data once and writes each day's partitions with exactly what
-    :func:`compute_features` writes for that day. Days without a validated events partition
-    (quarantined, or nothing happened) are skipped: they have no features either way.
+    Each day is a piece of :meth:`core.engine.Engine.map` (in this process one after another,
+    or Ray tasks), writing exactly what :func:`compute_features` writes for that day. Days
+    without a validated events partition (quarantined, or nothing happened) are skipped: they
+    have no features either way.
     """
     if end < start:
         raise FeatureError(f"empty range: {start} is after {end}")
-    history = load_history(lake, start, end)
+    available = sorted(lake.partitions(VALIDATED, EVENTS.name))
     wanted = set(days) if days is not None else None
-    todo = [d for d in history.available if start <= d <= end and (wanted is None or d in wanted)]
+    todo = [d for d in available if start <= d <= end and (wanted is None or d in wanted)]
     if wanted is not None and wanted - set(todo):
         gone = sorted(wanted - set(todo))
         raise FeatureError(
             f"no validated events for {', '.join(map(str, gone[:5]))}"
             f"{' …' if len(gone) > 5 else ''}; run the ingest for those days first"
         )
-    # computing is CPU in this thread; Parquet encoding and fsync run beside it, without the GIL
-    out: list[DaySummary] = []
-    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-        pending: deque = deque()
-        for day in todo:
-            inp = inputs_of(history, day)
-            tables = {USER_VIEW: user_features(inp), ITEM_VIEW: item_features(inp)}
-            pending.append(pool.submit(_write_day, lake, inp, tables))
-            if len(pending) > 4 * WRITE_THREADS:  # bounded: a few days' tables in memory
-                out.append(pending.popleft().result())
-        out.extend(p.result() for p in pending)
+    out = _map_days(lake, todo, available) if todo else []
     log.info("features: %d days written between %s and %s", len(out), start, end)
     gaps = [s.day for s in out if s.missing_event_days]
     if gaps:  # one line, not one per day: a sparse history has gaps in most windows

@@ -49,6 +49,7 @@ from features.compute import (
     require_partition,
     serving_day,
 )
+from features.online import write_day
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -387,21 +388,30 @@ def materialize_day_fast(day: dt.date, store: FeatureStore | None = None) -> dic
     """Same result as :func:`materialize_day`, reading only day D's partition.
 
     Feast's file offline store scans every partition of the source folder and filters by
-    timestamp; this path reads the one Parquet file of D per view and writes it with
-    ``write_to_online_store`` (same conversion and online write as ``materialize``), then
-    records the interval in the registry like ``materialize`` does.
+    timestamp; this path streams the one partition of D per view in record batches into the
+    online store in Feast's own format (:func:`features.online.write_day`: conversion of the
+    next batch overlapped with the pipelined write of this one), then records the interval in
+    the registry like ``materialize`` does.
     """
     lake = get_lake()
-    keys = {view: require_partition(lake, view, day) for view in VIEWS}
+    for view in VIEWS:
+        require_partition(lake, view, day)
     store = get_store() if store is None else store
     start, end = interval_of(day)
     rows = {}
-    for view, key in keys.items():
-        df = lake.read_parquet(key).to_pandas()
-        store.write_to_online_store(fv_name(view), df, allow_registry_cache=True)
+    for view in VIEWS:
+        result = write_day(store, fv_name(view), view, day, lake=lake)
         fv = store.get_feature_view(fv_name(view))
         store.registry.apply_materialization(fv, store.project, start, end)
-        rows[view] = len(df)
+        rows[view] = result.rows
+        log.info(
+            "materialized %s %s: %d rows (%d kept newer online) at %.0f rows/s",
+            view,
+            day,
+            result.rows,
+            result.skipped,
+            result.rows_per_s,
+        )
     return {"day": day.isoformat(), "interval": [start.isoformat(), end.isoformat()], "rows": rows}
 
 
@@ -454,11 +464,10 @@ def materialize_range(
     last = known_at(newest)
     rows = {}
     for view in VIEWS:
-        df = lake.read_parquet(require_partition(lake, view, newest)).to_pandas()
-        store.write_to_online_store(fv_name(view), df, allow_registry_cache=True)
+        require_partition(lake, view, newest)
+        rows[view] = write_day(store, fv_name(view), view, newest, lake=lake).rows
         fv = store.get_feature_view(fv_name(view))
         store.registry.apply_materialization(fv, store.project, first, last)
-        rows[view] = len(df)
     out = [
         {
             "day": newest.isoformat(),
