@@ -1,5 +1,6 @@
 # One image for every Flywheel service: Airflow (all components, Celery workers), MLflow server,
-# Feast feature server, serving API, Evidently UI. Dependencies are the pinned set in
+# Feast feature server, serving API, Evidently UI, the Ray head and worker nodes (the production
+# engine: Ray and Ray Client need the same Ray, Python and code on the cluster and the clients). Dependencies are the pinned set in
 # constraints.txt; the source is installed last so code edits rebuild only the final layers.
 #
 #   docker build -t flywheel:latest .                                            # CPU torch
@@ -57,11 +58,13 @@ COPY deploy/ deploy/
 COPY README.md ./
 RUN pip install --no-deps -c constraints.txt . \
  && useradd --uid "${AIRFLOW_UID}" --gid 0 --home-dir /opt/airflow --create-home airflow \
- && mkdir -p /opt/airflow /opt/flywheel/state \
- && chown -R "${AIRFLOW_UID}:0" /opt/airflow /opt/flywheel/state \
- && chmod -R g+rwX /opt/airflow /opt/flywheel/state
+ && mkdir -p /opt/airflow /opt/flywheel/state /opt/ray-auth \
+ && chown -R "${AIRFLOW_UID}:0" /opt/airflow /opt/flywheel/state /opt/ray-auth \
+ && chmod -R g+rwX /opt/airflow /opt/flywheel/state \
+ && chmod 750 /opt/ray-auth
 
 ENV PYTHONPATH=/opt/flywheel
 USER ${AIRFLOW_UID}
-EXPOSE 8080 8974 5000 6566 8000 8001
+# Ray: 6379 (GCS, nodes join), 10001 (Ray Client); both internal to the compose network
+EXPOSE 8080 8974 5000 6566 8000 8001 6379 10001
 CMD ["flywheel", "--help"]

@@ -18,7 +18,11 @@ Two engines, chosen by ``FLYWHEEL_ENGINE``:
   ``FLYWHEEL_ENGINE_MEMORY_LIMIT``; DuckDB spills the rest to ``FLYWHEEL_ENGINE_TEMP_DIR``.
 * ``ray``: the production profile past one machine. :meth:`Engine.map` submits Ray tasks to the
   cluster at ``FLYWHEEL_RAY_ADDRESS`` (a local one when unset); each task reads the lake itself
-  (S3 through pyarrow), so Airflow tasks stay thin.
+  (S3 through pyarrow), so Airflow tasks stay thin. A task runs with the submitter's
+  ``FLYWHEEL_*``/``AWS_*`` environment (its settings and S3 identity: the cluster holds none of
+  its own) and ``FLYWHEEL_ENGINE=duckdb``: inside a task the engine is DuckDB on that node, so a
+  piece computes exactly what it computes in the ``duckdb`` profile.
+  :meth:`RayEngine.ray_dataset` reads partitions as a Ray Data dataset for stages that stream.
 
 The lake's filesystem is reached through pyarrow (a local folder, or S3 with the lake's
 endpoint), never through boto3 downloads of whole partitions.
@@ -27,12 +31,14 @@ endpoint), never through boto3 downloads of whole partitions.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from core.errors import ConfigError
+from core.errors import ConfigError, FlywheelError
 from core.lake import Lake, LocalLake, S3Lake, get_lake, partition_prefix
 from core.settings import get_settings
 
@@ -74,7 +80,9 @@ class Engine(ABC):
         """Paths (on :attr:`fs`) of the Parquet files of ``<zone>/<table>/`` for ``days``."""
         if days is None:
             keys = self.lake.list(f"{zone}/{table}/")
-        else:
+        elif isinstance(self.lake, S3Lake):
+            keys = _s3_partition_keys(self.lake, zone, table, set(days))
+        else:  # a folder: listing a day is a syscall
             keys = [
                 k
                 for d in sorted(set(days))
@@ -92,12 +100,14 @@ class Engine(ABC):
         """The partitions of ``days`` as one Arrow dataset, scanned lazily in record batches.
 
         With ``schema`` the files are read as that schema (columns missing from a file are
-        null); an empty dataset of it when there is no file. ``day`` is a column: the
+        null); an empty dataset of it when there is no file. ``dt`` is a column: the
         partition's date.
         """
         import pyarrow.dataset as pads
 
         paths = self.files(zone, table, days)
+        if schema is not None and "dt" not in schema.names:
+            schema = schema.append(_day_schema().field("dt"))  # else pyarrow drops the column
         if not paths and schema is None:
             raise ConfigError(f"no Parquet files of {zone}/{table} for the requested days")
         part = pads.partitioning(flavor="hive", schema=_day_schema())
@@ -137,6 +147,16 @@ class Engine(ABC):
         """
 
 
+def _s3_partition_keys(lake: S3Lake, zone: str, table: str, days: set[dt.date]) -> list[str]:
+    """Keys of the partitions of ``days``, sorted, in one S3 listing per month of them (a
+    28-day window: 2 requests, not 28; a LIST is a round trip, a page holds 1,000 keys)."""
+    wanted = {partition_prefix(zone, table, d) for d in days}
+    months = sorted({p[: -len("DD/")] for p in wanted})  # ".../dt=YYYY-MM-"
+    return [
+        k for month in months for k in lake.list(month) if k[: len(month) + len("DD/")] in wanted
+    ]
+
+
 class DuckDBEngine(Engine):
     """Out of core on this machine: pieces run one after another, in this process."""
 
@@ -146,7 +166,159 @@ class DuckDBEngine(Engine):
         return [fn(p, **kwargs) for p in pieces]
 
 
-ENGINES: dict[str, type[Engine]] = {DuckDBEngine.name: DuckDBEngine}
+class RayEngine(Engine):
+    """Pieces as Ray tasks (one CPU each) on the cluster at ``FLYWHEEL_RAY_ADDRESS``.
+
+    The driver (an Airflow task, the CLI) only submits and gathers small summaries; each task
+    opens the lake itself and works through a DuckDB engine on its node. Connecting happens on
+    the first :meth:`map` (once per process); building a ``RayEngine`` costs nothing, so a task
+    that runs on a Ray worker may build one to read through :meth:`dataset`/:meth:`connect`.
+    """
+
+    name = "ray"
+
+    def map(self, fn: Callable[..., Any], pieces: Sequence[Any], /, **kwargs: Any) -> list[Any]:
+        if not pieces:
+            return []
+        ray = connect_ray()
+        remote, env = ray.remote(fn), self.runtime_env()
+        label = getattr(fn, "__qualname__", repr(fn))
+        refs = [
+            remote.options(num_cpus=1, runtime_env=env, name=f"{label}[{str(p)[:60]}]").remote(
+                p, **kwargs
+            )
+            for p in pieces
+        ]
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: list[Any] = [None] * len(refs)
+        pending = list(refs)
+        while pending:  # fail fast: the first failed piece stops the rest
+            done, pending = ray.wait(pending, num_returns=1)
+            i = index[done[0]]
+            try:
+                results[i] = ray.get(done[0])
+            except Exception as exc:
+                for ref in pending:
+                    ray.cancel(ref)
+                raise _piece_error(label, pieces[i], exc) from exc
+        return results
+
+    def runtime_env(self) -> dict[str, Any]:
+        """What every task runs with: this process's ``FLYWHEEL_*``/``AWS_*`` variables, the
+        engine's lake, DuckDB inside the task (one thread per task's CPU unless set), and the
+        project on ``PYTHONPATH``."""
+        return {"env_vars": task_env(self.lake)}
+
+    def ray_dataset(
+        self,
+        zone: str,
+        table: str,
+        days: Iterable[dt.date] | None = None,
+        columns: list[str] | None = None,
+    ) -> Any:
+        """The partitions of ``days`` as a Ray Data dataset, read by Ray tasks through pyarrow.
+
+        Only ``columns`` are read (all when ``None``); ``dt`` (the partition's day, a
+        ``YYYY-MM-DD`` string here) is added when the files are read whole. Ray Data runs on a
+        node of the cluster (inside a piece of :meth:`map`, a Ray job), not over Ray Client.
+        """
+        import ray.data
+        from ray.data.datasource import Partitioning
+
+        if connect_ray().util.client.ray.is_connected():
+            raise ConfigError(
+                "Ray Data does not run over Ray Client (FLYWHEEL_RAY_ADDRESS=ray://...): read "
+                "it inside a piece of engine.map, or from a driver on a node of the cluster"
+            )
+        paths = self.files(zone, table, days)
+        if not paths:
+            raise ConfigError(f"no Parquet files of {zone}/{table} for the requested days")
+        return ray.data.read_parquet(
+            paths,
+            filesystem=self.fs,
+            columns=columns,
+            partitioning=Partitioning("hive", base_dir=f"{self.root}/{zone}/{table}"),
+            ray_remote_args={"runtime_env": self.runtime_env()},
+        )
+
+
+ENGINES: dict[str, type[Engine]] = {DuckDBEngine.name: DuckDBEngine, RayEngine.name: RayEngine}
+
+#: Environment variables a Ray task gets from its submitter (its settings and S3 identity).
+TASK_ENV_PREFIXES: tuple[str, ...] = ("FLYWHEEL_", "AWS_")
+
+_RAY: dict[str, Any] = {}  # the cluster this process is connected to: {"address": ...}
+
+
+def task_env(lake: Lake) -> dict[str, str]:
+    """The environment of a Ray task submitted from this process over ``lake``."""
+    s = get_settings()
+    env = {k: v for k, v in os.environ.items() if k.startswith(TASK_ENV_PREFIXES)}
+    env["FLYWHEEL_ENGINE"] = DuckDBEngine.name  # inside a task: out of core on its node
+    env["FLYWHEEL_ENGINE_THREADS"] = str(s.engine_threads or 1)  # a task holds one CPU
+    env["FLYWHEEL_LAKE_URI"] = lake.uri
+    endpoint = lake.endpoint_url if isinstance(lake, S3Lake) else None
+    if endpoint:
+        env["FLYWHEEL_S3_ENDPOINT_URL"] = endpoint
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(s.project_dir), os.environ.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def connect_ray() -> Any:
+    """``ray``, connected (once per process) to ``FLYWHEEL_RAY_ADDRESS`` or a local cluster.
+
+    ``ray://host:10001`` is a Ray Client connection (a driver outside the cluster: Airflow's
+    workers); ``host:6379`` joins as a driver on a node of the cluster. Ray's token
+    (``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``) comes from the environment, as for the ``ray`` CLI.
+    A different address than the connected one reconnects.
+    """
+    import ray
+
+    address = get_settings().ray_address or None
+    if ray.is_initialized():
+        # not connected by us (inside a Ray task, or the caller's own ray.init), or the same
+        # cluster: use it as it is
+        if "address" not in _RAY or _RAY["address"] == address:
+            return ray
+        ray.shutdown()
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address is None:  # a local cluster of this process: no dashboard, no usage stats
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs.update(include_dashboard=False, configure_logging=True)
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError, ...
+        where = address or "a local cluster"
+        raise ConfigError(
+            f"cannot connect to Ray at {where} (FLYWHEEL_RAY_ADDRESS): {_first_line(exc)}"
+        ) from None
+    _RAY["address"] = address
+    return ray
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's text on one line (a remote traceback is left to ``__cause__``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    if text.endswith(":") and len(lines) > 1:  # "... from server:" + a traceback: its last line
+        text = f"{text} {lines[-1]}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _piece_error(label: str, piece: Any, exc: Exception) -> FlywheelError:
+    """One line naming the piece and the cause; a stage's own error keeps its class."""
+    cause = getattr(exc, "cause", None) or exc  # RayTaskError wraps the task's exception
+    where = f"{label} failed on Ray for piece {piece!r}"
+    if isinstance(cause, FlywheelError):
+        try:
+            return type(cause)(f"{where}: {cause}")
+        except TypeError:  # a subclass with another signature
+            pass
+    return FlywheelError(f"{where}: {type(cause).__name__}: {_first_line(cause)}")
 
 
 def _day_schema() -> pa.Schema:

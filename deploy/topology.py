@@ -11,6 +11,13 @@ loopback and free ports). Secrets are never here: they come from ``.env`` (``SEC
 ``SERVICE_SECRETS`` says which service gets which (least privilege: the MinIO root key only in
 ``minio``/``minio-init``, one S3 key and one MLflow user per client service).
 
+The production engine (``core.engine``, ``FLYWHEEL_ENGINE=ray``) is a Ray cluster: ``ray-head``
+and ``ray-worker`` (scale the workers). Airflow's Celery workers get ``ENGINE_ENV``: they submit
+their pieces over Ray Client (``ray://ray-head:10001``) and stay thin. Ray's token authentication
+is on: ``ray-head`` writes a random token into the ``ray-auth`` volume on first start, every Ray
+process and client reads it (``RAY_AUTH_TOKEN_PATH``). The twin starts the same pair as
+processes unless :data:`TWIN_RAY` is off.
+
 Network exposure (docs/SECURITY.md): backends (Postgres, Redis, the MinIO API, MLflow's API
 clients, Feast) are reached on the compose network only. ``Service.publish`` lists the ports a
 person opens in a browser (or the product calls); compose binds them to ``${<bind_var>:-127.0.0.1}``
@@ -77,6 +84,10 @@ class Service:
     exposure: str = "internal: compose network only"  # why it is (not) published
 
 
+#: The twin (deploy/twin.py) starts ray-head + ray-worker and its Celery workers submit to them
+#: (FLYWHEEL_ENGINE=ray). Off: the twin starts no Ray and its workers use the embedded engine.
+TWIN_RAY: bool = True
+
 HEALTHY = "service_healthy"
 COMPLETED = "service_completed_successfully"
 _AIRFLOW_DEPS = {"postgres": HEALTHY, "redis": HEALTHY, "airflow-init": COMPLETED}
@@ -109,6 +120,18 @@ SERVICES: tuple[Service, ...] = (
         publish=(5000,),
         bind_var="MLFLOW_BIND",
         exposure="UI on loopback, behind MLflow's basic-auth app (every request but /health)",
+    ),
+    Service(
+        "ray-head",
+        "Ray head of the production engine: GCS (6379), Ray Client server (10001), no tasks",
+        port=6379,
+        health="cmd",
+    ),
+    Service(
+        "ray-worker",
+        "Ray worker node: runs the engine's tasks (docker compose up --scale ray-worker=N)",
+        health="cmd",
+        depends_on={"ray-head": HEALTHY},
     ),
     Service(
         "airflow-init",
@@ -150,7 +173,7 @@ SERVICES: tuple[Service, ...] = (
         "airflow-worker",
         "Celery worker for every task but training",
         health="cmd",
-        depends_on={**_AIRFLOW_DEPS, "airflow-apiserver": HEALTHY},
+        depends_on={**_AIRFLOW_DEPS, "airflow-apiserver": HEALTHY, "ray-head": HEALTHY},
         queue=names.DEFAULT_QUEUE,
         airflow=True,
     ),
@@ -158,7 +181,7 @@ SERVICES: tuple[Service, ...] = (
         "airflow-worker-gpu",
         "Celery worker for training, on the GPU host",
         health="cmd",
-        depends_on={**_AIRFLOW_DEPS, "airflow-apiserver": HEALTHY},
+        depends_on={**_AIRFLOW_DEPS, "airflow-apiserver": HEALTHY, "ray-head": HEALTHY},
         queue=names.GPU_QUEUE,
         gpu=True,
         airflow=True,
@@ -224,6 +247,9 @@ class Endpoints:
     repo: str = "/opt/flywheel"  # where dags/, plugins/, feature_repo/ live
     airflow_home: str = "/opt/airflow"
     state: str = "/opt/flywheel/state"  # FLYWHEEL_HOME: Feast repo config, Evidently workspace
+    ray_gcs: str = "ray-head:6379"  # where Ray nodes join
+    ray_address: str = "ray://ray-head:10001"  # where drivers (Airflow's workers) submit
+    ray_token_file: str = "/opt/ray-auth/token"  # Ray's auth token (ray-auth volume)
 
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -267,6 +293,22 @@ FLYWHEEL_ENV: dict[str, str] = {
     "FLYWHEEL_FEAST_REGISTRY_URL": (
         "postgresql+psycopg://{postgres_user}:{postgres_password}@{postgres_host}:{postgres_port}/{feast_db}"
     ),
+}
+
+#: Ray's token authentication, for every Ray node and every client of the cluster.
+RAY_AUTH_ENV: dict[str, str] = {
+    "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN_PATH": "{ray_token_file}",
+}
+
+#: The Ray nodes (ray-head, ray-worker): no usage statistics sent anywhere.
+RAY_NODE_ENV: dict[str, str] = {**RAY_AUTH_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
+
+#: Celery workers (services with a queue): offline stages run on the Ray cluster (core.engine).
+ENGINE_ENV: dict[str, str] = {
+    "FLYWHEEL_ENGINE": "ray",
+    "FLYWHEEL_RAY_ADDRESS": "{ray_address}",
+    **RAY_AUTH_ENV,
 }
 
 #: The MLflow server's stores (its own service only; read by ``mlflow server`` and the launcher).
@@ -380,6 +422,9 @@ SERVICE_SECRETS: dict[str, dict[str, str]] = {
             "airflow-worker-gpu",
         )
     },
+    # the Ray nodes hold no S3 key: a task runs with its submitter's (core.engine.task_env)
+    "ray-head": {},
+    "ray-worker": {},
     "feast": _s3("flywheel-feast"),
     "serving": {
         "FLYWHEEL_PSEUDONYM_KEY": "${FLYWHEEL_PSEUDONYM_KEY}",  # hashes ids from outside
@@ -418,3 +463,11 @@ def render_env(endpoints: Endpoints, airflow: bool = True) -> dict[str, str]:
     if airflow:
         env.update({k: render(v, endpoints) for k, v in AIRFLOW_ENV.items()})
     return env
+
+
+def service_env(name: str, endpoints: Endpoints) -> dict[str, str]:
+    """What ``name`` gets besides :func:`render_env`: the engine for Celery workers, Ray's
+    settings for the Ray nodes."""
+    svc = service(name)
+    extra = ENGINE_ENV if svc.queue else RAY_NODE_ENV if name.startswith("ray-") else {}
+    return {k: render(v, endpoints) for k, v in extra.items()}

@@ -15,7 +15,10 @@ Docker does not run everywhere (CI, this machine), so the production topology de
 * Airflow: ``airflow db migrate`` + connections + pool + admin password (``airflow-init``), then
   api-server, scheduler, dag-processor, triggerer and one Celery worker per queue
   (``default``, ``gpu``) with distinct hostnames, CeleryExecutor on Redis, Postgres metadata;
-* Feast: the production profile (Redis online store, SQL registry on Postgres).
+* Feast: the production profile (Redis online store, SQL registry on Postgres);
+* Ray (``deploy.topology.TWIN_RAY``): ``ray start --head`` on free ports and one worker node
+  joining it, token authentication on (a fresh token in the twin's folder); the Celery workers
+  get ``FLYWHEEL_ENGINE=ray`` and submit to it over Ray Client, as in compose.
 
 Every service gets the environment rendered from the same templates as the compose file
 (:func:`deploy.topology.render_env`) and the secrets ``deploy.topology.SERVICE_SECRETS`` gives
@@ -45,6 +48,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -138,8 +142,12 @@ class Twin:
             "feast",
             "serving",
             "evidently-ui",
+            "ray-head",
+            "ray-client",
         ):
             self.ports.setdefault(name, free_port())
+        # Ray's sockets live under its temp folder: a short path (Unix sockets: 107 bytes)
+        self.ray_temp = Path(tempfile.gettempdir()) / f"fwtwin-ray-{self.suffix}"
         base = f"flywheel_twin_{self.suffix}"
         self.databases = {
             k: base if k == "airflow" else f"{base}_{k}" for k in self.topology.DATABASES
@@ -164,6 +172,9 @@ class Twin:
             repo=str(REPO_ROOT),
             airflow_home=str(self.root / "airflow"),
             state=str(self.root / "state"),
+            ray_gcs=f"127.0.0.1:{self.ports['ray-head']}",
+            ray_address=f"ray://127.0.0.1:{self.ports['ray-client']}",
+            ray_token_file=str(self.root / "ray-auth" / "token"),
         )
         self.secrets = {  # .env of the twin: every SECRET_ENV name, fresh keys
             **{name: secrets.token_urlsafe(32) for name in self.topology.SECRET_ENV},
@@ -194,7 +205,7 @@ class Twin:
     def env(self, airflow: bool = True, service: str | None = None) -> dict[str, str]:
         """The environment of a twin service: compose's templates rendered for loopback, and the
         secrets compose gives ``service`` (default: an Airflow worker's, also for CLI clients)."""
-        ours = ("AIRFLOW", "FLYWHEEL_", "AWS_", "MLFLOW_TRACKING_", "MLFLOW_AUTH_")
+        ours = ("AIRFLOW", "FLYWHEEL_", "AWS_", "MLFLOW_TRACKING_", "MLFLOW_AUTH_", "RAY_AUTH_")
         env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
         env.update(
             {
@@ -204,6 +215,12 @@ class Twin:
         )
         for key, value in self.topology.SERVICE_SECRETS[service or "airflow-worker"].items():
             env[key] = self._interpolate(value)
+        if service and (service.startswith("ray-") or self.topology.service(service).queue):
+            if service.startswith("ray-") or self.topology.TWIN_RAY:
+                env.update(self.topology.service_env(service, self.endpoints))
+        if service and service.startswith("ray-"):
+            # a loaded machine starts a Ray Client server (per driver) slowly at times
+            env["RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"] = "120"
         if service == "mlflow":
             env.update(
                 {
@@ -312,7 +329,26 @@ class Twin:
         for s in self.topology.SERVICES:
             if s.queue:
                 plan[s.name] = self.worker_argv(s.queue)
+        plan.update(self.ray_plan())
         return plan
+
+    def ray_plan(self) -> dict[str, list[str]]:
+        """ray-head and ray-worker as compose runs them, on free loopback ports; the head runs
+        no tasks (``--num-cpus 0``), the worker node all of them."""
+        ray = venv_bin("ray")
+        common = ["--block", "--disable-usage-stats"]
+        return {
+            "ray-head": [
+                *(ray, "start", "--head", *common, "--num-cpus", "0"),
+                *("--port", str(self.ports["ray-head"])),
+                *("--ray-client-server-port", str(self.ports["ray-client"])),
+                *("--include-dashboard", "false", "--temp-dir", str(self.ray_temp / "head")),
+            ],
+            "ray-worker": [
+                *(ray, "start", "--address", self.endpoints.ray_gcs, *common),
+                *("--temp-dir", str(self.ray_temp / "worker")),
+            ],
+        }
 
     @property
     def redis_conf(self) -> Path:
@@ -354,6 +390,8 @@ class Twin:
         only when named in ``services``: the loop needs the Feast *store*, not its HTTP server)."""
         optional = {"feast", "serving", "evidently-ui"}
         names = [s.name for s in self.topology.SERVICES]
+        if not self.topology.TWIN_RAY:
+            names = [n for n in names if not n.startswith("ray-")]
         if self.services:
             return [n for n in names if n in self.services or n in ("postgres", "redis")]
         return [n for n in names if n not in optional]
@@ -371,6 +409,7 @@ class Twin:
                     argv = plan[s.name]
                     env = self.env()
                     if s.queue:
+                        env = self.env(service=s.name)  # + the engine (Ray) when the twin has it
                         env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = (
                             f"deploy.twin.worker_hostname_{s.queue}"
                         )
@@ -390,6 +429,8 @@ class Twin:
                 self.group,
             )
             wait_until(self.workers_ready, 180, "celery workers", self.group, interval=3)
+            if "ray-worker" in self.wanted:
+                wait_until(self.ray_ready, 180, "ray-worker", self.group, interval=2)
             for name in ("feast", "serving", "evidently-ui"):
                 if name in self.wanted:
                     path = self.topology.service(name).health.removeprefix("http:")
@@ -433,9 +474,39 @@ class Twin:
             lambda: http_ok(f"{s3}/moto-api/"), 60, "minio (moto S3)", self.group, interval=0.5
         )
         self.s3_client().create_bucket(Bucket=self.topology.BUCKET)
+        if "ray-head" in self.wanted:
+            self._start_ray(plan, progress)
         auth = "basic auth" if self.mlflow_auth else "NO auth: Flask-WTF missing"
         progress(f"starting MLflow ({auth}) on :{self.ports['mlflow']}")
         self.group.start("mlflow", plan["mlflow"], self.env(airflow=False, service="mlflow"))
+
+    def _start_ray(self, plan: dict, progress: Callable[[str], None]) -> None:
+        """A fresh token (as ray-head writes it in compose), the head, then the worker node."""
+        token = Path(self.endpoints.ray_token_file)
+        token.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        self.ray_temp.mkdir(parents=True, exist_ok=True)
+        progress(
+            f"starting Ray: head on :{self.ports['ray-head']}, client on :{self.ports['ray-client']}"
+        )
+        self.group.start("ray-head", plan["ray-head"], self.env(airflow=False, service="ray-head"))
+        wait_until(
+            lambda: self._ray_cli("health-check").returncode == 0, 120, "ray-head", self.group
+        )
+        self.group.start(
+            "ray-worker", plan["ray-worker"], self.env(airflow=False, service="ray-worker")
+        )
+
+    def _ray_cli(self, *args: str) -> subprocess.CompletedProcess:
+        env = self.env(airflow=False, service="ray-head")
+        argv = [venv_bin("ray"), *args, "--address", self.endpoints.ray_gcs]
+        return subprocess.run(argv, env=env, capture_output=True, text=True)
+
+    def ray_ready(self) -> bool:
+        """The worker node has joined the head (two alive nodes)."""
+        return self._ray_cli("status").stdout.count(" 1 node_") >= 2
 
     def _init_airflow(self, progress: Callable[[str], None]) -> None:
         progress("airflow-init: migrating the metadata DB, connections, pool, admin user")
@@ -541,6 +612,7 @@ class Twin:
             with contextlib.suppress(Exception):
                 _psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', self.pg_admin_dsn)
         self._created_dbs.clear()
+        shutil.rmtree(self.ray_temp, ignore_errors=True)
 
     def __enter__(self) -> Twin:
         return self.start()

@@ -571,3 +571,33 @@ def test_twin_redis_has_requirepass_unless_it_shares_the_machines(tmp_path: Path
     shared = Twin(tmp_path, private_redis=False)  # the machine's Redis: no password possible
     assert shared.plan()["redis"] is None and shared.redis_password == ""
     assert shared.env()["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://127.0.0.1:6379/")
+
+
+# --- the production engine: Ray head + worker, Airflow's workers submit to it -------------------
+def test_ray_cluster_and_engine_env_match_the_topology(tmp_path: Path):
+    names = [s.name for s in topology.SERVICES if s.name.startswith("ray-")]
+    assert names == ["ray-head", "ray-worker"]
+    endpoints = topology.Endpoints()
+    head = "ray start --head --block --port 6379 --ray-client-server-port 10001"
+    assert head in _command(SERVICES["ray-head"])
+    assert f"ray start --address={endpoints.ray_gcs} --block" in _command(SERVICES["ray-worker"])
+    for s in topology.SERVICES:
+        env = _env(SERVICES[s.name])
+        for key, value in topology.service_env(s.name, endpoints).items():
+            assert env.get(key) == value, f"{s.name}: {key}={env.get(key)!r}, topology: {value!r}"
+        mounts = [str(v) for v in SERVICES[s.name].get("volumes", [])]
+        needs_token = s.queue or s.name.startswith("ray-")
+        assert any(v.startswith("ray-auth:") for v in mounts) == bool(needs_token), s.name
+        if needs_token and s.name != "ray-head":
+            assert "ray-auth:/opt/ray-auth:ro" in mounts, f"{s.name} may write Ray's token"
+        if s.queue:
+            assert env["FLYWHEEL_ENGINE"] == "ray"
+            assert s.depends_on.get("ray-head") == topology.HEALTHY
+    twin = Twin(tmp_path)
+    plan = twin.plan()
+    assert plan["ray-head"][1:4] == ["start", "--head", "--block"]
+    assert plan["ray-worker"][plan["ray-worker"].index("--address") + 1] == twin.endpoints.ray_gcs
+    if topology.TWIN_RAY:
+        assert twin.env(service="airflow-worker")["FLYWHEEL_ENGINE"] == "ray"
+    assert twin.env(airflow=False, service="ray-head")["RAY_AUTH_MODE"] == "token"
+    assert ("ray-head" in twin.wanted) == topology.TWIN_RAY
