@@ -47,9 +47,11 @@ a streaming trainer reads :func:`train_shards` itself.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -341,8 +343,9 @@ def build_training_set(
     """Build the set for the window ending on ``end_day`` and write it to ``location``.
 
     ``location`` is a lake prefix (default ``training_sets/dt=<end_day>/``) or a local folder
-    (a :class:`~pathlib.Path`). The train rows are built day by day through the engine
-    (:func:`train_piece`, one Parquet shard per day under ``train/``), never as one frame.
+    (a :class:`~pathlib.Path`). The train rows are built a day at a time through the engine
+    (:func:`train_piece`: one Parquet shard under ``train/`` per piece of consecutive days, at
+    most :data:`MAX_PIECES`), never as one frame.
     Returns a small summary (location, rows, users, window, ids), fit for XCom. Raises
     :class:`TrainingDataError` when no model can be trained from it (nothing is left written).
     """
@@ -356,7 +359,8 @@ def build_training_set(
         [day_positives(engine, d, spec) for d in days if d >= w["holdout_start"]]
         or [_positives_schema().empty_table()]
     )
-    pieces = engine.map(train_piece, [d for d in days if d < w["holdout_start"]], spec=spec)
+    train_days = [d for d in days if d < w["holdout_start"]]
+    pieces = engine.map(train_piece, piece_days(train_days), spec=spec)
     con = engine.connect()  # the window-wide steps: counts over the shards, interacted pairs
     try:
         meta, frames = _finish(con, engine, spec, w, (days, missing), cfg, pieces, holdout)
@@ -611,6 +615,7 @@ class PieceSpec:
     holdout_start: dt.date
     end_day: dt.date
     source: str
+    build: str  # this build's id (a cache key of the pieces)
 
     @classmethod
     def of(
@@ -635,6 +640,7 @@ class PieceSpec:
             holdout_start=w["holdout_start"],
             end_day=w["end"],
             source=cfg.feature_source,
+            build=uuid.uuid4().hex,
         )
 
     def open_engine(self) -> Engine:
@@ -676,37 +682,36 @@ def day_positives(engine: Engine, day: dt.date, spec: PieceSpec) -> pa.Table:
     return table.rename_columns(_positives_schema().names).cast(_positives_schema())
 
 
-def train_piece(day: dt.date, spec: PieceSpec) -> dict[str, Any]:
-    """One day of the train split: positives + features (filled where it needs no other day)
-    written as the shard ``train/part-<day>.parquet``; returns a small summary.
+#: Most pieces a build is cut into: a window of more days groups consecutive days per piece
+#: (a real history has thousands of small days; a piece has a fixed cost of its own).
+MAX_PIECES = 64
+
+
+def piece_days(days: list[dt.date], most: int = MAX_PIECES) -> list[list[dt.date]]:
+    """``days`` (ascending) as at most ``most`` runs of consecutive days, equal in length."""
+    size = max(1, -(-len(days) // most))
+    return [days[i : i + size] for i in range(0, len(days), size)]
+
+
+def train_piece(days: list[dt.date], spec: PieceSpec) -> dict[str, Any]:
+    """Some days of the train split: positives + features (filled where it needs no other
+    day) written as the shard ``train/part-<first day>.parquet``; returns a small summary.
 
     Counts are filled with 0, strings with :data:`UNKNOWN` and the ``*_features_missing`` flags
     set here; other numbers stay null until :func:`fill_piece` (their default is the mean over
     the whole split: the summary carries the sums and counts of known values).
     """
     engine = spec.open_engine()
-    rows = day_positives(engine, day, spec)
-    cut = pa.scalar(_midnight(spec.holdout_start), rows["event_timestamp"].type)
-    rows = rows.filter(pc.less(rows["event_timestamp"], cut))
-    empty = {"day": day.isoformat(), "shard": None, "rows": {"train": 0, "val": 0}}
-    if rows.num_rows == 0:
+    parts = [t for t in (_day_rows(engine, day, spec) for day in days) if t is not None]
+    empty = {"day": days[0].isoformat(), "shard": None, "rows": {"train": 0, "val": 0}}
+    if not parts:
         return {**empty, "filled": {}, "flagged": {}, "sums": {}, "known": {}, "unfilled": False}
-    val_cut = pa.scalar(_midnight(spec.val_start), rows["event_timestamp"].type)
-    val = pc.greater_equal(rows["event_timestamp"], val_cut)
-    n_val = int(pc.sum(val).as_py() or 0)
-    rows = rows.append_column("split", pc.if_else(val, "val", "train"))
-    if spec.source == "feast":
-        # what build_training_frame returns: nanosecond timestamps
-        rows = rows.set_column(
-            2, "event_timestamp", rows["event_timestamp"].cast(pa.timestamp("ns", tz="UTC"))
-        )
-        feats = join_day(engine, rows, day)
-        for name in feats.column_names:
-            rows = rows.append_column(name, feats[name])
-    else:
-        rows = _contract_join(engine.lake, rows, spec.end_day)
+    rows = pa.concat_tables(parts)
+    if spec.source != "feast":
+        rows = _contract_join(spec, rows)
+    n_val = int(pc.sum(pc.equal(rows["split"], "val")).as_py() or 0)
     table, stats = fill_known(rows, feature_columns(spec.source))
-    name = f"part-{day.isoformat()}.parquet"
+    name = f"part-{days[0].isoformat()}.parquet"
     _write_shard(engine.lake, spec, name, table)
     return {
         **empty,
@@ -716,9 +721,39 @@ def train_piece(day: dt.date, spec: PieceSpec) -> dict[str, Any]:
     }
 
 
-def _contract_join(lake: Lake, rows: pa.Table, end_day: dt.date) -> pa.Table:
-    """The contract attributes of one day's rows (as :func:`join_features` attaches them)."""
-    users, items = _contract_attributes(lake, end_day)
+def _day_rows(engine: Engine, day: dt.date, spec: PieceSpec) -> pa.Table | None:
+    """One day's train/val positives with their split (and, from Feast, their features)."""
+    rows = day_positives(engine, day, spec)
+    cut = pa.scalar(_midnight(spec.holdout_start), rows["event_timestamp"].type)
+    rows = rows.filter(pc.less(rows["event_timestamp"], cut))
+    if rows.num_rows == 0:
+        return None
+    val_cut = pa.scalar(_midnight(spec.val_start), rows["event_timestamp"].type)
+    val = pc.greater_equal(rows["event_timestamp"], val_cut)
+    rows = rows.append_column("split", pc.if_else(val, "val", "train"))
+    if spec.source == "feast":
+        # what build_training_frame returns: nanosecond timestamps
+        rows = rows.set_column(
+            2, "event_timestamp", rows["event_timestamp"].cast(pa.timestamp("ns", tz="UTC"))
+        )
+        feats = join_day(engine, rows, day)
+        for name in feats.column_names:
+            rows = rows.append_column(name, feats[name])
+    return rows
+
+
+@functools.lru_cache(maxsize=1)
+def _build_attributes(
+    lake_uri: str, endpoint_url: str | None, end_day: dt.date, build: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`_contract_attributes`, read once per build and process (the pieces of a build
+    that run here share it; ``build`` keeps another build from seeing it)."""
+    return _contract_attributes(Lake.from_uri(lake_uri, endpoint_url), end_day)
+
+
+def _contract_join(spec: PieceSpec, rows: pa.Table) -> pa.Table:
+    """The contract attributes of a piece's rows (as :func:`join_features` attaches them)."""
+    users, items = _build_attributes(spec.lake_uri, spec.endpoint_url, spec.end_day, spec.build)
     out = rows.to_pandas().merge(users.drop(columns="signup_ts"), on="user_id", how="left")
     out = out.merge(items.drop(columns="created_ts"), on="item_id", how="left")
     return pa.Table.from_pandas(out, preserve_index=False)

@@ -199,10 +199,11 @@ def test_a_piece_reads_only_its_day(repo, tmp_path, monkeypatch):
 
     piece = tdata.train_piece
 
-    def traced(day, **kw):
-        current[0] = day
+    def traced(days, **kw):
+        assert len(days) == 1  # a short window: one day a piece
+        current[0] = days[0]
         try:
-            return piece(day, **kw)
+            return piece(days, **kw)
         finally:
             current[0] = None
 
@@ -218,6 +219,15 @@ def test_a_piece_reads_only_its_day(repo, tmp_path, monkeypatch):
         else:  # the one partition per view a row of that day reads (none before day 0)
             assert zone == FEATURES and days == (day - dt.timedelta(days=1),), (day, table, days)
     assert {(a[1], a[2]) for a in pieces} >= {(VALIDATED, "events"), (FEATURES, "user_stats")}
+
+
+def test_a_long_history_is_cut_into_at_most_max_pieces_of_consecutive_days():
+    days = [dt.date(2001, 1, 1) + dt.timedelta(days=k) for k in range(4110)]
+    pieces = tdata.piece_days(days)
+    assert len(pieces) <= tdata.MAX_PIECES and [d for p in pieces for d in p] == days
+    assert all(p[-1] - p[0] == dt.timedelta(days=len(p) - 1) for p in pieces)
+    assert tdata.piece_days(days[:14]) == [[d] for d in days[:14]]
+    assert tdata.piece_days([]) == []
 
 
 def test_a_set_in_the_lake_replaces_an_earlier_one(repo):
