@@ -15,10 +15,18 @@ The trained model (:func:`holdout_metrics`), a loaded pyfunc -- the candidate, o
 through :func:`training.pipeline.champion_metrics` -- (:func:`evaluate_model`), the baselines of
 :mod:`training.baselines` (:func:`baseline_metrics`) and, on simulated data, the simulator's
 ground truth ranking (:func:`oracle_metrics`) all answer them. The metrics are in :mod:`training.metrics`.
+
+**Rolling-origin validation** (:func:`rolling_origin_sets`): a real validation split holds a few
+dozen users (ml-latest-small: 37), too few to choose a setting on. The same split moved back in
+time -- several earlier "holdouts" of the same shape, each strictly before the real one, with
+its own validation days before it -- pools a few hundred users without touching the holdout.
+Settings are chosen there (``python -m benchmarks --only realdata --folds N`` reports the model
+and every baseline on them), and only then scored on the holdout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -341,6 +349,70 @@ def oracle_metrics(
 
     recs = oracle_recommendations(relevance, users, catalog, max(cfg.eval.ks), exclude)
     return evaluate(recs, {u: truth[u] for u in users}, cfg.eval.ks)
+
+
+# --- rolling-origin validation ---------------------------------------------------------------
+
+
+def rolling_origin_sets(
+    ts: TrainingSet,
+    folds: int = 4,
+    holdout_share: float = 0.10,
+    val_share: float = 0.05,
+    step: float = 0.05,
+) -> list[TrainingSet]:
+    """Earlier copies of ``ts``'s split, newest first, built from its rows before the holdout.
+
+    Positions are shares of all the set's positives in time order (the real holdout starts near
+    ``1 - holdout_share``). Fold ``i`` (1..``folds``) starts its holdout ``i * step`` earlier
+    than the real one and keeps ``holdout_share`` of the positives (cut at the real holdout),
+    its validation is the ``val_share`` before it and everything earlier trains; cuts fall on
+    whole days, as the real split's do. Folds with no training, validation or holdout rows are
+    left out. Each fold's meta lists only its days before its holdout, so the evaluation's
+    exclusions (every earlier interaction) read the lake up to its cut.
+    """
+    real = _midnight_of(ts.meta["holdout_start"])
+    rows = ts.train.assign(_t=pd.to_datetime(ts.train["event_timestamp"], utc=True))
+    rows = rows.sort_values("_t", kind="stable").reset_index(drop=True)
+    n = len(rows) + len(ts.holdout)
+    origin = len(rows) / n if n else 0.0
+    out = []
+    for i in range(1, folds + 1):
+        start = origin - i * step
+        if start - val_share <= 0:
+            break
+        h0, v0 = _day_at(rows["_t"], start * n), _day_at(rows["_t"], (start - val_share) * n)
+        end = (start + holdout_share) * n
+        h1 = real if end >= len(rows) else min(_day_at(rows["_t"], end), real)
+        before, t = rows[rows["_t"] < h0], rows["_t"]
+        hold = rows[(t >= h0) & (t < h1)]
+        split = np.where(before["_t"] < v0, "train", "val")
+        if not (len(hold) and (split == "train").any() and (split == "val").any()):
+            continue
+        train = before.assign(split=split).drop(columns="_t").reset_index(drop=True)
+        meta = dict(
+            ts.meta,
+            val_start=v0.date().isoformat(),
+            holdout_start=h0.date().isoformat(),
+            window_end=(h1 - pd.Timedelta(days=1)).date().isoformat(),
+            days=[d for d in ts.meta.get("days", []) if d < h0.date().isoformat()],
+            rolling_origin_fold=i,
+        )
+        holdout = hold[["user_id", "item_id", "event_timestamp"]].reset_index(drop=True)
+        out.append(
+            dataclasses.replace(ts, train=train, holdout=holdout, meta=meta, interacted=None)
+        )
+    return out
+
+
+def _midnight_of(day: str) -> pd.Timestamp:
+    return pd.Timestamp(dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), tzinfo=dt.UTC))
+
+
+def _day_at(stamps: pd.Series, position: float) -> pd.Timestamp:
+    """Midnight (UTC) of the day of the row at ``position`` (clipped to the rows)."""
+    t = stamps.iloc[min(max(round(position), 0), len(stamps) - 1)]
+    return t.normalize()
 
 
 # --- loaded models (candidate and champion) -------------------------------------------------

@@ -322,3 +322,61 @@ def test_gate_baseline_follows_promotion_must_beat():
     assert gate_baseline(baselines, "strongest") == "item_knn"
     only_learned = {n: baselines[n] for n in ("als", "item_knn")}
     assert gate_baseline(only_learned, "non_personal") == "item_knn"  # none measured: all
+
+
+# --- rolling-origin validation ------------------------------------------------------------------
+
+
+def _long_set():
+    """200 days, 3 positives a day (users cycle over 30), holdout = the last 20 days,
+    validation the 10 before."""
+    from training.data import TrainingSet
+
+    start = pd.Timestamp("2025-01-01", tz="UTC")
+    stamps = [start + pd.Timedelta(days=d, hours=h) for d in range(200) for h in (9, 12, 15)]
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{n % 30}" for n in range(len(stamps))],
+            "item_id": [f"i{(n * 7) % 50}" for n in range(len(stamps))],
+            "event_timestamp": stamps,
+        }
+    )
+    holdout_start, val_start = start + pd.Timedelta(days=180), start + pd.Timedelta(days=170)
+    before = frame[frame["event_timestamp"] < holdout_start].copy()
+    before["split"] = np.where(before["event_timestamp"] < val_start, "train", "val")
+    days = [(start + pd.Timedelta(days=d)).date().isoformat() for d in range(200)]
+    meta = {
+        "holdout_start": holdout_start.date().isoformat(),
+        "val_start": val_start.date().isoformat(),
+        "window_end": days[-1],
+        "days": days,
+    }
+    holdout = frame[frame["event_timestamp"] >= holdout_start].reset_index(drop=True)
+    items = pd.DataFrame({"item_id": sorted(frame["item_id"].unique())})
+    users = pd.DataFrame({"user_id": sorted(frame["user_id"].unique())})
+    return TrainingSet(before.reset_index(drop=True), holdout, users, items, meta, None)
+
+
+def test_rolling_origin_folds_are_earlier_copies_of_the_split_before_the_holdout():
+    from training.evaluation import rolling_origin_sets
+
+    ts = _long_set()
+    real = pd.Timestamp(ts.meta["holdout_start"], tz="UTC")
+    folds = rolling_origin_sets(ts, folds=4, holdout_share=0.10, val_share=0.05, step=0.05)
+    assert [f.meta["rolling_origin_fold"] for f in folds] == [1, 2, 3, 4]
+    starts = [pd.Timestamp(f.meta["holdout_start"], tz="UTC") for f in folds]
+    assert starts == sorted(starts, reverse=True)  # newest first, each 5 % (10 days) earlier
+    assert [(real - s).days for s in starts] == [10, 20, 30, 40]
+    for f, h0 in zip(folds, starts, strict=True):
+        v0 = pd.Timestamp(f.meta["val_start"], tz="UTC")
+        t = pd.to_datetime(f.train["event_timestamp"], utc=True)
+        ht = pd.to_datetime(f.holdout["event_timestamp"], utc=True)
+        assert (t[f.train["split"] == "train"] < v0).all()
+        assert ((t[f.train["split"] == "val"] >= v0) & (t[f.train["split"] == "val"] < h0)).all()
+        assert (h0 - v0).days == 10  # 5 % of 600 positives at 3 a day
+        assert (ht >= h0).all() and (ht < real).all()  # never a row of the real holdout
+        assert len(f.holdout) == min(60, (real - h0).days * 3)  # 10 %, cut at the real holdout
+        assert set(f.holdout.columns) == {"user_id", "item_id", "event_timestamp"}
+        assert all(d < f.meta["holdout_start"] for d in f.meta["days"])  # exclusions up to it
+        assert len(f.train) + len(f.holdout) <= len(ts.train)  # rows of the set, none invented
+    assert rolling_origin_sets(ts, folds=30, step=0.05)[-1].meta["rolling_origin_fold"] < 30
