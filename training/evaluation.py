@@ -121,9 +121,7 @@ def requests_for(ts: TrainingSet, cfg: TrainingConfig) -> Requests:
         seen = interactions_before(ts) if mode == "all" else ts.seen()
         exclude = {u: seen[u] for u in truth if u in seen}
     truth = {u: s - exclude.get(u, set()) for u, s in truth.items()}
-    users = sorted(u for u, s in truth.items() if s)
-    if len(users) > cfg.data.max_eval_users:
-        users = sorted(random.Random(cfg.train.seed).sample(users, cfg.data.max_eval_users))
+    users = sample_users(sorted(u for u, s in truth.items() if s), cfg, "holdout")
     warm = frozenset(ts.train["user_id"].astype(str)) & frozenset(users)
     return Requests(
         {u: truth[u] for u in users},
@@ -131,6 +129,16 @@ def requests_for(ts: TrainingSet, cfg: TrainingConfig) -> Requests:
         warm,
         tuple(cfg.eval.ks),
     )
+
+
+def sample_users(users: list[str], cfg: TrainingConfig, what: str) -> list[str]:
+    """``users`` (sorted), or a seeded sample of ``data.max_eval_users`` of them when there are
+    more (the same users for every model scored with this seed); the sample's size is logged."""
+    cap = cfg.data.max_eval_users
+    if len(users) <= cap:
+        return users
+    log.info("%s evaluation: a seeded sample of %d of %d users", what, cap, len(users))
+    return sorted(random.Random(cfg.train.seed).sample(users, cap))
 
 
 def holdout_requests(
@@ -203,7 +211,7 @@ def validation_metrics(
     )
     truth = {u: s - seen.get(u, set()) for u, s in truth.items()}
     truth = {u: s for u, s in truth.items() if s}
-    users = sorted(truth)[: cfg.data.max_eval_users]
+    users = sample_users(sorted(truth), cfg, "validation")
     truth = {u: truth[u] for u in users}
     retriever = Retriever(model, encoder, ts.items, ts.users)
     return evaluate(recommend_all(retriever, users, max(cfg.eval.ks), seen), truth, cfg.eval.ks)
