@@ -76,9 +76,10 @@ class ModelConfig:
     # 0.6 → 0.221; see temperature for the joint pick); 0 disables it
     fresh_weight: float = 0.5
     fresh_floor_days: float = 30.0
-    # "full": softmax over the whole catalog (exact, cheap up to ~100k items);
-    # "in_batch": the other rows' items are the negatives (logQ-corrected)
-    loss: str = "full"
+    # "full": softmax over the whole catalog (exact; a step costs every item);
+    # "in_batch": the other rows' items are the negatives (logQ-corrected);
+    # "auto": full up to FULL_SOFTMAX_MAX_ITEMS items, else in_batch with sparse embedding updates
+    loss: str = "auto"
     logq_weight: float = 1.0  # popularity (logQ) correction of in-batch negatives; 0 disables it
 
 
@@ -134,6 +135,13 @@ class PromotionConfig:
     # decision names the strongest one
     must_beat: str = "non_personal"
     smoke_requests: int = 20  # requests the infra-validation smoke test sends to the loaded model
+
+
+#: Largest catalog ``model.loss="auto"`` trains with a full softmax. Above it a step over the
+#: whole catalog dominates (CPU, 100k items: ~150 rows/s) and in-batch negatives with sparse
+#: embedding updates train ~100x faster (benchmarks/bench_scale.py); below it the full softmax
+#: is exact and what the demo and ml-latest-small (9.7k items) were tuned with.
+FULL_SOFTMAX_MAX_ITEMS = 20_000
 
 
 @dataclass
@@ -221,7 +229,7 @@ class TrainingConfig:
             ("model.fresh_weight", self.model.fresh_weight >= 0),
             ("model.fresh_floor_days", self.model.fresh_floor_days > 0),
             ("train.recency_half_life_days", self.train.recency_half_life_days >= 0),
-            ("model.loss", self.model.loss in ("full", "in_batch")),
+            ("model.loss", self.model.loss in ("auto", "full", "in_batch")),
             ("train.epochs", self.train.epochs >= 1),
             ("train.batch_size", self.train.batch_size >= 2),
             ("train.lr", self.train.lr > 0),
@@ -374,3 +382,16 @@ def _coerce(key: str, raw: Any, hint: Any, from_text: bool) -> Any:
         pass
     name = getattr(hint, "__name__", str(hint))
     raise TrainingConfigError(f"config key {key!r} expects {name}, got {raw!r}")
+
+
+def at_catalog_scale(cfg: TrainingConfig, n_items: int) -> TrainingConfig:
+    """``cfg`` with ``model.loss="auto"`` decided for a catalog of ``n_items`` items."""
+    if cfg.model.loss != "auto":
+        return cfg
+    if n_items <= FULL_SOFTMAX_MAX_ITEMS:
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, loss="full"))
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, loss="in_batch"),
+        train=dataclasses.replace(cfg.train, sparse_embeddings=True),
+    )

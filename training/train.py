@@ -68,7 +68,7 @@ from torch.nn.parallel import DistributedDataParallel
 from core.errors import FlywheelError
 from core.lake import get_lake
 from core.settings import get_settings
-from training.config import TrainConfig, TrainingConfig
+from training.config import TrainConfig, TrainingConfig, at_catalog_scale
 from training.data import TrainingSet, build_training_set, load_training_set, train_shards
 from training.evaluation import holdout_metrics, validation_metrics
 from training.model import FeatureEncoder, Retriever, TwoTower, history_index
@@ -280,6 +280,7 @@ def build_job(
 
     A train split of :func:`stream_min_rows` rows or more streams from encoded shards instead
     (:func:`build_stream_job`: the set's own Parquet ``shards`` when given)."""
+    cfg = at_catalog_scale(cfg, len(ts.items))  # model.loss="auto" decided by the catalog
     rows = ts.train if with_val else ts.split("train")
     if len(rows) >= stream_min_rows(cfg):
         return build_stream_job(cfg, ts, device, with_val, shards)

@@ -262,3 +262,16 @@ def test_large_shards_are_kept_as_bounded_chunks(shards, tmp_path):
     seen = [v for b in stream for v in b["item"]["num"][:, 0].tolist()]
     assert len(seen) == len(set(seen)) == 1000 and stream.peak_rows <= 2 * 64 + 32
     assert "weight" not in next(iter(stream))
+
+
+def test_auto_loss_is_the_full_softmax_on_small_catalogs_in_batch_and_sparse_on_large():
+    from training.config import FULL_SOFTMAX_MAX_ITEMS, TrainingConfig, at_catalog_scale
+
+    cfg = TrainingConfig()
+    assert cfg.model.loss == "auto"
+    small = at_catalog_scale(cfg, FULL_SOFTMAX_MAX_ITEMS)
+    assert small.model.loss == "full" and not small.train.sparse_embeddings
+    large = at_catalog_scale(cfg, FULL_SOFTMAX_MAX_ITEMS + 1)
+    assert large.model.loss == "in_batch" and large.train.sparse_embeddings
+    pinned = TrainingConfig.load(None, ["model.loss=full"])
+    assert at_catalog_scale(pinned, 10**6) is pinned  # an explicit choice is kept
