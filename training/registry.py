@@ -30,6 +30,7 @@ import this module to read the registry and must stay fast.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import re
@@ -167,11 +168,23 @@ def configure_mlflow(settings: Settings | None = None) -> MlflowClient:
 
     s = settings or get_settings()
     uri = s.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # a new SQLite store migrates its tables on first open; two processes doing it at once (the
+    # first drift check and the first training, both started by one features event) leave
+    # alembic's temporary table behind and every later open fails: one opener at a time
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_registered_models(max_results=1)  # the registry store migrates too
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
 
 
 def experiment_id(client: MlflowClient, settings: Settings | None = None) -> str:

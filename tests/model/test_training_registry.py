@@ -521,3 +521,23 @@ def test_trigger_tags_read_as_words(tag, words):
     assert describe_trigger(tag) == words
     if words.startswith("drift on"):
         assert describe_trigger(tag, short=True) == "drift on 01-16"
+
+
+def _open_store(home: str) -> str:
+    import os
+
+    os.environ["FLYWHEEL_HOME"] = home
+    os.environ.pop("FLYWHEEL_MLFLOW_TRACKING_URI", None)
+    from training.registry import configure_mlflow
+
+    return str(len(configure_mlflow().search_experiments()))
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
+    """The first drift check and the first training open the embedded store together: one
+    migrates, the others wait (alembic's half-done temporary table broke every later open)."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(4) as pool:
+        opened = pool.map(_open_store, [str(tmp_path)] * 4)
+    assert opened == ["1"] * 4  # every process saw the migrated store's Default experiment
