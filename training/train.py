@@ -396,6 +396,7 @@ def build_stream_job(
     written once from ``ts.train``), the encoder fit shard by shard, every shard encoded once
     into a cache under ``$FLYWHEEL_HOME/cache/train-stream/`` (rank 0 first under DDP), and
     batches read from it by a :class:`training.stream.ShardStream` (rank set per epoch)."""
+    cfg = at_catalog_scale(cfg, len(ts.items))  # also when called directly (benchmarks)
     splits = ("train", "val") if with_val else ("train",)
     cache = get_settings().home / "cache" / "train-stream"
     n = cfg.model.history_len
