@@ -182,7 +182,7 @@ def _env(**values: str | None):
 
 
 @contextlib.contextmanager
-def _postgres_db():
+def postgres_db():
     import psycopg
 
     db = f"flywheel_bench_feast_{uuid.uuid4().hex[:8]}"
@@ -243,7 +243,7 @@ def run(quick: bool) -> list[Row]:
             rows += _materialize_rows("SQLite", size, setup["rows"], call, history)
         # --- production: Redis online store, SQL registry on Postgres -----------------------
         project = f"bench_{uuid.uuid4().hex[:6]}"
-        with _postgres_db() as registry, _env(**_profile(root, "redis", registry, project)):
+        with postgres_db() as registry, _env(**_profile(root, "redis", registry, project)):
             try:
                 call(_setup, n_users, n_items, events, history)
                 rows += _materialize_rows("Redis", size, setup["rows"], call, history)

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_features import _postgres_db
+from benchmarks.bench_features import postgres_db
 from benchmarks.common import Row, run_isolated
 
 START = dt.date(2026, 1, 5)
@@ -386,7 +386,7 @@ def run(quick: bool, argv: list[str] | None = None) -> list[Row]:
     root.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     try:
-        with _postgres_db() as registry:
+        with postgres_db() as registry:
             os.environ["BENCH_SCALE_REGISTRY"] = registry
             bare_vs_stream(root, quick, rows)
             for k, (days, epd) in enumerate(sizes):

@@ -79,10 +79,6 @@ from training.stream import ShardStream, encode_shards, fitted_encoder, loader, 
 log = logging.getLogger("training.train")
 
 CHECKPOINT = "last.pt"
-#: train splits of at least this many rows stream from encoded shards (:mod:`training.stream`);
-#: smaller ones (the demo, the tests) are encoded into in-memory tensors. ``train.stream_min_rows``
-#: overrides it, else ``FLYWHEEL_TRAIN_STREAM_MIN_ROWS``.
-STREAM_MIN_ROWS = 2_000_000
 SPARSE_MIN_ROWS = 1024  # embedding tables from this many rows are sparse (train.sparse_embeddings)
 SHARD_ROWS = 262_144  # rows per shard written from an in-memory frame (~60 MB encoded)
 
@@ -282,7 +278,7 @@ def build_job(
     (:func:`build_stream_job`: the set's own Parquet ``shards`` when given)."""
     cfg = at_catalog_scale(cfg, len(ts.items))  # model.loss="auto" decided by the catalog
     rows = ts.train if with_val else ts.split("train")
-    if len(rows) >= stream_min_rows(cfg):
+    if len(rows) >= cfg.train.stream_min_rows:
         return build_stream_job(cfg, ts, device, with_val, shards)
     encoder = FeatureEncoder.fit(rows, ts.users, ts.items, ts.columns)
     model = TwoTower(encoder, cfg.model).to(device)
@@ -318,12 +314,12 @@ def build_job(
 
 
 def make_optimizer(model: TwoTower, train: TrainConfig) -> torch.optim.Optimizer:
-    """Adam over every parameter; with ``train.sparse_embeddings`` (else
-    ``FLYWHEEL_TRAIN_SPARSE_EMBEDDINGS=1``) the large embedding tables take sparse gradients and
+    """Adam over every parameter; with ``train.sparse_embeddings`` the large embedding tables
+    take sparse gradients and
     a lazy :class:`torch.optim.SparseAdam` (only the rows of a batch are updated: a step no
     longer costs the whole catalog), the rest Adam. CPU and gloo only (NCCL has no sparse
     all-reduce)."""
-    if not _setting(train, "sparse_embeddings", 0):
+    if not train.sparse_embeddings:
         return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     big = [
         m
@@ -368,21 +364,6 @@ class SparseDenseAdam(torch.optim.Optimizer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dense.load_state_dict(state["dense"])
         self.sparse.load_state_dict(state["sparse"])
-
-
-def stream_min_rows(cfg: TrainingConfig) -> int:
-    """Rows from which the train split streams: ``train.stream_min_rows`` when the config has it,
-    else ``FLYWHEEL_TRAIN_STREAM_MIN_ROWS``, else :data:`STREAM_MIN_ROWS`."""
-    return _setting(cfg.train, "stream_min_rows", STREAM_MIN_ROWS)
-
-
-def _setting(train: TrainConfig, name: str, default: int) -> int:
-    """``train.<name>`` when the config has the field, else ``FLYWHEEL_TRAIN_<NAME>``, else
-    ``default`` (the streaming settings until training/config.py has them)."""
-    value = getattr(train, name, None)
-    if value is None:
-        value = os.environ.get(f"FLYWHEEL_TRAIN_{name.upper()}", default)
-    return int(value)
 
 
 def build_stream_job(
@@ -432,7 +413,7 @@ def build_stream_job(
         device=device,
         catalog=catalog,
         stream=ShardStream(manifest, cfg.train.batch_size, cfg.train.seed),
-        loader_workers=_setting(cfg.train, "loader_workers", 0),
+        loader_workers=cfg.train.loader_workers,
     )
 
 

@@ -57,16 +57,11 @@ def small_set(rows: int = 1000, users: int = 60, items: int = 40, seed: int = 0)
     return TrainingSet(train=train, holdout=holdout, users=users_f, items=items_f, meta=meta)
 
 
-def streaming(cfg: TrainingConfig, monkeypatch, min_rows: int, sparse: bool = False):
-    """``cfg`` streaming from ``min_rows`` rows (and with sparse embeddings): the config fields
-    when training/config.py has them, else the environment (training.train reads either)."""
-    monkeypatch.setenv("FLYWHEEL_TRAIN_STREAM_MIN_ROWS", str(min_rows))
-    monkeypatch.setenv("FLYWHEEL_TRAIN_SPARSE_EMBEDDINGS", str(int(sparse)))
-    if hasattr(cfg.train, "stream_min_rows"):
-        return cfg.with_overrides(
-            [f"train.stream_min_rows={min_rows}", f"train.sparse_embeddings={sparse}"]
-        )
-    return cfg
+def streaming(cfg: TrainingConfig, min_rows: int, sparse: bool = False):
+    """``cfg`` streaming from ``min_rows`` rows (and with sparse embeddings)."""
+    return cfg.with_overrides(
+        [f"train.stream_min_rows={min_rows}", f"train.sparse_embeddings={sparse}"]
+    )
 
 
 @pytest.fixture
@@ -184,12 +179,12 @@ def test_training_on_the_stream_lowers_the_loss(tmp_path, monkeypatch):
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     ts = small_set(rows=2000, users=80, items=50)
     base = TrainingConfig.load(None, [*SMALL, "train.batch_size=64", "train.lr=0.01"])
-    cfg = streaming(base, monkeypatch, 1)
+    cfg = streaming(base, 1)
     seed_everything(0)
     job = build_job(cfg, ts, torch.device("cpu"))  # above the threshold: streams
     assert job.stream is not None and job.rows == len(ts.split("train"))
     losses = [train_epoch(job.model, job, cfg.train, e, Dist())[0] for e in range(1, 5)]
-    cfg = streaming(base, monkeypatch, len(ts.train) + 1)
+    cfg = streaming(base, len(ts.train) + 1)
     seed_everything(0)
     memory = build_job(cfg, ts, torch.device("cpu"))  # below it: in-memory tensors
     assert memory.stream is None and memory.encoder.item.ids == job.encoder.item.ids
@@ -207,7 +202,7 @@ def test_sparse_embeddings_train_and_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr("training.train.SPARSE_MIN_ROWS", 40)  # the 50-item tables are "large"
     ts = small_set(rows=2000, users=80, items=50)
     cfg = TrainingConfig.load(None, [*SMALL, "train.batch_size=64", "train.lr=0.01"])
-    cfg = streaming(cfg, monkeypatch, 1, sparse=True)
+    cfg = streaming(cfg, 1, sparse=True)
     seed_everything(0)
     job = build_job(cfg, ts, torch.device("cpu"))
     assert isinstance(job.optimizer, SparseDenseAdam) and job.model.item_tower.id_embedding.sparse
@@ -233,7 +228,7 @@ def test_a_whole_run_streams_and_beats_popularity(tmp_path, monkeypatch):
     lake = get_lake()
     end = write_simulated(lake, days=8, users=300, items=120, seed=3)
     fast = ["data.feature_source=contract", "data.window_days=8", "train.epochs=4"]
-    cfg = streaming(TrainingConfig.load(None, [*fast, "train.patience=2"]), monkeypatch, 1)
+    cfg = streaming(TrainingConfig.load(None, [*fast, "train.patience=2"]), 1)
     location = build_training_set(lake, end, cfg.data, tmp_path / "set")["location"]
     result = run_training(cfg, location, run_key="stream", log_mlflow=False)
     m = result.metrics
