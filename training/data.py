@@ -52,10 +52,12 @@ import io
 import json
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -87,6 +89,7 @@ log = logging.getLogger(__name__)
 
 FRAMES = ("train", "holdout", "users", "items")
 OPTIONAL_FRAMES = ("interacted",)  # absent in sets written before it existed
+KEY_COLUMNS = ("user_id", "item_id", "event_timestamp", "split")  # a lean set's train frame
 UNKNOWN = "unknown"  # the default of a missing string feature
 #: What :func:`build_training_set` returns (and Airflow passes on through XCom) besides the location.
 SUMMARY_KEYS = (
@@ -121,6 +124,7 @@ class TrainingSet:
     items: pd.DataFrame  # item_id + item features at the cutoff (the catalog)
     meta: dict[str, Any]
     interacted: pd.DataFrame | None = None  # user_id, item_id: any event before the cutoff
+    lean: bool = False  # ``train`` holds KEY_COLUMNS only (a streamed set: features in shards)
 
     @property
     def columns(self) -> FeatureColumns:
@@ -129,33 +133,55 @@ class TrainingSet:
     def split(self, name: str) -> pd.DataFrame:
         return self.train[self.train["split"] == name].reset_index(drop=True)
 
-    def seen(self) -> dict[str, set[str]]:
-        """Items each user had as positives before the holdout (train + val)."""
-        return self.train.groupby("user_id")["item_id"].agg(set).to_dict()
+    def split_rows(self, name: str) -> int:
+        """Rows of the ``train`` or ``val`` split (without copying them)."""
+        return int((self.train["split"] == name).sum())
 
-    def interacted_before(self) -> dict[str, set[str]]:
-        """Items each user interacted with in any way before the holdout (positives included)."""
+    def seen(self, users: Iterable[str] | None = None) -> dict[str, set[str]]:
+        """Items each user had as positives before the holdout (train + val); only ``users``'
+        when given (a holdout of 100k users does not need a million users' sets)."""
+        return item_sets(self.train, users)
+
+    def interacted_before(self, users: Iterable[str] | None = None) -> dict[str, set[str]]:
+        """Items each user interacted with in any way before the holdout (positives included);
+        only ``users``' when given."""
         pairs = self.train[["user_id", "item_id"]]
         if self.interacted is not None and len(self.interacted):
             pairs = pd.concat([pairs, self.interacted[["user_id", "item_id"]]])
-        return pairs.groupby("user_id")["item_id"].agg(set).to_dict()
+        return item_sets(pairs, users)
 
     def histories(self, n: int, before: str = "holdout") -> dict[str, list[str]]:
         """Each user's last ``n`` positive items (oldest first) known before the holdout
-        (``before="holdout"``: train + val rows) or before validation (``"val"``: train rows)."""
+        (``before="holdout"``: train + val rows) or before validation (``"val"``: train rows);
+        rows at the same time keep their order in the set."""
         rows = self.train if before == "holdout" else self.split("train")
         if n <= 0 or rows.empty:
             return {}
-        rows = rows.sort_values("event_timestamp", kind="stable")
-        return rows.groupby("user_id")["item_id"].agg(lambda s: s.tolist()[-n:]).to_dict()
+        codes, uniques = pd.factorize(rows["user_id"], sort=True)
+        stamps = pd.to_datetime(rows["event_timestamp"], utc=True).astype("int64").to_numpy()
+        order = np.lexsort((stamps, codes))  # stable: ties keep the set's row order
+        users, items = codes[order], rows["item_id"].to_numpy()[order]
+        end = np.r_[np.flatnonzero(users[1:] != users[:-1]), len(users) - 1] + 1
+        start = np.maximum(np.r_[0, end[:-1]], end - n)
+        return {
+            uniques[users[b - 1]]: items[a:b].tolist()
+            for a, b in zip(start.tolist(), end.tolist(), strict=True)
+        }
 
     def truth(self, exclude_seen: bool) -> dict[str, set[str]]:
         """Holdout positives per user (minus the already seen ones when ``exclude_seen``)."""
         truth = self.holdout.groupby("user_id")["item_id"].agg(set).to_dict()
         if exclude_seen:
-            seen = self.seen()
+            seen = self.seen(truth)
             truth = {u: items - seen.get(u, set()) for u, items in truth.items()}
         return {u: s for u, s in truth.items() if s}
+
+
+def item_sets(pairs: pd.DataFrame, users: Iterable[str] | None) -> dict[str, set[str]]:
+    """``{user: set of items}`` of (user_id, item_id) rows; only ``users``' when given."""
+    if users is not None:
+        pairs = pairs[pairs["user_id"].isin(pd.Index(list(users), dtype=object))]
+    return pairs.groupby("user_id")["item_id"].agg(set).to_dict()
 
 
 # --- windows --------------------------------------------------------------------------------
@@ -1036,6 +1062,17 @@ def _reader(location: str | Path, lake: Lake | None) -> tuple[Any, str | Path, L
     return (lambda name: lake.read_bytes(prefix + name)), prefix, lake
 
 
+def read_meta(location: str | Path, lake: Lake | None = None) -> dict[str, Any]:
+    """A set's ``meta.json`` (rows per split, shards, window) without loading its frames."""
+    read, _, _ = _reader(location, lake)
+    try:
+        return json.loads(read("meta.json"))
+    except (FileNotFoundError, OSError, FlywheelError) as exc:
+        raise TrainingDataError(
+            f"training set at {location} is incomplete or missing: {exc}"
+        ) from None
+
+
 def train_shards(location: str | Path, lake: Lake | None = None) -> list[str]:
     """The train shards of a set, in day order: local paths for a folder, lake keys for a
     lake prefix (empty for a set written as one ``train.parquet``).
@@ -1043,26 +1080,24 @@ def train_shards(location: str | Path, lake: Lake | None = None) -> list[str]:
     Shards are complete: every missing value filled, the flags set (see :func:`train_piece`);
     count columns are int64 (the loaded frame has them as float64 where any value was filled).
     """
-    read, where, _ = _reader(location, lake)
-    try:
-        meta = json.loads(read("meta.json"))
-    except (FileNotFoundError, OSError, FlywheelError) as exc:
-        raise TrainingDataError(
-            f"training set at {location} is incomplete or missing: {exc}"
-        ) from None
-    names = meta.get("train_shards", [])
+    _, where, _ = _reader(location, lake)
+    names = read_meta(location, lake).get("train_shards", [])
     if isinstance(where, Path):
         return [str(where / SHARDS / n) for n in names]
     return [f"{where}{SHARDS}/{n}" for n in names]
 
 
-def _read_train(read: Any, meta: dict[str, Any]) -> pd.DataFrame:
-    """The train frame: ``train.parquet``, or the shards concatenated (dtypes as before)."""
+def _read_train(read: Any, meta: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
+    """The train frame: ``train.parquet``, or the shards concatenated (dtypes as before); only
+    ``columns`` when given (a streamed set's trainer reads the features from the shards)."""
     if "train_shards" not in meta:
-        return pq.read_table(io.BytesIO(read("train.parquet"))).to_pandas()
-    tables = [pq.read_table(io.BytesIO(read(f"{SHARDS}/{n}"))) for n in meta["train_shards"]]
+        return pq.read_table(io.BytesIO(read("train.parquet")), columns=columns).to_pandas()
+    tables = [
+        pq.read_table(io.BytesIO(read(f"{SHARDS}/{n}")), columns=columns)
+        for n in meta["train_shards"]
+    ]
     if not tables:
-        return pd.DataFrame(columns=["user_id", "item_id", "event_timestamp", "split"])
+        return pd.DataFrame(columns=columns or ["user_id", "item_id", "event_timestamp", "split"])
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
     for c, n in meta.get("filled", {}).items():
         if n and is_count(c) and c in frame:
@@ -1070,9 +1105,14 @@ def _read_train(read: Any, meta: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
-def load_training_set(location: str | Path, lake: Lake | None = None) -> TrainingSet:
+def load_training_set(
+    location: str | Path, lake: Lake | None = None, lean: bool = False
+) -> TrainingSet:
     """Read a set written by :func:`build_training_set` (local folder or lake prefix); the
-    train frame is the shards concatenated (a set of one ``train.parquet`` still loads)."""
+    train frame is the shards concatenated (a set of one ``train.parquet`` still loads).
+
+    ``lean``: the train frame holds only :data:`KEY_COLUMNS` (a streamed set: its trainer reads
+    the features from the shards; 20M rows of every feature are ~8 GB of pandas)."""
     read, _, _ = _reader(location, lake)
     try:
         meta = json.loads(read("meta.json"))
@@ -1081,7 +1121,7 @@ def load_training_set(location: str | Path, lake: Lake | None = None) -> Trainin
             for n in FRAMES
             if n != "train"
         }
-        frames["train"] = _read_train(read, meta)
+        frames["train"] = _read_train(read, meta, list(KEY_COLUMNS) if lean else None)
     except (FileNotFoundError, OSError, FlywheelError) as exc:
         raise TrainingDataError(
             f"training set at {location} is incomplete or missing: {exc}"
@@ -1099,4 +1139,4 @@ def load_training_set(location: str | Path, lake: Lake | None = None) -> Trainin
         frames["users"]["user_id"] = frames["users"]["user_id"].astype(str)
     else:
         frames["users"] = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
-    return TrainingSet(meta=meta, **frames)
+    return TrainingSet(meta=meta, lean=lean, **frames)

@@ -30,7 +30,7 @@ import dataclasses
 import datetime as dt
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,7 +44,7 @@ from core.privacy import pseudonymise_many
 from simulation.simulator import load_truth
 from training.baselines import Implicit, Popularity, fit_baselines, recent_popularity
 from training.config import TrainingConfig
-from training.data import TrainingSet
+from training.data import TrainingSet, item_sets
 from training.metrics import (
     METRICS,
     bootstrap_ci,
@@ -93,10 +93,13 @@ def exclude_mode(cfg: TrainingConfig) -> str:
     return cfg.eval.exclude if cfg.eval.exclude_seen else "none"
 
 
-def interactions_before(ts: TrainingSet) -> dict[str, set[str]]:
-    """Every item each user interacted with before the holdout, any event type (the window's
-    validated events, read from the lake; plus the set's positives)."""
-    seen = ts.seen()
+def interactions_before(ts: TrainingSet, users: Iterable[str] | None = None) -> dict[str, set[str]]:
+    """Every item each user (``users`` only, when given) interacted with before the holdout, any
+    event type: the set's ``interacted`` pairs, else the window's validated events read from the
+    lake (a set written before it kept them, or a rolling-origin copy); plus the positives."""
+    if ts.interacted is not None:
+        return ts.interacted_before(users)
+    seen = ts.seen(users)
     cutoff = dt.date.fromisoformat(ts.meta["holdout_start"])
     days = [dt.date.fromisoformat(d) for d in ts.meta.get("days", [])]
     days = [d for d in days if d < cutoff]
@@ -106,7 +109,10 @@ def interactions_before(ts: TrainingSet) -> dict[str, set[str]]:
             log.warning("no validated events for the window's days: excluding positives only")
         return seen
     frame = table.to_pandas()
-    for u, items in frame.groupby(frame["user_id"].astype(str))["item_id"]:
+    frame["user_id"] = frame["user_id"].astype(str)
+    if users is not None:
+        frame = frame[frame["user_id"].isin(pd.Index(list(users), dtype=object))]
+    for u, items in frame.groupby("user_id")["item_id"]:
         seen.setdefault(u, set()).update(items.astype(str))
     return seen
 
@@ -118,11 +124,12 @@ def requests_for(ts: TrainingSet, cfg: TrainingConfig) -> Requests:
     if mode == "none":
         exclude: dict[str, set[str]] = {}
     else:
-        seen = interactions_before(ts) if mode == "all" else ts.seen()
+        seen = interactions_before(ts, truth) if mode == "all" else ts.seen(truth)
         exclude = {u: seen[u] for u in truth if u in seen}
     truth = {u: s - exclude.get(u, set()) for u, s in truth.items()}
     users = sample_users(sorted(u for u, s in truth.items() if s), cfg, "holdout")
-    warm = frozenset(ts.train["user_id"].astype(str)) & frozenset(users)
+    known = ts.train["user_id"]
+    warm = frozenset(known[known.isin(pd.Index(users, dtype=object))].astype(str))
     return Requests(
         {u: truth[u] for u in users},
         {u: exclude[u] for u in users if u in exclude},
@@ -204,11 +211,8 @@ def validation_metrics(
     if val.empty:
         return {}
     truth = val.groupby("user_id")["item_id"].agg(set).to_dict()
-    seen = (
-        ts.split("train").groupby("user_id")["item_id"].agg(set).to_dict()
-        if exclude_mode(cfg) != "none"
-        else {}
-    )
+    train = ts.split("train")
+    seen = item_sets(train, truth) if exclude_mode(cfg) != "none" else {}
     truth = {u: s - seen.get(u, set()) for u, s in truth.items()}
     truth = {u: s for u, s in truth.items() if s}
     users = sample_users(sorted(truth), cfg, "validation")

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 _DISCOUNT = 1.0 / np.log2(np.arange(2, 1002))
 
@@ -106,7 +107,9 @@ def evaluate(
 
 
 def popularity_counts(item_ids: Iterable[str]) -> Counter:
-    return Counter(str(i) for i in item_ids)
+    """Rows per item id (as a string): the novelty metric's popularity."""
+    counts = pd.Series(item_ids, dtype=object).astype(str).value_counts(sort=False)
+    return Counter(dict(zip(counts.index, counts.to_numpy().tolist(), strict=True)))
 
 
 def bootstrap_ci(
@@ -134,18 +137,24 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+ORACLE_CELLS = 4_000_000  # user × item scores per oracle batch (~32 MB of float64)
+
+
 def oracle_recommendations(
     relevance: Callable[[list[str], list[str]], np.ndarray],
     users: list[str],
     catalog: list[str],
     k: int,
     exclude: Mapping[str, set[str]] | None = None,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> dict[str, list[str]]:
     """Top-``k`` items per user by the simulator's true preference ``relevance(users, items)``.
 
-    ``relevance`` returns a ``[len(users), len(catalog)]`` array (higher = preferred).
+    ``relevance`` returns a ``[len(users), len(catalog)]`` array (higher = preferred); users are
+    scored ``batch_size`` at a time (default: 512, fewer for a big catalog so that one batch is
+    at most :data:`ORACLE_CELLS` scores: relevance makes several such arrays).
     """
+    batch_size = batch_size or max(1, min(512, ORACLE_CELLS // max(len(catalog), 1)))
     out: dict[str, list[str]] = {}
     items = np.asarray(catalog, dtype=object)
     pos = {v: j for j, v in enumerate(catalog)}

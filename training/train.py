@@ -66,10 +66,17 @@ from torch import distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
 
 from core.errors import FlywheelError
-from core.lake import get_lake
+from core.lake import LocalLake, get_lake
 from core.settings import get_settings
 from training.config import TrainConfig, TrainingConfig, at_catalog_scale
-from training.data import TrainingSet, build_training_set, load_training_set, train_shards
+from training.data import (
+    TrainingDataError,
+    TrainingSet,
+    build_training_set,
+    load_training_set,
+    read_meta,
+    train_shards,
+)
 from training.evaluation import holdout_metrics, validation_metrics
 from training.model import FeatureEncoder, Retriever, TwoTower, history_index
 from training.pyfunc import load_blob, log_recommender, plain, save_artifacts
@@ -109,9 +116,9 @@ def run_training(
 ) -> TrainResult:
     """Train, checkpoint, early-stop, evaluate and log one model; see the module docstring."""
     device, d = setup(cfg.train)
-    ts = data if isinstance(data, TrainingSet) else load_training_set(data)
+    shards = None if isinstance(data, TrainingSet) else stream_shards(data, cfg)
+    ts = data if isinstance(data, TrainingSet) else load_training_set(data, lean=bool(shards))
     run_key = run_key or f"manual-{ts.meta['window_end']}-{config_digest(cfg)}"
-    shards = None if isinstance(data, TrainingSet) else local_shards(data)
     job = build_job(cfg, ts, device, shards=shards)
     client = configure_mlflow() if log_mlflow and d.main else None
     progress = resume(job, cfg, run_key, client, d)
@@ -277,9 +284,15 @@ def build_job(
     A train split of :func:`stream_min_rows` rows or more streams from encoded shards instead
     (:func:`build_stream_job`: the set's own Parquet ``shards`` when given)."""
     cfg = at_catalog_scale(cfg, len(ts.items))  # model.loss="auto" decided by the catalog
-    rows = ts.train if with_val else ts.split("train")
-    if len(rows) >= cfg.train.stream_min_rows:
+    n_rows = len(ts.train) if with_val else ts.split_rows("train")
+    if n_rows >= cfg.train.stream_min_rows:
         return build_stream_job(cfg, ts, device, with_val, shards)
+    if ts.lean:
+        raise TrainingDataError(
+            f"this training set was loaded without its features (lean) for streaming, but its "
+            f"{n_rows} rows are under train.stream_min_rows={cfg.train.stream_min_rows}"
+        )
+    rows = ts.train if with_val else ts.split("train")
     encoder = FeatureEncoder.fit(rows, ts.users, ts.items, ts.columns)
     model = TwoTower(encoder, cfg.model).to(device)
     n = cfg.model.history_len
@@ -383,6 +396,8 @@ def build_stream_job(
     n = cfg.model.history_len
 
     def prepare():
+        if shards is None and ts.lean:
+            raise TrainingDataError("a lean training set streams from its shards: none given")
         paths = shards if shards is not None else frame_shards(ts, cache / "shards")
         encoder = fitted_encoder(paths, ts.users, ts.items, ts.columns, cache / "encoders", splits)
         hl = cfg.train.recency_half_life_days
@@ -417,15 +432,31 @@ def build_stream_job(
     )
 
 
-def local_shards(location: str | Path) -> list[Path] | None:
-    """The set's train shards (:func:`training.data.train_shards`, with the validation rows)
-    when they are local files; None for a set without shards or in an object store (then
-    :func:`frame_shards` writes them from the loaded frame)."""
-    try:
-        paths = [Path(p) for p in train_shards(location)]
-    except FlywheelError:
+def stream_shards(location: str | Path, cfg: TrainingConfig) -> list[Path] | None:
+    """The set's train shards as local files when its train split streams (``train.
+    stream_min_rows`` rows or more): a local set's own files, an embedded lake's files where they
+    lie, an object store's copied once under ``$FLYWHEEL_HOME/cache/train-stream/sets/``. None
+    for a set loaded whole (small, or written before shards)."""
+    meta = read_meta(location)
+    if not meta.get("train_shards") or meta["rows"]["train"] < cfg.train.stream_min_rows:
         return None
-    return paths if paths and all(p.is_file() for p in paths) else None
+    keys = train_shards(location)
+    if Path(location).is_dir():
+        return [Path(k) for k in keys]
+    lake = get_lake()
+    if isinstance(lake, LocalLake):
+        return [lake.path(k) for k in keys]
+    digest = hashlib.sha256(json.dumps([str(location), meta], default=str).encode()).hexdigest()
+    folder = get_settings().home / "cache" / "train-stream" / "sets" / digest[:16]
+    paths = [folder / Path(k).name for k in keys]
+    if not (folder / "complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, path in zip(keys, paths, strict=True):  # one shard in memory at a time
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(lake.read_bytes(key))
+            tmp.replace(path)
+        (folder / "complete").write_text(str(len(paths)))
+    return paths
 
 
 def frame_shards(ts: TrainingSet, root: Path) -> list[Path]:
@@ -487,7 +518,7 @@ def refit_epochs(
     """Epochs of the refit on train + validation: the best epoch (rank 0 knows it, every rank
     follows), 0 when there is nothing to refit (``train.refit`` off, no validation rows)."""
     epochs = 0
-    if cfg.train.refit and len(ts.split("val")) and progress.history:
+    if cfg.train.refit and ts.split_rows("val") and progress.history:
         epochs = best_epoch(progress.history)
     if d.enabled:
         flag = torch.tensor([float(epochs)], device=device)
@@ -562,15 +593,15 @@ def train_epoch(
         return stream_epoch(net, job, epoch, d)
     net.train()
     t0 = time.perf_counter()
-    losses, rows = [], 0
+    losses, rows = LossMeter(job.device), 0
     for idx_np in _batches(job.rows, train.batch_size, train.seed, epoch, d):
         idx = torch.from_numpy(idx_np).to(job.device)
         u = {k: v[idx] for k, v in job.users.items()}
         i = {k: v[idx] for k, v in job.items.items()}
         w = job.weight[idx] if job.weight is not None else None
-        losses.append(train_step(net, job, u, i, w))
+        losses.add(train_step(net, job, u, i, w))
         rows += len(idx_np) * d.world_size
-    return _mean_loss(losses), rows, time.perf_counter() - t0
+    return losses.mean(), rows, time.perf_counter() - t0
 
 
 def stream_epoch(
@@ -583,7 +614,7 @@ def stream_epoch(
     stream.rank, stream.world_size = d.rank, d.world_size
     stream.set_epoch(epoch)
     cuda = job.device.type == "cuda"
-    losses, rows = [], 0
+    losses, rows = LossMeter(job.device), 0
     for step, batch in enumerate(loader(stream, job.loader_workers, pin_memory=cuda)):
         if max_steps is not None and step >= max_steps:
             break
@@ -591,9 +622,9 @@ def stream_epoch(
         i = {k: v.to(job.device, non_blocking=cuda) for k, v in batch["item"].items()}
         w = batch.get("weight")
         w = None if w is None else w.to(job.device, non_blocking=cuda)
-        losses.append(train_step(net, job, u, i, w))
+        losses.add(train_step(net, job, u, i, w))
         rows += len(u["id"]) * d.world_size
-    return _mean_loss(losses), rows, time.perf_counter() - t0
+    return losses.mean(), rows, time.perf_counter() - t0
 
 
 def train_step(
@@ -612,11 +643,23 @@ def train_step(
     return loss.detach()
 
 
-def _mean_loss(losses: list[torch.Tensor]) -> float:
-    """The epoch's mean batch loss (one device sync for the whole epoch)."""
-    if not losses:
-        return float("nan")
-    return float(np.mean(torch.stack(losses).float().cpu().tolist()))
+class LossMeter:
+    """The epoch's mean batch loss, summed on the device (one sync for the whole epoch).
+
+    A sum in one tensor, not a list of every step's loss: on CPU, 10k small long-lived tensors
+    between each step's large temporaries fragment the heap (measured: +0.3 GB of RSS per 1000
+    steps at 100k items)."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach().double()
+        self.steps += 1
+
+    def mean(self) -> float:
+        return float(self.total.cpu()) / self.steps if self.steps else float("nan")
 
 
 def end_epoch(

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from training.config import TrainingConfig
-from training.data import build_training_set, load_training_set
+from training.data import TrainingSet, build_training_set, load_training_set
 from training.model import FeatureEncoder, Retriever, TwoTower, history_index
 
 DAY = dt.date(2026, 1, 1)
@@ -84,7 +84,38 @@ def test_same_second_events_and_unknown_users_are_all_training_rows(lake, tmp_pa
     assert ts.meta["rows_with_missing_features"] == {"user": 1, "item": 0}
     # every earlier interaction, positive or not, is known to evaluation
     assert ts.interacted_before()["u2"] == {"m1", "m2"}
+    assert ts.interacted_before(["u2"]) == {"u2": {"m1", "m2"}}
     assert ts.histories(5)["u1"][-1] == "m3"
+    # a lean load (a streamed set) keeps the keys only, and answers the same questions
+    lean = load_training_set(summary["location"], lean=True)
+    assert list(lean.train.columns) == ["user_id", "item_id", "event_timestamp", "split"]
+    assert lean.histories(5) == ts.histories(5) and lean.seen(["u1"]) == ts.seen(["u1"])
+    assert lean.split_rows("val") == len(ts.split("val")) == 1
+
+
+def test_histories_are_each_users_last_items_in_time_then_row_order():
+    """The vectorised histories equal the pandas definition: stable sort by time (same-second
+    rows keep the set's order), the last n per user, oldest first."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    train = pd.DataFrame(
+        {
+            "user_id": rng.choice([f"u{i}" for i in range(90)], n),
+            "item_id": [f"m{i}" for i in rng.integers(0, 400, n)],
+            "event_timestamp": pd.Timestamp("2026-01-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 2000, n), unit="s"),  # many ties
+            "split": rng.choice(["train", "val"], n, p=[0.8, 0.2]),
+        }
+    )
+    ts = TrainingSet(train, train.iloc[:0], pd.DataFrame({"user_id": []}), pd.DataFrame(), {})
+    for before, rows in (("holdout", train), ("val", train[train["split"] == "train"])):
+        ordered = rows.sort_values("event_timestamp", kind="stable")
+        for k in (1, 7, 50):
+            want = ordered.groupby("user_id")["item_id"].agg(lambda s, k=k: s.tolist()[-k:])
+            want = want.to_dict()
+            got = ts.histories(k, before=before)
+            assert got == want and list(got) == list(want)
+    assert ts.histories(0) == {}
 
 
 def test_history_is_strictly_before_and_same_second_rows_share_it():

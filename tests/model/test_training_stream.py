@@ -219,10 +219,11 @@ def test_sparse_embeddings_train_and_checkpoint(tmp_path, monkeypatch):
 def test_a_whole_run_streams_and_beats_popularity(tmp_path, monkeypatch):
     """run_training end to end on the streaming path (validation, early stopping, refit on
     train + validation, holdout): the model still beats popularity on a simulated lake."""
+    import training.train as tt
     from core.lake import get_lake
     from tests.fixtures.lake import write_simulated
     from training.data import build_training_set, load_training_set
-    from training.train import local_shards, run_training
+    from training.train import run_training, stream_shards
 
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
     lake = get_lake()
@@ -230,15 +231,21 @@ def test_a_whole_run_streams_and_beats_popularity(tmp_path, monkeypatch):
     fast = ["data.feature_source=contract", "data.window_days=8", "train.epochs=4"]
     cfg = streaming(TrainingConfig.load(None, [*fast, "train.patience=2"]), 1)
     location = build_training_set(lake, end, cfg.data, tmp_path / "set")["location"]
+    loaded = []
+    monkeypatch.setattr(
+        tt, "load_training_set", lambda *a, **kw: loaded.append(kw) or load_training_set(*a, **kw)
+    )
     result = run_training(cfg, location, run_key="stream", log_mlflow=False)
+    assert loaded == [{"lean": True}]  # the trainer never held the features as pandas
     m = result.metrics
     assert m["holdout_ndcg_at_10"] > m["popularity_ndcg_at_10"], m
     assert result.interactions_per_s > 0 and m["refit"] == 1.0
     cache = tmp_path / "cache" / "train-stream"
     encoded = list((cache / "encoded").iterdir())
     assert len(encoded) == 2  # the train split and train + validation (the refit), once each
-    shards = local_shards(location)  # the set's own shards were read, none written from a frame
+    shards = stream_shards(location, cfg)  # the set's own shards were read, none from a frame
     assert shards and not (cache / "shards").exists()
+    assert stream_shards(location, streaming(cfg, 10**9)) is None  # small: loaded whole
 
     in_memory = load_training_set(location)  # the same set handed over in memory: shards written
     again = run_training(cfg, in_memory, run_key="stream-2", log_mlflow=False)
