@@ -16,6 +16,10 @@ Two engines, chosen by ``FLYWHEEL_ENGINE``:
 
 * ``duckdb`` (default): out of core on one machine. Memory is bounded by
   ``FLYWHEEL_ENGINE_MEMORY_LIMIT``; DuckDB spills the rest to ``FLYWHEEL_ENGINE_TEMP_DIR``.
+  ``FLYWHEEL_ENGINE_WORKERS`` pieces run at once in threads (default: one per CPU, at most 4):
+  DuckDB, pyarrow and the Parquet writer release the GIL, so one piece writes its shard while
+  another joins. Each running piece's connection gets its share of the memory limit and of
+  the CPUs, so the process as a whole stays under the cap.
 * ``ray``: the production profile past one machine. :meth:`Engine.map` submits Ray tasks to the
   cluster at ``FLYWHEEL_RAY_ADDRESS`` (a local one when unset); each task reads the lake itself
   (S3 through pyarrow), so Airflow tasks stay thin. A task runs with the submitter's
@@ -30,10 +34,13 @@ endpoint), never through boto3 downloads of whole partitions.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import os
+import re
 from abc import ABC, abstractmethod
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -127,12 +134,14 @@ class Engine(ABC):
         s = get_settings()
         temp = Path(s.engine_temp_dir or (s.home / "engine-tmp")).expanduser()
         temp.mkdir(parents=True, exist_ok=True)
+        share = _SHARE.get()  # pieces running at once in this process (DuckDBEngine.map)
+        threads = s.engine_threads or (max(1, (os.cpu_count() or 1) // share) if share > 1 else None)
         con = duckdb.connect(
             config={
-                "memory_limit": s.engine_memory_limit,
+                "memory_limit": memory_share(s.engine_memory_limit, share),
                 "temp_directory": str(temp),
                 "preserve_insertion_order": False,
-                **({"threads": s.engine_threads} if s.engine_threads else {}),
+                **({"threads": threads} if threads else {}),
             }
         )
         return con
@@ -157,13 +166,54 @@ def _s3_partition_keys(lake: S3Lake, zone: str, table: str, days: set[dt.date]) 
     ]
 
 
+#: How many pieces share this thread's process right now (set in DuckDBEngine.map's workers).
+_SHARE: contextvars.ContextVar[int] = contextvars.ContextVar("flywheel_engine_share", default=1)
+
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+
+
+def memory_share(limit: str, share: int) -> str:
+    """``limit`` (DuckDB's notation: ``2GB``, ``512MiB``) divided among ``share`` pieces."""
+    if share <= 1:
+        return limit
+    m = _SIZE.match(limit)
+    if not m:
+        raise ConfigError(f"FLYWHEEL_ENGINE_MEMORY_LIMIT={limit!r}: expected a size like 2GB")
+    base = 1024 if (m.group(3) or "").upper() == "IB" else 1000
+    unit = m.group(2).upper()
+    size = float(m.group(1)) * (base ** ("KMGT".index(unit) + 1) if unit else 1)  # bytes
+    return f"{max(int(size / share / 1e6), 64)}MB"
+
+
+def engine_workers() -> int:
+    """Pieces run at once by :class:`DuckDBEngine` (``FLYWHEEL_ENGINE_WORKERS``)."""
+    return get_settings().engine_workers or min(os.cpu_count() or 1, 4)
+
+
 class DuckDBEngine(Engine):
-    """Out of core on this machine: pieces run one after another, in this process."""
+    """Out of core on this machine: pieces run in this process, ``engine_workers()`` at once
+    (threads), results in the pieces' order; the first failure stops the rest."""
 
     name = "duckdb"
 
     def map(self, fn: Callable[..., Any], pieces: Sequence[Any], /, **kwargs: Any) -> list[Any]:
-        return [fn(p, **kwargs) for p in pieces]
+        workers = min(engine_workers(), len(pieces))
+        if workers <= 1:
+            return [fn(p, **kwargs) for p in pieces]
+
+        def run(piece: Any) -> Any:
+            _SHARE.set(workers)  # this worker thread's connections take their share
+            return fn(piece, **kwargs)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="engine") as pool:
+            futures = [pool.submit(run, p) for p in pieces]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f in done and f.exception() is not None]
+            if failed:
+                for f in futures:
+                    f.cancel()
+                raise failed[0].exception()
+            return [f.result() for f in futures]
 
 
 class RayEngine(Engine):
@@ -256,6 +306,7 @@ def task_env(lake: Lake) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.startswith(TASK_ENV_PREFIXES)}
     env["FLYWHEEL_ENGINE"] = DuckDBEngine.name  # inside a task: out of core on its node
     env["FLYWHEEL_ENGINE_THREADS"] = str(s.engine_threads or 1)  # a task holds one CPU
+    env["FLYWHEEL_ENGINE_WORKERS"] = "1"  # and runs its one piece
     env["FLYWHEEL_LAKE_URI"] = lake.uri
     endpoint = lake.endpoint_url if isinstance(lake, S3Lake) else None
     if endpoint:

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         default="2GB", description="DuckDB memory cap per process; the rest spills to disk"
     )
     engine_threads: int | None = Field(default=None, ge=1, description="DuckDB threads (all)")
+    engine_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pieces the duckdb engine runs at once (threads sharing the memory limit; "
+        "default: one per CPU, at most 4)",
+    )
     engine_temp_dir: Path | None = Field(
         default=None, description="Spill folder (default: $FLYWHEEL_HOME/engine-tmp)"
     )

@@ -91,11 +91,44 @@ def _square(x: int, offset: int = 0) -> int:
     return x * x + offset
 
 
-def test_duckdb_map_runs_in_order_in_this_process(lake):
+def _limit_of_a_piece(x: int, lake_root: str) -> tuple[int, str, int]:
+    con = DuckDBEngine(Lake.from_uri(lake_root)).connect()
+    limit, threads = con.execute(
+        "SELECT current_setting('memory_limit'), current_setting('threads')"
+    ).fetchone()
+    if x < 0:
+        raise ValueError(f"piece {x} is bad")
+    return x, limit, threads
+
+
+@pytest.mark.parametrize("workers", ["1", "2", "3"])
+def test_duckdb_map_runs_in_order_in_this_process(lake, monkeypatch, workers):
+    monkeypatch.setenv("FLYWHEEL_ENGINE_WORKERS", workers)
     engine = get_engine(lake)
     assert isinstance(engine, DuckDBEngine)
-    assert engine.map(_square, [3, 1, 2], offset=1) == [10, 2, 5]
+    assert engine.map(_square, [3, 1, 2, 5, 4], offset=1) == [10, 2, 5, 26, 17]
     assert engine.map(_square, []) == []
+
+
+def test_pieces_running_at_once_share_the_memory_limit_and_cpus(lake, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_ENGINE_MEMORY_LIMIT", "2GB")
+    monkeypatch.setenv("FLYWHEEL_ENGINE_WORKERS", "2")
+    out = get_engine(lake).map(_limit_of_a_piece, [1, 2, 3], lake_root=str(lake.root))
+    assert [x for x, _, _ in out] == [1, 2, 3]
+    assert {limit for _, limit, _ in out} == {"953.6 MiB"}  # 1000 MB each: 2 GB in all
+    assert {t for _, _, t in out} == {max(1, (os.cpu_count() or 1) // 2)}
+    whole = get_engine(lake).connect()  # outside the pieces: the whole limit
+    assert whole.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "1.8 GiB"
+    with pytest.raises(ValueError, match="piece -1 is bad"):  # the failure, not a summary
+        get_engine(lake).map(_limit_of_a_piece, [1, -1, 3], lake_root=str(lake.root))
+
+
+def test_memory_share_reads_duckdb_sizes():
+    assert core_engine.memory_share("2GB", 1) == "2GB"
+    assert core_engine.memory_share("3GB", 3) == "1000MB"
+    assert core_engine.memory_share("1GiB", 2) == "536MB"
+    with pytest.raises(ConfigError, match="expected a size like 2GB"):
+        core_engine.memory_share("lots", 2)
 
 
 def test_engines_are_chosen_by_name_and_settings(lake, monkeypatch):
