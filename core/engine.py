@@ -40,8 +40,8 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -135,7 +135,9 @@ class Engine(ABC):
         temp = Path(s.engine_temp_dir or (s.home / "engine-tmp")).expanduser()
         temp.mkdir(parents=True, exist_ok=True)
         share = _SHARE.get()  # pieces running at once in this process (DuckDBEngine.map)
-        threads = s.engine_threads or (max(1, (os.cpu_count() or 1) // share) if share > 1 else None)
+        threads = s.engine_threads or (
+            max(1, (os.cpu_count() or 1) // share) if share > 1 else None
+        )
         con = duckdb.connect(
             config={
                 "memory_limit": memory_share(s.engine_memory_limit, share),

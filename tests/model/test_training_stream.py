@@ -277,3 +277,28 @@ def test_auto_loss_is_the_full_softmax_on_small_catalogs_in_batch_and_sparse_on_
     assert large.model.loss == "in_batch" and large.train.sparse_embeddings
     pinned = TrainingConfig.load(None, ["model.loss=full"])
     assert at_catalog_scale(pinned, 10**6) is pinned  # an explicit choice is kept
+
+
+@pytest.mark.parametrize("where", ["embedded", "s3"])
+def test_a_lake_set_streams_from_local_files_and_loads_lean(where, request, tmp_path):
+    """A set at a lake prefix (what the DAG passes): the embedded lake's shards are read where
+    they lie; an object store's are copied once into the cache (one shard in memory at a time).
+    Either way the trainer loads the keys only."""
+    from tests.fixtures.lake import write_simulated
+    from training.data import build_training_set, load_training_set, train_shards
+    from training.train import stream_shards
+
+    lake = request.getfixturevalue("s3_lake" if where == "s3" else "lake")
+    end = write_simulated(lake, days=6, users=80, items=40, seed=5)
+    cfg = streaming(TrainingConfig.load(None, ["data.feature_source=contract"]), 1)
+    location = build_training_set(lake, end, cfg.data)["location"]
+    paths = stream_shards(location, cfg)
+    assert paths and all(p.is_file() for p in paths)
+    assert [p.name for p in paths] == [k.rsplit("/", 1)[-1] for k in train_shards(location)]
+    cached = "cache" in str(paths[0])
+    assert cached == (where == "s3")
+    assert stream_shards(location, cfg) == paths  # copied once: the second call reads the cache
+    whole, lean = load_training_set(location), load_training_set(location, lean=True)
+    assert lean.lean and len(lean.train) == len(whole.train)
+    assert set(lean.train.columns) < set(whole.train.columns)
+    assert lean.histories(5) == whole.histories(5)
