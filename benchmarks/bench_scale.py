@@ -260,6 +260,15 @@ def drift(home: str, days: int) -> dict:
     }
 
 
+def prepare_large(home: str, days: int = 14, events_per_day: int | None = None) -> str:
+    """The large size's training set under ``home`` (simulate → gate → features → set, in this
+    process; no online store): what ``benchmarks/gpu_train.sh SIZE=large`` trains on."""
+    simulate(home, days, events_per_day, False)
+    ingest(home, days)
+    features(home, days)
+    return training_set(home, days)["location"]
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 

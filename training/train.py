@@ -332,7 +332,10 @@ def make_optimizer(model: TwoTower, train: TrainConfig) -> torch.optim.Optimizer
     a lazy :class:`torch.optim.SparseAdam` (only the rows of a batch are updated: a step no
     longer costs the whole catalog), the rest Adam. CPU and gloo only (NCCL has no sparse
     all-reduce)."""
-    if not train.sparse_embeddings:
+    nccl = torch_dist.is_initialized() and torch_dist.get_backend() == "nccl"
+    if nccl and train.sparse_embeddings:
+        log.info("sparse embeddings off under NCCL (no sparse all-reduce): dense Adam")
+    if not train.sparse_embeddings or nccl:
         return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     big = [
         m
