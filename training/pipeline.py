@@ -159,7 +159,7 @@ def evaluate(cfg: TrainingConfig, location: str, trained: dict[str, Any]) -> dic
     """Candidate (loaded from its logged model), champion and every baseline on the same holdout
     requests; all logged on the candidate's run (see :mod:`training.evaluation`)."""
     client = configure_mlflow()
-    ts = load_training_set(location)
+    ts = load_training_set(location, lean=True)  # ids and times: the models bring their features
     reqs = requests_for(ts, cfg)
     cand_lists = predict_lists(load_recommender(trained["model_uri"]), reqs)
     candidate = score_lists(cand_lists, reqs, ts, cfg)
@@ -296,7 +296,7 @@ def promote(
         try:
             smoke = infra_validate(
                 f"models:/{model_name()}/{version}",
-                load_training_set(location),
+                load_training_set(location, lean=True),
                 cfg.promotion.smoke_requests,
             )
         except InfraValidationError as exc:
