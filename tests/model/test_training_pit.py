@@ -9,6 +9,7 @@ it feeds (:func:`training.data.join_features` and friends), written and loaded a
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import numpy as np
 import pandas as pd
@@ -190,22 +191,22 @@ def test_engine_build_writes_shards_and_loads_the_same_frames(repo, tmp_path, so
 
 def test_a_piece_reads_only_its_day(repo, tmp_path, monkeypatch):
     asked: list[tuple[str | None, str, str, tuple]] = []
-    current: list[str | None] = [None]
+    current = threading.local()  # pieces run in the engine's worker threads, several at once
     files = Engine.files
 
     def spy(self, zone, table, days=None):
-        asked.append((current[0], zone, table, tuple(sorted(days or ()))))
+        asked.append((getattr(current, "day", None), zone, table, tuple(sorted(days or ()))))
         return files(self, zone, table, days)
 
     piece = tdata.train_piece
 
     def traced(days, **kw):
         assert len(days) == 1  # a short window: one day a piece
-        current[0] = days[0]
+        current.day = days[0]
         try:
             return piece(days, **kw)
         finally:
-            current[0] = None
+            current.day = None
 
     monkeypatch.setattr(Engine, "files", spy)
     monkeypatch.setattr(tdata, "train_piece", traced)
