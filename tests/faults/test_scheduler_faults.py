@@ -49,7 +49,9 @@ def test_scheduler_killed_mid_ingest_the_days_complete_exactly_once(tmp_path, mo
     home = tmp_path / "fw"
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
     lake = get_lake()
-    simulate(lake, days=DAYS, users=400, items=80, start=START)
+    # days big enough, and the kill soon enough, that it lands inside the task: with 400 users
+    # and a 2 s wait an idle machine had finished both days (a race, not a kill)
+    simulate(lake, days=DAYS, users=2000, items=150, start=START)
     raw = _raw_event_ids(lake)
 
     af = AirflowProcesses(
@@ -83,7 +85,7 @@ def test_scheduler_killed_mid_ingest_the_days_complete_exactly_once(tmp_path, mo
             timeout=300,
             poll=0.5,
         )
-        time.sleep(2)  # inside the task: reading, validating or publishing
+        time.sleep(0.2)  # inside the task: reading, validating or publishing
         scheduler = af.procs.pop("scheduler")
         os.killpg(scheduler.pid, signal.SIGKILL)  # the scheduler and its executor's workers
         scheduler.wait(timeout=30)
