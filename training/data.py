@@ -140,15 +140,15 @@ class TrainingSet:
     def seen(self, users: Iterable[str] | None = None) -> dict[str, set[str]]:
         """Items each user had as positives before the holdout (train + val); only ``users``'
         when given (a holdout of 100k users does not need a million users' sets)."""
-        return item_sets(self.train, users)
+        return item_sets([self.train], users)
 
     def interacted_before(self, users: Iterable[str] | None = None) -> dict[str, set[str]]:
         """Items each user interacted with in any way before the holdout (positives included);
         only ``users``' when given."""
-        pairs = self.train[["user_id", "item_id"]]
+        frames = [self.train]
         if self.interacted is not None and len(self.interacted):
-            pairs = pd.concat([pairs, self.interacted[["user_id", "item_id"]]])
-        return item_sets(pairs, users)
+            frames.append(self.interacted)
+        return item_sets(frames, users)
 
     def histories(self, n: int, before: str = "holdout") -> dict[str, list[str]]:
         """Each user's last ``n`` positive items (oldest first) known before the holdout
@@ -177,10 +177,17 @@ class TrainingSet:
         return {u: s for u, s in truth.items() if s}
 
 
-def item_sets(pairs: pd.DataFrame, users: Iterable[str] | None) -> dict[str, set[str]]:
-    """``{user: set of items}`` of (user_id, item_id) rows; only ``users``' when given."""
-    if users is not None:
-        pairs = pairs[pairs["user_id"].isin(pd.Index(list(users), dtype=object))]
+def item_sets(frames: list[pd.DataFrame], users: Iterable[str] | None) -> dict[str, set[str]]:
+    """``{user: set of items}`` of the (user_id, item_id) rows of ``frames``; only ``users``'
+    when given (each frame filtered before they are put together: no full-size copy)."""
+    wanted = None if users is None else pd.Index(list(users), dtype=object)
+    parts = [
+        f[["user_id", "item_id"]]
+        if wanted is None
+        else f.loc[f["user_id"].isin(wanted), ["user_id", "item_id"]]
+        for f in frames
+    ]
+    pairs = parts[0] if len(parts) == 1 else pd.concat(parts)
     return pairs.groupby("user_id")["item_id"].agg(set).to_dict()
 
 

@@ -211,8 +211,8 @@ def validation_metrics(
     if val.empty:
         return {}
     truth = val.groupby("user_id")["item_id"].agg(set).to_dict()
-    train = ts.split("train")
-    seen = item_sets(train, truth) if exclude_mode(cfg) != "none" else {}
+    train = ts.train[ts.train["split"] == "train"]  # no copy of the keys: a view is enough
+    seen = item_sets([train], truth) if exclude_mode(cfg) != "none" else {}
     truth = {u: s - seen.get(u, set()) for u, s in truth.items()}
     truth = {u: s for u, s in truth.items() if s}
     users = sample_users(sorted(truth), cfg, "validation")
