@@ -55,6 +55,12 @@ class ModelConfig:
         0.3  # share of rows trained without the id: cold-start path + less id memorising
     )
     history_len: int = 50  # the user tower pools the last N positive items before the event
+    # how the user tower reads the history: "mean" (a bag: the items' mean embedding) or
+    # "attention" (a sequence: self-attention over the items and their recency positions; the
+    # most recent item's output is the history's vector)
+    history_encoder: str = "mean"
+    attention_heads: int = 2
+    attention_layers: int = 1
     cold_rate: float = 0.2  # rows trained as a user with nothing known: the cold-start path
     cold_prior: bool = True  # nothing known (no id, history, features): rank by the item prior
     # a per-user id vector on top of the history memorises (ml-latest-small: -0.04 NDCG@10)
@@ -230,6 +236,13 @@ class TrainingConfig:
             ("model.fresh_floor_days", self.model.fresh_floor_days > 0),
             ("train.recency_half_life_days", self.train.recency_half_life_days >= 0),
             ("model.loss", self.model.loss in ("auto", "full", "in_batch")),
+            ("model.history_encoder", self.model.history_encoder in ("mean", "attention")),
+            (
+                "model.attention_heads",
+                self.model.attention_heads >= 1
+                and self.model.embedding_dim % self.model.attention_heads == 0,
+            ),
+            ("model.attention_layers", self.model.attention_layers >= 1),
             ("train.epochs", self.train.epochs >= 1),
             ("train.batch_size", self.train.batch_size >= 2),
             ("train.lr", self.train.lr > 0),

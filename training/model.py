@@ -80,20 +80,20 @@ class SideEncoder:
     def fit(
         cls, ids: pd.Series, frame: pd.DataFrame, numeric: list[str], categorical: list[str]
     ) -> SideEncoder:
+        """Vocabularies and statistics from ``frame``; a column with one value everywhere carries
+        nothing and is left out (an import's default country for every user: encoded, it would
+        make every user look "known" and add the same vector to each)."""
+        numeric = [c for c in numeric if _informative(frame, c, numeric=True)]
+        categorical = [c for c in categorical if _informative(frame, c, numeric=False)]
         mean, std = [], []
         for c in numeric:
-            col = (
-                pd.to_numeric(frame[c], errors="coerce").astype("float64")
-                if c in frame
-                else pd.Series([], dtype="float64")
-            )
-            m = float(col.mean()) if col.notna().any() else 0.0
-            s = float(col.std()) if col.notna().sum() > 1 else 1.0
-            mean.append(m)
+            col = pd.to_numeric(frame[c], errors="coerce").astype("float64")
+            mean.append(float(col.mean()))
+            s = float(col.std())
             std.append(s if s > 1e-9 else 1.0)
         cats, width = {}, 1
         for c in categorical:
-            values = frame[c].dropna().astype(str).unique().tolist() if c in frame else []
+            values = frame[c].dropna().astype(str).unique().tolist()
             bags = [_tokens(v) for v in values]
             cats[c] = sorted({t for bag in bags for t in bag})
             width = max([width, *(len(b) for b in bags)])
@@ -168,6 +168,18 @@ class SideEncoder:
             "categorical": self.categorical,
             "max_tokens": self.max_tokens,
         }
+
+
+def _informative(frame: pd.DataFrame, column: str, *, numeric: bool) -> bool:
+    """Whether ``column`` tells rows apart: at least two values (numbers), or two tokens or a
+    token and a missing value (strings: the missing value encodes as the unknown token)."""
+    if column not in frame:
+        return False
+    if numeric:
+        return pd.to_numeric(frame[column], errors="coerce").nunique() > 1
+    values = frame[column]
+    tokens = {t for v in values.dropna().astype(str).unique() for t in _tokens(v)}
+    return len(tokens) > 1 or (len(tokens) == 1 and bool(values.isna().any()))
 
 
 def _tokens(value: Any) -> list[str]:
@@ -271,6 +283,44 @@ class FeatureEncoder:
         return cls(SideEncoder(**d["user"]), SideEncoder(**d["item"]))
 
 
+class HistorySequence(nn.Module):
+    """The history read as a sequence (``model.history_encoder="attention"``): item embeddings
+    plus recency positions (0 = the most recent item), ``model.attention_layers`` of
+    self-attention over the non-padding items, and the most recent item's output as the
+    history's vector (zero for an empty history)."""
+
+    def __init__(self, n_items: int, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.embedding_dim
+        self.items = nn.Embedding(n_items + 1, d, padding_idx=0)
+        nn.init.normal_(self.items.weight, std=0.05)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
+        self.positions = nn.Embedding(max(cfg.history_len, 1), d)
+        nn.init.normal_(self.positions.weight, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d,
+            cfg.attention_heads,
+            dim_feedforward=2 * d,
+            dropout=cfg.dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, cfg.attention_layers, enable_nested_tensor=False
+        )
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        hist = hist[:, : self.positions.num_embeddings]
+        pad = hist == 0
+        has = ~pad[:, 0]  # most recent first: an empty history has padding in front
+        pad = pad & has[:, None]  # an empty row attends to its padding (its output is dropped)
+        pos = torch.arange(hist.shape[1], device=hist.device)
+        x = self.items(hist) + self.positions(pos)[None, :, :]
+        out = self.encoder(x, src_key_padding_mask=pad)[:, 0]
+        return out * has[:, None].to(out.dtype)
+
+
 class Tower(nn.Module):
     """``normalize(id_embedding + history + MLP(features))``; id 0 is the cold-start slot.
 
@@ -296,11 +346,16 @@ class Tower(nn.Module):
         )
         self.history = (
             nn.EmbeddingBag(n_history + 1, cfg.embedding_dim, mode="mean", padding_idx=0)
-            if n_history
+            if n_history and cfg.history_encoder == "mean"
             else None
         )
         if self.history is not None:
             nn.init.normal_(self.history.weight, std=0.05)
+        self.sequence = (
+            HistorySequence(n_history, cfg)
+            if n_history and cfg.history_encoder == "attention"
+            else None
+        )
         in_dim = cfg.cat_dim * len(cat_sizes) + n_numeric
         self.features = (
             nn.Sequential(
@@ -313,6 +368,10 @@ class Tower(nn.Module):
             else None
         )
         self.id_dropout = cfg.id_dropout
+
+    @property
+    def reads_history(self) -> bool:
+        return self.history is not None or self.sequence is not None
 
     def forward(
         self,
@@ -330,6 +389,8 @@ class Tower(nn.Module):
         x = self.id_embedding(id)
         if self.history is not None and hist is not None and hist.shape[1]:
             x = x + self.history(hist)
+        if self.sequence is not None and hist is not None and hist.shape[1]:
+            x = x + self.sequence(hist)
         if self.features is not None:
             if cat.dim() == 2:  # one token per column (callers of the earlier encoder)
                 cat = cat[:, :, None]
@@ -587,7 +648,7 @@ class Retriever:
         n = getattr(self.model, "history_len", 0)
         with torch.no_grad():
             enc = self.encoder.user.encode(user_ids, features)
-            if n > 0 and self.model.user_tower.history is not None:
+            if n > 0 and self.model.user_tower.reads_history:
                 hist = history_lists(self.user_history(user_ids, recent), self.encoder.item, n)
                 enc["hist"] = torch.from_numpy(hist)
             return self.model.user_vectors(_to(enc, self.model)).cpu()

@@ -142,6 +142,7 @@ class _SideFit:
     ids: set[str] = field(default_factory=set)
     moments: dict[str, _Moments] = field(default_factory=dict)
     values: dict[str, set[str]] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)  # string columns with a missing value
 
     def add(self, frame: pd.DataFrame, ids: pd.Series | None) -> None:
         if ids is not None:
@@ -153,17 +154,23 @@ class _SideFit:
         for c in self.categorical:
             if c in frame:
                 self.values.setdefault(c, set()).update(frame[c].dropna().astype(str).unique())
+                if frame[c].isna().any():
+                    self.missing.add(c)
 
     def encoder(self) -> SideEncoder:
-        stats = [self.moments.get(c, _Moments()).stats() for c in self.numeric]
+        """As :meth:`SideEncoder.fit` would fit the whole frame (one-valued columns left out)."""
+        numeric = [c for c in self.numeric if self.moments.get(c, _Moments()).m2 > 0]
+        stats = [self.moments[c].stats() for c in numeric]
         cats, width = {}, 1
         for c in self.categorical:
             bags = [_tokens(v) for v in self.values.get(c, ())]
-            cats[c] = sorted({t for bag in bags for t in bag})
-            width = max([width, *(len(b) for b in bags)])
+            tokens = sorted({t for bag in bags for t in bag})
+            if len(tokens) > 1 or (len(tokens) == 1 and c in self.missing):
+                cats[c] = tokens
+                width = max([width, *(len(b) for b in bags)])
         return SideEncoder(
             sorted(self.ids),
-            list(self.numeric),
+            numeric,
             [m for m, _ in stats],
             [s for _, s in stats],
             cats,

@@ -335,3 +335,68 @@ def test_users_with_a_history_tilt_toward_fresh_items_new_users_do_not():
     assert off[0] == pytest.approx(off[1])
     with pytest.raises(TrainingConfigError, match="fresh_weight"):
         TrainingConfig.load(None, ["model.fresh_weight=-1"])
+
+
+def test_one_valued_features_are_left_out_and_such_users_rank_by_the_prior():
+    """An import without a users file gives every user the same country and age: encoded, that
+    "feature" would mark every user as known and add the same vector to each. A column with one
+    value carries nothing: the encoder leaves it out (whole-frame and shard-by-shard fits alike),
+    and a new user whose only features are those defaults gets the prior alone."""
+    import torch
+
+    from training.model import FeatureColumns, FeatureEncoder, Retriever, TwoTower
+
+    train = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c"],
+            "item_id": ["x", "y", "x"],
+            "user_country": ["US"] * 3,
+            "user_age_bucket": ["25-34", "18-24", None],
+            "user_features_missing": [0.0] * 3,
+            "item_category": ["Drama", "Drama|Comedy", "Drama"],
+        }
+    )
+    columns = FeatureColumns(
+        user_numeric=["user_features_missing"],
+        user_categorical=["user_country", "user_age_bucket"],
+        item_categorical=["item_category"],
+    )
+    items = pd.DataFrame({"item_id": ["x", "y"], "item_category": ["Drama", "Drama|Comedy"]})
+    enc = FeatureEncoder.fit(train, pd.DataFrame(), items, columns)
+    assert enc.user.numeric == [] and list(enc.user.categorical) == ["user_age_bucket"]
+    assert enc.item.categorical == {"item_category": ["Comedy", "Drama"]}
+    one_valued = FeatureEncoder.fit(
+        train.assign(user_age_bucket="25-34"), pd.DataFrame(), items, columns
+    )
+    assert one_valued.user.categorical == {} and one_valued.user.numeric == []
+    cfg = TrainingConfig().model
+    torch.manual_seed(0)
+    model = TwoTower(one_valued, cfg)
+    model.init_item_bias(torch.tensor([0.0, 1.0, 5.0]))
+    assert model.user_tower.features is None
+    feats = pd.DataFrame({"user_country": ["US"], "user_age_bucket": ["25-34"]})
+    r = Retriever(model, one_valued, items)
+    emb = r.user_embeddings(["new-user"], feats)
+    assert torch.count_nonzero(emb[0, : cfg.embedding_dim]) == 0  # nothing personal: the prior
+    assert r.recommend(["new-user"], 2, features=feats)[0][0] == ["y", "x"]
+
+
+def test_attention_history_encoder_reads_order_and_empty_histories_add_nothing():
+    """``model.history_encoder="attention"``: the history is a sequence (recency positions), so
+    the same items in another order give another vector; an empty history gives zero."""
+    import torch
+
+    from training.model import HistorySequence
+
+    cfg = TrainingConfig.load(None, ["model.history_encoder=attention"]).model
+    torch.manual_seed(0)
+    seq = HistorySequence(10, cfg).eval()
+    hist = torch.zeros(3, cfg.history_len, dtype=torch.long)
+    hist[0, :3] = torch.tensor([1, 2, 3])
+    hist[1, :3] = torch.tensor([3, 2, 1])
+    out = seq(hist)
+    assert out.shape == (3, cfg.embedding_dim) and not torch.isnan(out).any()
+    assert not torch.allclose(out[0], out[1])
+    assert torch.count_nonzero(out[2]) == 0
+    with pytest.raises(TrainingConfigError, match="history_encoder"):
+        TrainingConfig.load(None, ["model.history_encoder=lstm"])
