@@ -422,6 +422,9 @@ class TwoTower(nn.Module):
             nn.init.zeros_(self.item_bias.weight)
             self.item_bias.weight.requires_grad_(cfg.learn_item_bias)
         self.temperature = cfg.temperature
+        # the personal part's weight at scoring (not in the loss): the trainer picks it on the
+        # validation split (model.personal_weights) and saves the pick as the only value
+        self.personal_weight = float(cfg.personal_weights[0])
         self.logq_weight = cfg.logq_weight
         self.loss = cfg.loss
         self.cold_rate = cfg.cold_rate
@@ -512,7 +515,7 @@ class TwoTower(nn.Module):
         """Retrieval vectors of users: ``[u, 1]``, ``[u, 1, w·has_history]`` with the freshness
         tilt (see :meth:`item_vectors`)."""
         u = self.user_tower(user["id"], user["cat"], user["num"], user.get("hist"))
-        u = u * self._known(user)[:, None]
+        u = u * (self._known(user) * self.personal_weight)[:, None]
         parts = [u, torch.ones(len(u), 1, device=u.device)]
         if self._fresh_tilt():  # [u, 1, w · has a history]
             parts.append(self.fresh_weight * self._has_history(user)[:, None])

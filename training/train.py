@@ -147,6 +147,8 @@ def run_training(
             interactions_per_s=rows / seconds if seconds else 0.0,
         )
         final = job
+        if d.main:  # the scoring-time blend, on the best epoch's weights (only rank 0 scores)
+            cfg = pick_personal_weight(job, ts, cfg, progress)
         epochs = refit_epochs(cfg, ts, progress, device, d)
         if epochs:
             final = refit(cfg, ts, device, d, epochs, shards)
@@ -513,6 +515,32 @@ def catalog_inputs(
     frame = frame.drop_duplicates("item_id", keep="last").set_index("item_id")
     frame = frame.reindex(encoder.item.ids).reset_index()
     return encoder.item.encode(encoder.item.ids, frame)
+
+
+def pick_personal_weight(
+    job: Job, ts: TrainingSet, cfg: TrainingConfig, progress: Progress
+) -> TrainingConfig:
+    """The config with ``model.personal_weights`` resolved to one value: the one whose validation
+    NDCG@10 is highest with the best epoch's weights (the first of equals). The result is what
+    the final model is built, evaluated and saved with; one candidate, or no validation rows,
+    keeps the first."""
+    weights = cfg.model.personal_weights
+    if len(weights) > 1 and ts.split_rows("val") and progress.best_state is not None:
+        job.model.load_state_dict(progress.best_state)
+        job.model.eval()
+        scores = []
+        for w in weights:
+            job.model.personal_weight = float(w)
+            scores.append(validation_metrics(job.model, job.encoder, ts, cfg).get("ndcg_at_10", 0))
+        pick = weights[int(np.argmax(scores))]
+        log.info(
+            "personal weight %g picked on validation (NDCG@10 %s)",
+            pick,
+            ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(weights, scores, strict=True)),
+        )
+        weights = (pick,)
+    job.model.personal_weight = float(weights[0])
+    return cfg.merged({"model": {"personal_weights": (weights[0],)}})
 
 
 def refit_epochs(
@@ -959,6 +987,7 @@ def evaluate_and_log(
     metrics["interactions_per_s"] = result.interactions_per_s
     metrics["best_epoch"] = float(result.best_epoch)
     metrics["refit"] = float(refitted)
+    metrics["personal_weight"] = float(job.model.personal_weight)
     for side, n in (ts.meta.get("rows_with_missing_features") or {}).items():
         metrics[f"training_rows_missing_{side}_features"] = float(n)
     if job.device.type == "cuda":

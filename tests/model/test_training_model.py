@@ -220,6 +220,31 @@ def test_two_tower_beats_popularity_and_serves_cold_users(sim_set, monkeypatch):
     assert again.metrics["holdout_ndcg_at_10"] == pytest.approx(m["holdout_ndcg_at_10"])
 
 
+def test_personal_weight_is_picked_on_validation_and_saved_as_the_only_value(sim_set, monkeypatch):
+    """``model.personal_weights``: the trainer scores each candidate on the validation split with
+    the best epoch's weights and keeps the best, whatever its place in the list; the final model
+    (refit included) scores with it. On the simulated world taste is real: the personal part
+    (1.0) beats none (0.0)."""
+    import training.train as train_mod
+
+    home, cfg, ts = sim_set
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    picked = []
+    pick = train_mod.pick_personal_weight
+    monkeypatch.setattr(
+        train_mod,
+        "pick_personal_weight",
+        lambda *a: picked.append(pick(*a)) or picked[-1],
+    )
+    fast = cfg.with_overrides(["train.epochs=2", "model.personal_weights=0,1"])
+    m = train_mod.run_training(fast, ts, run_key="pick", log_mlflow=False).metrics
+    assert m["personal_weight"] == 1.0 and picked[-1].model.personal_weights == (1.0,)
+    none = cfg.with_overrides(["train.epochs=2", "model.personal_weights=0"])
+    prior_only = train_mod.run_training(none, ts, run_key="prior", log_mlflow=False).metrics
+    assert prior_only["personal_weight"] == 0.0
+    assert prior_only["holdout_ndcg_at_10"] < m["holdout_ndcg_at_10"]
+
+
 def test_retriever_cold_start_exclusions_and_features(sim_set):
     import torch
 
