@@ -217,13 +217,7 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
     if not summary["drift"]:
         lines.append("  (no drift reports)")
     if isinstance(summary.get("serving"), dict):
-        s = summary["serving"]
-        lines.append(
-            f"Serving ({s['url']}): {s['requests']} requests, {s['errors']} errors, "
-            f"{s['clicks_per_slate']:.2f} clicks per slate, feedback {s['feedback']}; true "
-            f"relevance of the served slates {s['served_relevance']:.3f} vs "
-            f"{s['oracle_relevance']:.3f} for each user's ideal slate"
-        )
+        lines += serving_lines(summary["serving"])
     elif summary.get("serving"):
         lines.append(f"Serving: {summary['serving']}")
     lines.append("UIs:")
@@ -234,6 +228,22 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
 
 
 # --- the demo ---------------------------------------------------------------------------------
+def serving_lines(s: dict[str, Any]) -> list[str]:
+    """The summary's serving lines: traffic, true relevance, and which model served it."""
+    by = s.get("relevance_by_version") or {}
+    served_by = ", ".join(
+        f"{'v' + v if v.isdigit() else v} {n} slates (relevance {by.get(v, 0.0):.3f})"
+        for v, n in sorted((s.get("model_versions") or {}).items())
+    )
+    return [
+        f"Serving ({s['url']}): {s['requests']} requests, {s['errors']} errors, "
+        f"{s['clicks_per_slate']:.2f} clicks per slate, feedback {s['feedback']}; true "
+        f"relevance of the served slates {s['served_relevance']:.3f} vs "
+        f"{s['oracle_relevance']:.3f} for each user's ideal slate",
+        f"  served by: {served_by or 'nothing'}",
+    ]
+
+
 def _reset_home(home: Path, progress: Callable[[str], None]) -> None:
     """Remove the demo's state under ``home`` (never a source tree's)."""
     if (home / ".git").exists() or (home / "pyproject.toml").exists():
@@ -268,6 +278,8 @@ def serve_and_play(
         "errors": t.errors,
         "served_relevance": round(t.served_relevance, 4),
         "oracle_relevance": round(t.oracle_relevance, 4),
+        "model_versions": t.model_versions,
+        "relevance_by_version": {v: round(r, 4) for v, r in t.relevance_by_version.items()},
     }
 
 

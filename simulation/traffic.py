@@ -51,6 +51,10 @@ class TrafficSummary:
     unknown_items: int = 0
     feedback: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FEEDBACK_EVENT_TYPES, 0))
     variants: dict[str, int] = field(default_factory=dict)
+    # which model answered (a registered version, or "popularity" for a fallback): slates and
+    # their mean true relevance per version, so a figure is read against the model that earned it
+    model_versions: dict[str, int] = field(default_factory=dict)
+    relevance_by_version: dict[str, float] = field(default_factory=dict)
     served_relevance: float = 0.0  # mean true relevance of the served slates
     oracle_relevance: float = 0.0  # mean true relevance of each user's true top-k
     stopped: str = ""  # why traffic stopped early, if it did
@@ -123,7 +127,7 @@ def play(
     http = client or httpx.Client(timeout=10.0)
     first = start or truth.end + dt.timedelta(days=1)
     summary = TrafficSummary(url=base)
-    served: list[float] = []
+    served: list[tuple[str, float]] = []  # (model version, true relevance of its slate)
     oracle: list[float] = []
     deadline = time.monotonic() + time_limit_s
     bar = None
@@ -150,7 +154,10 @@ def play(
                 if bar is not None:
                     bar.update(1)
     finally:
-        summary.served_relevance = float(np.mean(served)) if served else 0.0
+        summary.served_relevance = float(np.mean([r for _, r in served])) if served else 0.0
+        for version in summary.model_versions:
+            mine = [r for v, r in served if v == version]
+            summary.relevance_by_version[version] = float(np.mean(mine)) if mine else 0.0
         summary.oracle_relevance = float(np.mean(oracle)) if oracle else 0.0
         if bar is not None:
             bar.close()
@@ -175,6 +182,8 @@ def _one_user(http, base, truth: Truth, u: int, day, k, rng, summary, served, or
     summary.fallbacks += bool(body.get("fallback"))
     variant = str(body.get("variant", ""))
     summary.variants[variant] = summary.variants.get(variant, 0) + 1
+    version = str(body.get("model_version") or "unknown")
+    summary.model_versions[version] = summary.model_versions.get(version, 0) + 1
     slate = [it["item_id"] for it in body.get("items", [])][:k]
     idx = truth.item_index(slate, missing=-1)
     summary.unknown_items += int((idx < 0).sum())
@@ -185,10 +194,10 @@ def _one_user(http, base, truth: Truth, u: int, day, k, rng, summary, served, or
     true_rel = click_probability(truth.factor[avail] @ taste, truth.config)
     oracle.append(float(np.sort(true_rel)[::-1][:k].mean()))
     if not len(pos):
-        served.append(0.0)
+        served.append((version, 0.0))
         return
     util = truth.factor[idx[pos]] @ taste
-    served.append(float(click_probability(util, truth.config).sum() / k))
+    served.append((version, float(click_probability(util, truth.config).sum() / k)))
     resp = respond(
         util, truth.price[idx[pos]], rng, truth.config, truth.meta["ref_price"], position=pos
     )

@@ -79,6 +79,9 @@ def test_users_answer_by_their_true_tastes(lake):
         and good.feedback["purchase"] > bad.feedback["purchase"]
     )
     assert good.served_relevance == pytest.approx(good.oracle_relevance, rel=1e-6)
+    # each figure is read against the model that answered (here every slate is version 1)
+    assert good.model_versions == {"1": 50}
+    assert good.relevance_by_version["1"] == pytest.approx(good.served_relevance)
     assert bad.served_relevance < 0.3 * bad.oracle_relevance
     kinds = {f["event_type"] for f in feedback}
     assert kinds == {"click", "add_to_cart", "purchase", "rating"}
