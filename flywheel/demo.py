@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import shutil
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,15 @@ from core.names import TRAIN_DAG
 from core.settings import Settings, get_settings
 from flywheel.airflow_env import PASSWORDS_FILE, airflow_env
 from flywheel.loop import Progress, run_loop, start_embedded_airflow
-from flywheel.processes import ProcessGroup, free_port, http_ok, port_free, venv_bin, wait_until
+from flywheel.processes import (
+    ProcessGroup,
+    ServiceError,
+    free_port,
+    http_ok,
+    port_free,
+    venv_bin,
+    wait_until,
+)
 from monitoring.monitor import summaries
 from simulation.simulator import simulate
 from simulation.traffic import play
@@ -228,6 +237,18 @@ def format_summary(summary: dict[str, Any], urls: dict[str, str], how: list[str]
 
 
 # --- the demo ---------------------------------------------------------------------------------
+def serving_ready(url: str) -> bool:
+    """Whether the serving API answers with its model: a champion loaded, online features and
+    the serving data (catalog, users) read. Until then every request gets the popularity
+    fallback, and a demo's traffic played then measures the fallback, not the model."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+            health = json.loads(resp.read())
+    except (OSError, ValueError):
+        return False
+    return bool(health.get("champion") and health.get("features") and health.get("data_as_of"))
+
+
 def serving_lines(s: dict[str, Any]) -> list[str]:
     """The summary's serving lines: traffic, true relevance, and which model served it."""
     by = s.get("relevance_by_version") or {}
@@ -268,6 +289,10 @@ def serve_and_play(
     group.start("serving", [venv_bin("flywheel"), "serve", "--port", str(port)], env)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: http_ok(f"{url}/health"), 120, "serving API", group, interval=1)
+    try:  # up is not ready: the champion and the serving data load in the background
+        wait_until(lambda: serving_ready(url), 180, "serving's champion", group, interval=1)
+    except ServiceError as exc:
+        progress(f"{exc}; playing anyway (slates the model cannot answer are fallbacks)")
     progress(f"serving API up at {url}; simulated users for one day")
     t = play(url, 1, seed=cfg.seed, max_requests=300, time_limit_s=60)
     return {

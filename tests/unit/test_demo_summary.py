@@ -56,3 +56,60 @@ def test_successful_training_runs_are_explained_against_the_registry():
         "already trained), "
         "1 failed; the registry holds 1 version(s)"
     ) in text
+
+
+def test_serving_is_ready_only_with_its_champion_features_and_data():
+    """The demo plays traffic once serving answers with its model: an API that is up but still
+    loading its champion serves every request from the popularity fallback (a demo once measured
+    247 of 300 slates that way and reported their relevance as the model's)."""
+    import http.server
+    import json
+    import threading
+
+    from flywheel.demo import serving_ready
+
+    health = {"status": "ok", "champion": None, "features": True, "data_as_of": None}
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps(health).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert not serving_ready(url)
+        health.update(champion="4")
+        assert not serving_ready(url)  # data not read yet
+        health.update(data_as_of="2026-01-30")
+        assert serving_ready(url)
+    finally:
+        server.shutdown()
+    assert not serving_ready(url)  # down
+
+
+def test_the_summary_names_the_model_behind_each_served_slate():
+    text = format_summary(
+        _summary(
+            serving={
+                "url": "http://127.0.0.1:8000",
+                "requests": 300,
+                "errors": 0,
+                "clicks_per_slate": 1.5,
+                "feedback": {"click": 1},
+                "served_relevance": 0.2,
+                "oracle_relevance": 0.6,
+                "model_versions": {"4": 53, "popularity": 247},
+                "relevance_by_version": {"4": 0.446, "popularity": 0.168},
+            }
+        ),
+        {},
+        [],
+    )
+    assert "served by: v4 53 slates (relevance 0.446), popularity 247 slates" in text
