@@ -15,6 +15,9 @@
   of the recency-weighted training positives and trained with the rest. A user with nothing
   known (no id, no history, no features) is ranked by ``b_item`` alone (``model.cold_prior``):
   a non-personal ranking learned on rows trained with the user hidden (``model.cold_rate``).
+  At scoring the personal part is weighted, ``w·u·v / T + b_item``: the trainer picks ``w`` among
+  ``model.personal_weights`` on the validation split. A feature column with one value in the
+  training data is left out (it tells nobody apart, and would make every user look known).
   A user with a history adds ``model.fresh_weight × -log(item age)`` (days since the item's
   first training positive, floored): returning users rate new releases, new users the classics.
 * :class:`TwoTower` holds both towers and the loss: a softmax over the whole catalog
