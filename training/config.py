@@ -57,7 +57,8 @@ class ModelConfig:
     history_len: int = 50  # the user tower pools the last N positive items before the event
     # how the user tower reads the history: "mean" (a bag: the items' mean embedding) or
     # "attention" (a sequence: self-attention over the items and their recency positions; the
-    # most recent item's output is the history's vector)
+    # most recent item's output is the history's vector). ml-latest-small's rolling-origin folds:
+    # attention 0.341 vs mean 0.348 NDCG@10, at 3-5x the training time
     history_encoder: str = "mean"
     attention_heads: int = 2
     attention_layers: int = 1
