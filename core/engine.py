@@ -39,6 +39,7 @@ import datetime as dt
 import logging
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -48,6 +49,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from core.errors import ConfigError, FlywheelError
 from core.lake import Lake, LocalLake, S3Lake, get_lake, partition_prefix
 from core.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import duckdb
@@ -340,15 +343,27 @@ def connect_ray() -> Any:
     if address is None:  # a local cluster of this process: no dashboard, no usage stats
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs.update(include_dashboard=False, configure_logging=True)
-    try:
-        ray.init(address=address, **kwargs)
-    except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError, ...
-        where = address or "a local cluster"
-        raise ConfigError(
-            f"cannot connect to Ray at {where} (FLYWHEEL_RAY_ADDRESS): {_first_line(exc)}"
-        ) from None
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address, **kwargs)
+            break
+        except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError, ...
+            # the client server starts a server per connection; that start fails now and then
+            # ("Starting Ray client server failed"): one more try, anything else fails at once
+            if attempt == 1 and RAY_CLIENT_START_FAILED in str(exc):
+                log.warning("Ray client server did not start; connecting again: %s", exc)
+                time.sleep(2.0)
+                continue
+            where = address or "a local cluster"
+            raise ConfigError(
+                f"cannot connect to Ray at {where} (FLYWHEEL_RAY_ADDRESS): {_first_line(exc)}"
+            ) from None
     _RAY["address"] = address
     return ray
+
+
+#: What a Ray Client connection raises when the server side failed to start its per-client server.
+RAY_CLIENT_START_FAILED = "Starting Ray client server failed"
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

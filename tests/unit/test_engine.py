@@ -209,3 +209,38 @@ def test_a_failed_ray_piece_names_the_piece_and_the_cause():
     assert core_engine._first_line(server) == (
         "Initialization failure from server: ValueError: bad token"
     )
+
+
+def test_a_ray_client_server_that_failed_to_start_is_tried_once_more(monkeypatch):
+    """Ray Client's server starts a server per connection, and that start fails now and then
+    ("Starting Ray client server failed"): connect_ray tries once more; any other failure (a
+    wrong token, a host that is down) is a ConfigError at once, naming the address."""
+    import ray
+
+    monkeypatch.setenv("FLYWHEEL_RAY_ADDRESS", "ray://127.0.0.1:1")
+    monkeypatch.setattr(core_engine.time, "sleep", lambda s: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(core_engine, "_RAY", {})
+    calls = []
+
+    def flaky(address=None, **kwargs):
+        calls.append(address)
+        if len(calls) == 1:
+            raise ConnectionError(
+                "Initialization failure from server: RuntimeError: Starting Ray client server "
+                "failed. See ray_client_server_23000.err for detailed logs."
+            )
+
+    monkeypatch.setattr(ray, "init", flaky)
+    assert core_engine.connect_ray() is ray and calls == ["ray://127.0.0.1:1"] * 2
+
+    def down(address=None, **kwargs):
+        calls.append(address)
+        raise ConnectionError("ray client connection timeout")
+
+    calls.clear()
+    monkeypatch.setattr(core_engine, "_RAY", {})
+    monkeypatch.setattr(ray, "init", down)
+    with pytest.raises(ConfigError, match=r"cannot connect to Ray at ray://127\.0\.0\.1:1"):
+        core_engine.connect_ray()
+    assert len(calls) == 1
