@@ -182,7 +182,12 @@ def _informative(frame: pd.DataFrame, column: str, *, numeric: bool) -> bool:
         return pd.to_numeric(frame[column], errors="coerce").nunique() > 1
     values = frame[column]
     tokens = {t for v in values.dropna().astype(str).unique() for t in _tokens(v)}
-    return len(tokens) > 1 or (len(tokens) == 1 and bool(values.isna().any()))
+    return tokens_informative(tokens, bool(values.isna().any()))
+
+
+def tokens_informative(tokens: set[str] | list[str], has_missing: bool) -> bool:
+    """A string column's tokens tell rows apart: two of them, or one and a missing value."""
+    return len(tokens) > 1 or (len(tokens) == 1 and has_missing)
 
 
 def _tokens(value: Any) -> list[str]:

@@ -54,6 +54,7 @@ from training.model import (
     FeatureEncoder,
     SideEncoder,
     _tokens,
+    tokens_informative,
 )
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class _SideFit:
         for c in self.categorical:
             bags = [_tokens(v) for v in self.values.get(c, ())]
             tokens = sorted({t for bag in bags for t in bag})
-            if len(tokens) > 1 or (len(tokens) == 1 and c in self.missing):
+            if tokens_informative(tokens, c in self.missing):
                 cats[c] = tokens
                 width = max([width, *(len(b) for b in bags)])
         return SideEncoder(
