@@ -31,6 +31,13 @@ same config on N earlier copies of the split, entirely before the holdout
 positives earlier), and scores it and every baseline there, pooled over the folds' users
 (ml-latest-small: 249 users, 71 warm). Choose settings on these figures, never on the holdout's.
 
+**The ceiling for cold users.** A user with no history before the holdout (ml-latest-small: 48 of
+the holdout's 72) can only get a list that is the same for every such user. The table shows the
+best such list, built from those users' holdout answers
+(:func:`training.evaluation.hindsight_list_metrics`: it reads the answers, so it is a ceiling,
+not a method), on the holdout and pooled over the folds, beside Flywheel's cold figure; and the
+warm users' NDCG@10 the target would need if the cold users scored that ceiling.
+
 Target: Flywheel NDCG@10 >= 1.1 x the strongest baseline, with the defaults.
 """
 
@@ -156,6 +163,7 @@ def flywheel_run(
     from core.lake import get_lake
     from ingestion.bulk import ingest_range
     from ingestion.importers import import_file
+    from training.data import load_training_set
     from training.pipeline import run_pipeline
 
     t0 = time.perf_counter()
@@ -175,6 +183,7 @@ def flywheel_run(
     cfg = bench_config(split, source)
     out = run_pipeline(dt.date.fromisoformat(split["end_day"]), cfg, run_key="realdata")
     t_end = time.perf_counter()
+    ceiling = hindsight_of(load_training_set(out["training_set"]["location"]), cfg)
     return {
         "imported": {k: v for k, v in imported.items() if k != "window"},
         "suggested_window": imported.get("window"),
@@ -186,6 +195,7 @@ def flywheel_run(
         "training_rows": out["training_set"]["rows"],
         "training_set": out["training_set"]["location"],
         "epochs": {k: out["trained"][k] for k in ("epochs_run", "best_epoch")},
+        "hindsight_cold": ceiling,
         "seconds": {
             "import": t_import - t0,
             "ingest": t_ingest - t_import,
@@ -194,6 +204,14 @@ def flywheel_run(
             "total": t_end - t0,
         },
     }
+
+
+def hindsight_of(ts, cfg) -> float:
+    """NDCG@10 of the best single list for the holdout's cold users, read from their answers
+    (:func:`training.evaluation.hindsight_list_metrics`): what no model can beat for them."""
+    from training.evaluation import hindsight_list_metrics, requests_for
+
+    return float(hindsight_list_metrics(requests_for(ts, cfg), "cold")["ndcg_at_10"])
 
 
 def bench_config(split: dict, source: str):
@@ -232,6 +250,7 @@ def folds_run(home: str, location: str, split: dict, source: str, folds: int) ->
             k[len("holdout_") :]: v for k, v in result.metrics.items() if k.startswith("holdout_")
         }
         base, _ = baseline_metrics(f, cfg, reqs)
+        ceiling = hindsight_of(f, cfg)
         per_fold.append(
             {
                 "holdout_start": f.meta["holdout_start"],
@@ -240,6 +259,7 @@ def folds_run(home: str, location: str, split: dict, source: str, folds: int) ->
                     m: {g: x.get(_key(g), 0.0) for g in GROUPS}
                     for m, x in {"flywheel": model, **base}.items()
                 },
+                "hindsight_cold": ceiling,
             }
         )
     return {"folds": per_fold, "pooled": pooled(per_fold)}
@@ -252,6 +272,9 @@ def _key(group: str, metric: str = "ndcg_at_10") -> str:
 def pooled(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
     """NDCG@10 per method and group, averaged over every fold's users (weighted by users)."""
     out: dict[str, Any] = {"users": {g: sum(f["users"][g] for f in per_fold) for g in GROUPS}}
+    out["hindsight_cold"] = sum(
+        f.get("hindsight_cold", 0.0) * f["users"]["cold"] for f in per_fold
+    ) / max(out["users"]["cold"], 1)
     methods = per_fold[0]["ndcg_at_10"] if per_fold else {}
     for m in methods:
         out[m] = {
@@ -264,25 +287,50 @@ def pooled(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
 
 def fold_rows(folds: dict[str, Any], case: str) -> list[Row]:
     p = folds["pooled"]
-    base = {m: v for m, v in p.items() if m not in ("users", "flywheel")}
+    base = {m: v for m, v in p.items() if m not in ("users", "flywheel", "hindsight_cold")}
     if "flywheel" not in p or not base:
         return []
     best = max(base, key=lambda m: base[m]["all"])
     users = p["users"]
     where = ", ".join(f["holdout_start"] for f in folds["folds"])
+    case = (
+        f"{case}, rolling-origin validation ({len(folds['folds'])} folds from {where}; "
+        f"{users['all']} users, {users['warm']} warm / {users['cold']} cold)"
+    )
     return [
         Row(
             "realdata",
-            f"{case}, rolling-origin validation ({len(folds['folds'])} folds from {where}; "
-            f"{users['all']} users, {users['warm']} warm / {users['cold']} cold)",
+            case,
             f"NDCG@10 {m}",
             v["all"],
             f"warm {v['warm']:.3f}, cold {v['cold']:.3f}; vs {best} {base[best]['all']:.4f}",
             v["all"] / base[best]["all"] if base[best]["all"] else None,
         )
         for m, v in p.items()
-        if m != "users"
-    ]
+        if m not in ("users", "hindsight_cold")
+    ] + [ceiling_row(case, p["hindsight_cold"], p["flywheel"]["cold"])]
+
+
+def ceiling_row(case: str, ceiling: float, flywheel_cold: float, needs: str = "") -> Row:
+    """The hindsight list for cold users: a ceiling (it reads their answers), not a method."""
+    return Row(
+        "realdata",
+        f"{case}, cold users",
+        "NDCG@10 hindsight list (ceiling)",
+        ceiling,
+        "the best single list, built from the cold users' holdout answers: no model can score "
+        f"more for users it knows nothing of; Flywheel cold {flywheel_cold:.3f}{needs}",
+        flywheel_cold / ceiling if ceiling else None,
+    )
+
+
+def warm_needed(s: dict[str, Any]) -> float | None:
+    """The warm users' NDCG@10 the target asks for when cold users score the hindsight ceiling."""
+    n = s["users"]
+    if not n["warm"] or s["ndcg_at_10"][s["strongest_baseline"]] is None:
+        return None
+    goal = TARGET * s["ndcg_at_10"][s["strongest_baseline"]] * n["all"]
+    return max(0.0, (goal - s["hindsight_cold_ndcg_at_10"] * n["cold"]) / n["warm"])
 
 
 # --- the independent check on the raw file ------------------------------------------------------
@@ -358,11 +406,13 @@ def summary_of(fw: dict[str, Any], raw: dict, split: dict, source: str) -> dict[
         "split": split,
         "raw_check_ndcg_at_10": {m: raw[m]["ndcg_at_10"] for m in raw},
         "rows_quarantined": fw["rows_quarantined"],
+        "hindsight_cold_ndcg_at_10": fw["hindsight_cold"],
         "quarantine_reasons": fw["failures"],
         "recent_popularity_days": fw["evaluation"]["baselines"]
         .get("recent_popularity", {})
         .get("window_days"),
     }
+    out["warm_ndcg_at_10_needed_for_target"] = warm_needed(out)
     return out
 
 
@@ -387,6 +437,18 @@ def rows_of(s: dict[str, Any], case: str) -> list[Row]:
         ),
     ]
     best = s["strongest_baseline"]
+    need = s.get("warm_ndcg_at_10_needed_for_target")
+    out.append(
+        ceiling_row(
+            case,
+            s["hindsight_cold_ndcg_at_10"],
+            s["ndcg_at_10_cold"]["flywheel"],
+            f"; the target then needs warm >= {need:.3f} (strongest baseline on warm: "
+            f"{s['ndcg_at_10_warm'][best]:.3f})"
+            if need is not None
+            else "",
+        )
+    )
     for metric, label in (("ndcg_at_10", "NDCG@10"), ("recall_at_20", "Recall@20")):
         for group in GROUPS:
             key = metric if group == "all" else f"{metric}_{group}"

@@ -363,6 +363,31 @@ def oracle_metrics(
     return evaluate(recs, {u: truth[u] for u in users}, cfg.eval.ks)
 
 
+def hindsight_list_metrics(reqs: Requests, group: str = "cold", k: int = 10) -> dict[str, object]:
+    """NDCG@``k`` for ``group`` of the one list (the same for every user) that scores most there,
+    built from those users' holdout answers: a ceiling for anything non-personal, not a method.
+
+    A user without a history can only get a non-personal list, so this bounds what any model
+    scores on cold users. Placing item ``i`` at position ``p`` adds ``d(p) · Σ 1/IDCG_u`` over
+    the users ``u`` whose answers hold ``i``, so sorting items by that sum is the best list
+    (exact for users without exclusions; an excluded item is skipped, as models skip it)."""
+    users = reqs.group(group)
+    weight: dict[str, float] = {}
+    for u in users:
+        ideal = float(sum(1.0 / np.log2(p + 2) for p in range(min(k, len(reqs.truth[u])))))
+        for item in reqs.truth[u]:
+            weight[item] = weight.get(item, 0.0) + 1.0 / ideal
+    ranked = sorted(weight, key=lambda i: (-weight[i], i))
+    recs = {u: [i for i in ranked if i not in reqs.exclude.get(u, ())][:k] for u in users}
+    fn = METRICS["ndcg"]
+    vals = [fn(recs[u], reqs.truth[u], k) for u in users]
+    return {
+        f"ndcg_at_{k}": float(np.mean(vals)) if vals else 0.0,
+        "users": len(users),
+        "list": ranked[:k],
+    }
+
+
 # --- rolling-origin validation ---------------------------------------------------------------
 
 

@@ -380,3 +380,40 @@ def test_rolling_origin_folds_are_earlier_copies_of_the_split_before_the_holdout
         assert all(d < f.meta["holdout_start"] for d in f.meta["days"])  # exclusions up to it
         assert len(f.train) + len(f.holdout) <= len(ts.train)  # rows of the set, none invented
     assert rolling_origin_sets(ts, folds=30, step=0.05)[-1].meta["rolling_origin_fold"] < 30
+
+
+# --- the hindsight list: the most any single list scores ----------------------------------------
+
+
+def test_hindsight_list_is_the_best_single_list_for_a_group():
+    """Brute force over every ordered 2-item list of the catalog: no non-personal list
+    scores more for the cold users than the one built from their answers (the warm users'
+    answers, the most common overall, are not read), and it is a real list (its score is what it scores)."""
+    import itertools
+
+    from training.evaluation import Requests, hindsight_list_metrics
+    from training.metrics import ndcg_at_k
+
+    # "m" is in more cold users' answers than "s", but theirs are longer (a hit counts less):
+    # the best list starts with "s" (counting users would start with "m")
+    truth = {
+        "c1": {"s"},
+        "c2": {"s"},
+        "c3": {"m", "p"},
+        "c4": {"m", "q"},
+        "c5": {"m", "r"},
+        **{f"w{n}": {"d"} for n in range(4)},
+    }
+    reqs = Requests(truth, {"c3": {"x"}}, frozenset(f"w{n}" for n in range(4)), (2,))
+    cold = reqs.group("cold")
+    got = hindsight_list_metrics(reqs, "cold", k=2)
+
+    def mean_ndcg(lst):
+        return float(np.mean([ndcg_at_k(list(lst), truth[u], 2) for u in cold]))
+
+    best = max(mean_ndcg(p) for p in itertools.permutations("smpqrdx", 2))
+    assert got["ndcg_at_2"] == pytest.approx(best)
+    assert got["users"] == len(cold) == 5
+    assert got["list"] == ["s", "m"]
+    assert mean_ndcg(got["list"]) == pytest.approx(got["ndcg_at_2"])
+    assert hindsight_list_metrics(Requests({}, {}, frozenset(), (2,)), "cold", k=2)["users"] == 0
