@@ -49,6 +49,7 @@ from training.metrics import (
     METRICS,
     bootstrap_ci,
     evaluate,
+    ideal_dcg,
     oracle_recommendations,
     popularity_counts,
 )
@@ -374,9 +375,8 @@ def hindsight_list_metrics(reqs: Requests, group: str = "cold", k: int = 10) -> 
     users = reqs.group(group)
     weight: dict[str, float] = {}
     for u in users:
-        ideal = float(sum(1.0 / np.log2(p + 2) for p in range(min(k, len(reqs.truth[u])))))
         for item in reqs.truth[u]:
-            weight[item] = weight.get(item, 0.0) + 1.0 / ideal
+            weight[item] = weight.get(item, 0.0) + 1.0 / ideal_dcg(len(reqs.truth[u]), k)
     ranked = sorted(weight, key=lambda i: (-weight[i], i))
     recs = {u: [i for i in ranked if i not in reqs.exclude.get(u, ())][:k] for u in users}
     fn = METRICS["ndcg"]

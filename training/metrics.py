@@ -39,8 +39,12 @@ def ndcg_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
         return 0.0
     hits = _hits(ranked, relevant, k)
     dcg = float(np.dot(hits, _DISCOUNT[: len(hits)])) if hits else 0.0
-    ideal = float(_DISCOUNT[: min(k, len(relevant))].sum())
-    return dcg / ideal
+    return dcg / ideal_dcg(len(relevant), k)
+
+
+def ideal_dcg(n_relevant: int, k: int) -> float:
+    """DCG@``k`` of a perfect list for a user with ``n_relevant`` relevant items."""
+    return float(_DISCOUNT[: min(k, n_relevant)].sum())
 
 
 def map_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
